@@ -12,7 +12,7 @@ prompt ?= a red fox running through fresh snow, cinematic
 .PHONY: help setup comfyui schema test lint serve demo predict clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json ## venv with pinned deps + the pinned ComfyUI + the Cog input schema
 
@@ -34,6 +34,21 @@ schema: $(VENV)/.installed ## write .cog/openapi_schema.json from predict.py
 test: setup ## run the test suite (CPU, real ComfyUI, real Cog server)
 	$(PY) -m pytest
 
+.PHONY: test-tiny-dit
+test-tiny-dit: setup ## a tiny real HunyuanVideo DiT through the Predictor: every input changes the output (-s prints the figures)
+	$(PY) -m pytest tests/test_tiny_dit.py -s
+
+.PHONY: test-hardening soak
+test-hardening: setup ## bad input and injected faults (OOM, time limit, cancel, traversal), in-process and over HTTP; 100-run soak with figures
+	$(PY) -m pytest tests/test_input_hardening.py tests/test_faults.py tests/test_hardening_http.py tests/test_soak.py -s
+
+soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every few runs (make soak runs=1000)
+	$(PY) bench/soak_figures.py $(or $(runs),300)
+
+.PHONY: fault-figures
+fault-figures: setup ## inject each fault into a real prediction and print the outcome table
+	$(PY) bench/fault_figures.py
+
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check comfy_runtime tests predict.py
 
@@ -48,3 +63,23 @@ serve: setup ## the Cog HTTP server on :$(PORT) with predict.py
 
 clean: ## remove outputs and caches (keeps the venv)
 	rm -rf outputs .pytest_cache demo.mp4 output.mp4
+
+# Images and deployment. `cog` here is the cog CLI (Go binary, needs Docker), not the Python SDK in the venv.
+IMAGE ?= hunyuan-video:$(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+model ?=
+COG_CLI = command -v cog >/dev/null || { echo "the cog CLI is not on PATH: install it from the replicate/cog releases (pip's cog package is only the Python SDK)"; exit 1; }
+
+.PHONY: build push k8s-validate
+build: ## build the image with the cog CLI (Docker): make build IMAGE=name:tag
+	@$(COG_CLI)
+	$(MAKE) schema
+	cog build -t $(IMAGE)
+
+push: ## push to Replicate: make push model=<owner>/<model> (after cog login); see cog-safe-push.yaml for a tested push
+	@test -n "$(model)" || { echo "usage: make push model=<owner>/<model>   (pushes r8.im/<owner>/<model>)"; exit 2; }
+	@$(COG_CLI)
+	$(MAKE) schema
+	cog push r8.im/$(model)
+
+k8s-validate: $(VENV)/.installed ## validate deploy/k8s offline: kustomize render, Kubernetes + KEDA schemas, env names, probes on a real Cog server
+	$(PY) -m pytest tests/test_k8s_manifests.py -q

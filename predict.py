@@ -1,10 +1,10 @@
 """Cog adapter: typed inputs in, video out. The work happens in comfy_runtime."""
 
-from typing import Optional
 
 from cog import BasePredictor, Input, Path
 
 from comfy_runtime import VideoRenderer, VideoRequest
+from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
 from comfy_runtime.request import (
     DEFAULT_FRAMES,
     DEFAULT_HEIGHT,
@@ -27,7 +27,10 @@ class Predictor(BasePredictor):
 
     def predict(
         self,
-        prompt: str = Input(description="What the video shows."),
+        prompt: str = Input(
+            max_length=MAX_PROMPT_CHARS,
+            description="What the video shows: plain text, at most 256 LLaMA tokens (about 1000 characters of English).",
+        ),
         width: int = Input(
             default=DEFAULT_WIDTH, choices=SIZE_CHOICES,
             description="Frame width in pixels: a multiple of 16 from 64 to 1280. Other values are rejected, not rounded.",
@@ -56,7 +59,7 @@ class Predictor(BasePredictor):
             default=int(FPS.default), ge=int(FPS.ge), le=int(FPS.le),
             description="Frames per second of the output video.",
         ),
-        seed: Optional[int] = Input(
+        seed: int | None = Input(
             default=None, ge=0, le=MAX_SEED,
             description="Random seed. Leave empty for a random one; the seed used is printed in the logs.",
         ),

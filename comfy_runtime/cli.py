@@ -24,15 +24,23 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from .request import VideoRequest
     from .service import VideoRenderer
     from .settings import Settings
 
+    fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
+    try:  # before booting ComfyUI: bad input fails in milliseconds, with the rule and no traceback
+        request = VideoRequest(**fields)
+    except ValidationError as error:
+        for problem in error.errors():
+            print(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
+        return 2
     overrides = {"workflow": args.workflow} if args.workflow else {}
     renderer = VideoRenderer.from_settings(Settings(**overrides))
     renderer.start()
-    fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
-    rendered = renderer.render(VideoRequest(**fields), log_line=lambda line: print(line, file=sys.stderr))
+    rendered = renderer.render(request, log_line=lambda line: print(line, file=sys.stderr))
     target = Path(args.out or rendered.video.name).resolve()
     shutil.copyfile(rendered.video, target)
     print(target)

@@ -8,6 +8,7 @@ once; every EmbeddedRuntime in the process shares that boot and must agree on it
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import threading
@@ -21,14 +22,17 @@ from typing import Any, Literal
 from .node_schema import node_schema_from_object_info
 from .outputs import collect_output_files
 from .runtime import (
+    ComfyRuntimeError,
     ExecutionInterrupted,
     Graph,
     NodeExecutionError,
     NodeFailure,
     NodeSchema,
     NodeStarted,
+    OutOfMemory,
     ProgressCallback,
     RunResult,
+    RunTimedOut,
     StepProgress,
     WorkflowInvalidError,
 )
@@ -51,7 +55,7 @@ class _EventSink:
         self.sockets_metadata: dict[str, Any] = {}
         self._run: _RunState | None = None
 
-    def attach(self, run: "_RunState | None") -> None:
+    def attach(self, run: _RunState | None) -> None:
         self._run = run
 
     def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
@@ -77,12 +81,15 @@ class _RunState:
         self.failure: NodeFailure | None = None
         self.interrupted = False
         self.current_node: str | None = None
+        self.last_step: StepProgress | None = None
 
     def class_of(self, node_id: str | None) -> str | None:
         node = self.graph.get(str(node_id)) if node_id is not None else None
         return node.get("class_type") if node else None
 
     def emit(self, event: Any) -> None:
+        if isinstance(event, StepProgress):
+            self.last_step = event
         if self.on_progress is not None:
             try:
                 self.on_progress(event)
@@ -148,12 +155,10 @@ def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) ->
         sys.path.insert(0, str(comfyui_path))
         # ComfyUI's nodes.py puts ComfyUI/comfy first on sys.path, which shadows the top-level
         # `utils` package with comfy/utils.py. main.py dodges that by importing utils first; so do we.
-        import utils.extra_config  # noqa: F401
-
         import comfy.options  # noqa: F401  (leaves argument parsing off: we set args ourselves)
-        from comfy.cli_args import args
-
         import torch
+        import utils.extra_config  # noqa: F401
+        from comfy.cli_args import args
 
         use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
         if device == "cuda" and not torch.cuda.is_available():
@@ -161,6 +166,9 @@ def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) ->
         args.cpu = use_cpu
         args.preview_method = "none"
         _comfy_modules = _Comfy()
+        # Samplers' tqdm bars write carriage-return lines into the same log stream as our "step k/n"
+        # lines and garble the first one; the progress hook (which reports every step) does not need them.
+        _comfy_modules.comfy_utils.set_progress_bar_enabled(False)
         _booted_from = comfyui_path
         return _comfy_modules
 
@@ -196,6 +204,7 @@ class EmbeddedRuntime:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="comfyui")
         self._run_lock = threading.Lock()
         self._cancel = threading.Event()
+        self._stuck: Future | None = None  # a run that outlived its time limit and its interrupt
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -276,8 +285,14 @@ class EmbeddedRuntime:
             raise WorkflowInvalidError(_describe_validation_failure(error, node_errors), node_errors)
 
     # -- running ---------------------------------------------------------------------------
-    def run(self, graph: Graph, output_dir: Path, on_progress: ProgressCallback | None = None) -> RunResult:
+    def run(
+        self, graph: Graph, output_dir: Path, on_progress: ProgressCallback | None = None, timeout: float | None = None
+    ) -> RunResult:
         self.start()
+        if self._stuck is not None and not self._stuck.done():
+            raise ComfyRuntimeError(
+                "an earlier run was cancelled or timed out and ComfyUI has not stopped it yet; restart this worker"
+            )
         self.validate(graph)
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -285,8 +300,19 @@ class EmbeddedRuntime:
             self._cancel.clear()
             state = _RunState(uuid.uuid4().hex, graph, on_progress, self._cancel)
             future = self._on_thread(self._execute, state, output_dir)
+            deadline = time.monotonic() + timeout if timeout else None
             try:
-                seconds = _wait_interruptibly(future)
+                seconds = _wait_interruptibly(future, deadline)
+            except _DeadlinePassed:
+                self.interrupt()
+                try:
+                    seconds = future.result(timeout=INTERRUPT_GRACE_SECONDS)
+                except TimeoutError:
+                    self._stuck = future
+                    raise RunTimedOut(_timed_out_message(timeout, state, stopped=False)) from None
+                if state.interrupted:
+                    raise RunTimedOut(_timed_out_message(timeout, state, stopped=True)) from None
+                # Otherwise it ended on its own while the interrupt was on its way: keep what it made.
             except BaseException:
                 # Cog delivers cancel as an exception in this thread: stop ComfyUI before giving up the GPU.
                 self.interrupt()
@@ -294,10 +320,15 @@ class EmbeddedRuntime:
                     future.result(timeout=INTERRUPT_GRACE_SECONDS)
                 except BaseException:
                     pass
+                if not future.done():
+                    self._stuck = future
                 raise
         if state.interrupted:
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if state.failure is not None:
+            if _is_out_of_memory(state.failure):
+                self._on_thread(self._free_memory).result()
+                raise OutOfMemory(state.failure)
             raise NodeExecutionError(state.failure)
         ui_outputs = self._executor.history_result.get("outputs", {})
         files = collect_output_files(ui_outputs, {"output": output_dir, "temp": self._temp_dir()})
@@ -306,10 +337,25 @@ class EmbeddedRuntime:
     def _temp_dir(self) -> Path:
         return Path(_comfy().folder_paths.get_temp_directory())
 
+    def _free_memory(self) -> None:
+        """After an out-of-memory: unload every model and drop every cached node output, so the next run
+        starts from a clean GPU (it reloads the weights, which is slower but cannot run out again for
+        leftovers of the failed run)."""
+        model_management = _comfy().model_management
+        model_management.unload_all_models()
+        self._executor.reset()
+        gc.collect()
+        model_management.soft_empty_cache()
+
     def _execute(self, state: _RunState, output_dir: Path) -> float:
         comfy = _comfy()
         comfy.folder_paths.set_output_directory(str(output_dir))
+        # Temp files (previews) live in the run's folder too, so removing the folder removes them.
+        comfy.folder_paths.set_temp_directory(str(output_dir / "temp"))
         self._sink.attach(state)
+        # The hook is one ComfyUI global: claim it per run, or a runtime started later in this process
+        # (a second Predictor) would receive this run's steps and its cancel would not land here.
+        comfy.comfy_utils.set_progress_bar_global_hook(self._progress_hook)
         self._sink.last_prompt_id = state.prompt_id
         started = time.perf_counter()
         try:
@@ -346,14 +392,42 @@ class EmbeddedRuntime:
             _comfy().model_management.interrupt_current_processing(True)
 
 
-def _wait_interruptibly(future: Future) -> float:
+class _DeadlinePassed(Exception):
+    pass
+
+
+def _wait_interruptibly(future: Future, deadline: float | None = None) -> float:
     # A bare future.result() blocks in C, where an exception that Cog raises into this thread on cancel
     # would not land until the render ended; short waits give it a bytecode boundary to land on.
     while True:
         try:
             return future.result(timeout=0.05)
         except TimeoutError:
-            continue
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _DeadlinePassed() from None
+
+
+# torch.cuda.OutOfMemoryError is an alias of torch.OutOfMemoryError; ComfyUI reports the type by name.
+_OOM_TYPES = {"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"}
+
+
+def _is_out_of_memory(failure: NodeFailure) -> bool:
+    return failure.exception_type in _OOM_TYPES or failure.exception_type.endswith("OutOfMemoryError")
+
+
+def _timed_out_message(timeout: float | None, state: _RunState, stopped: bool) -> str:
+    where = ""
+    if state.current_node is not None:
+        where = f" in node {state.current_node} ({state.class_of(state.current_node)})"
+        if state.last_step is not None and state.last_step.node_id == state.current_node:
+            where += f" at step {state.last_step.step}/{state.last_step.total}"
+    outcome = "it was interrupted; nothing was saved" if stopped else (
+        f"ComfyUI did not stop within {INTERRUPT_GRACE_SECONDS:g} s; restart this worker"
+    )
+    return (
+        f"the prediction ran past its time limit of {timeout:g} s (HV_PREDICT_TIMEOUT){where}: {outcome}. "
+        "Lower steps, num_frames or the size, or raise HV_PREDICT_TIMEOUT"
+    )
 
 
 def _describe_validation_failure(error: dict[str, Any] | None, node_errors: dict[str, Any]) -> str:

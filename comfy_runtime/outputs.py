@@ -22,7 +22,10 @@ def collect_output_files(ui_outputs: dict[str, Any], folders: dict[str, Path]) -
                 base = folders.get(item.get("type", "output"))
                 if base is None:
                     continue
+                base = base.resolve()
                 path = (base / item.get("subfolder", "") / item["filename"]).resolve()
+                if base not in path.parents:  # a node's reported name must not lead out of its folder
+                    continue
                 if path.is_file() and path not in files:
                     files.append(path)
     return files

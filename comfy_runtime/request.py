@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .prompt_text import prompt_text_problem
+
 SIZE_MULTIPLE = 16  # the VAE downsamples 8x and the DiT patchifies 2x2
 MIN_SIZE, MAX_SIZE = 64, 1280
 FRAME_STRIDE = 4  # the causal VAE packs 4 frames per latent frame after the first
@@ -56,6 +58,15 @@ class VideoRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     output_format: OutputFormat = "mp4"
 
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_is_plain_text(cls, value: object) -> object:
+        # "before": pydantic's own str check would refuse undecodable text with a less helpful message.
+        problem = prompt_text_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("width", "height")
     @classmethod
     def _size_on_grid(cls, value: int, info) -> int:
@@ -78,7 +89,7 @@ class VideoRequest(BaseModel):
             )
         return value
 
-    def with_seed(self) -> "VideoRequest":
+    def with_seed(self) -> VideoRequest:
         """This request with a concrete seed: the given one, or a fresh random one."""
         if self.seed is not None:
             return self

@@ -6,9 +6,10 @@ rest of the product never sees ComfyUI's own event dictionaries.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 Graph = dict[str, dict[str, Any]]
 
@@ -89,8 +90,16 @@ class NodeExecutionError(ComfyRuntimeError):
         )
 
 
+class OutOfMemory(NodeExecutionError):
+    """A node ran out of (GPU) memory; the backend has already freed its models and caches."""
+
+
 class ExecutionInterrupted(ComfyRuntimeError):
     """The run was interrupted (cancel, time limit) before it finished."""
+
+
+class RunTimedOut(ExecutionInterrupted):
+    """The run passed its time limit and was interrupted."""
 
 
 class ComfyRuntime(Protocol):
@@ -103,8 +112,11 @@ class ComfyRuntime(Protocol):
     def validate(self, graph: Graph) -> None:
         """Raise WorkflowInvalidError naming every bad node input."""
 
-    def run(self, graph: Graph, output_dir: Path, on_progress: ProgressCallback | None = None) -> RunResult:
-        """Run the graph, writing outputs under output_dir; raise NodeExecutionError or ExecutionInterrupted."""
+    def run(
+        self, graph: Graph, output_dir: Path, on_progress: ProgressCallback | None = None, timeout: float | None = None
+    ) -> RunResult:
+        """Run the graph, writing outputs under output_dir; raise NodeExecutionError (OutOfMemory after freeing
+        memory) or ExecutionInterrupted (RunTimedOut once `timeout` seconds have passed)."""
 
     def interrupt(self) -> None:
         """Stop the running graph as soon as ComfyUI checks for interruption."""

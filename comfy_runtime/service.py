@@ -10,13 +10,25 @@ import logging
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .encode import transcode
-from .request import FLOW_SHIFT, FPS, GUIDANCE, MAX_FRAMES, MAX_SEED, MAX_SIZE, MIN_FRAMES, MIN_SIZE, STEPS, VideoRequest
-from .runtime import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
+from .job_limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
+from .request import (
+    FLOW_SHIFT,
+    FPS,
+    GUIDANCE,
+    MAX_FRAMES,
+    MAX_SEED,
+    MAX_SIZE,
+    MIN_FRAMES,
+    MIN_SIZE,
+    STEPS,
+    VideoRequest,
+)
+from .runtime import ComfyRuntime, NodeStarted, OutOfMemory, ProgressEvent, StepProgress
 from .settings import Settings
 from .workflow import Workflow, check_bindings, load_workflow
 
@@ -61,25 +73,33 @@ class RenderFailed(RuntimeError):
 
 
 class VideoRenderer:
-    def __init__(self, runtime: ComfyRuntime, workflow: Workflow, output_root: Path):
+    def __init__(self, runtime: ComfyRuntime, workflow: Workflow, output_root: Path, limits: JobLimits | None = None):
         self.runtime = runtime
         self.workflow = workflow
         self.output_root = Path(output_root).resolve()
+        self.limits = limits or JobLimits.default()
+        # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
+        # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
+        self._previous_run: Path | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "VideoRenderer":
+    def from_settings(cls, settings: Settings | None = None) -> VideoRenderer:
         from .comfyui_source import resolve_comfyui_path
         from .embedded import EmbeddedRuntime
 
         settings = settings or Settings()
+        comfyui_path = resolve_comfyui_path(settings)
         runtime = EmbeddedRuntime(
-            comfyui_path=resolve_comfyui_path(settings),
+            comfyui_path=comfyui_path,
             models_dir=settings.models_dir,
             work_dir=settings.output_dir / ".work",
             device=settings.device,
             extra_custom_nodes=settings.extra_custom_nodes,
         )
-        return cls(runtime, load_workflow(settings.workflow), settings.output_dir)
+        return cls(
+            runtime, load_workflow(settings.workflow, settings.workflows_dir), settings.output_dir,
+            JobLimits.from_settings(settings, comfyui_path),
+        )
 
     def start(self) -> None:
         self.runtime.start()
@@ -92,19 +112,30 @@ class VideoRenderer:
     def render(self, request: VideoRequest, log_line: LogSink = print) -> Rendered:
         started = time.perf_counter()
         request = request.with_seed()
+        self.limits.check(request)  # before anything runs: a job that cannot fit fails in milliseconds
         log_line(f"seed: {request.seed}")
+        self._discard_previous()
         run_id = uuid.uuid4().hex
         run_dir = self.output_root / run_id
         values = request.model_dump(exclude={"output_format"})
         graph = self.workflow.render(values, filename_prefix=f"{self.workflow.name}_{run_id[:12]}")
-        result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line))
-        videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
-        if not videos:
-            raise RenderFailed(
-                f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
-                "its output node must be a video saver such as SaveVideo"
-            )
-        video = transcode(videos[0], request.output_format)
+        try:
+            result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
+            videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
+            if not videos:
+                raise RenderFailed(
+                    f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
+                    "its output node must be a video saver such as SaveVideo"
+                )
+            video = transcode(videos[0], request.output_format)
+        except OutOfMemory as error:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise RenderOutOfMemory(out_of_memory_advice(error, request)) from error
+        except BaseException:  # failure, time limit, or Cog's cancel: nothing of this run is worth keeping
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+        _keep_only(run_dir, video)  # intermediates (the mp4 behind a webm, previews, temp files) go now
+        self._previous_run = run_dir
         total = time.perf_counter() - started
         return Rendered(
             video=video,
@@ -120,8 +151,29 @@ class VideoRenderer:
     def discard(self, rendered: Rendered) -> None:
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
 
+    def keep(self, rendered: Rendered) -> None:
+        """Exempt this prediction's folder from retention, e.g. when its upload failed and the error names
+        the file: it stays on disk until someone removes it."""
+        if self._previous_run == rendered.run_dir:
+            self._previous_run = None
+
+    def _discard_previous(self) -> None:
+        if self._previous_run is not None:
+            shutil.rmtree(self._previous_run, ignore_errors=True)
+            self._previous_run = None
+
     def close(self) -> None:
         self.runtime.close()
+
+
+def _keep_only(run_dir: Path, keep: Path) -> None:
+    for path in run_dir.iterdir():
+        if path == keep or path in keep.parents:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _progress_logger(log_line: LogSink) -> Callable[[ProgressEvent], None]:

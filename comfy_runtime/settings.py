@@ -29,12 +29,42 @@ class Settings(BaseSettings):
         PROJECT_ROOT / "outputs", description="Each prediction renders into its own folder under this one."
     )
     workflow: str = Field("hunyuan_t2v", description="Bundled workflow to serve (a name under workflows/).")
+    workflows_dir: Path = Field(
+        PROJECT_ROOT / "workflows",
+        description="Folder holding <workflow>.json and <workflow>.bindings.toml (tests point it at derived graphs).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto uses CUDA when a GPU is visible, else the CPU."
     )
     extra_custom_nodes: list[Path] = Field(
         default_factory=list, description="More custom-node folders to load (JSON list of paths)."
     )
+    max_pixel_frames: int = Field(
+        0, ge=0,
+        description="Memory budget: the most width x height x frames one prediction may ask for. "
+        "0: derived from the GPU's memory (CPU: 1280x720x129, the model's largest trained size).",
+    )
+    predict_timeout: float = Field(
+        3600.0, ge=0,
+        description="Seconds one prediction may run before ComfyUI is interrupted and it fails. 0: no limit.",
+    )
+    # Object storage (comfy_runtime/storage.py). Unset bucket: predict returns the file itself.
+    # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
+    s3_bucket: str = Field("", description="Bucket the videos are uploaded to. Empty: return the file, no upload.")
+    s3_endpoint_url: str = Field(
+        "", description="S3 endpoint, e.g. http://minio:9000 for MinIO. Empty: AWS S3 for the region."
+    )
+    s3_region: str = Field("us-east-1", description="Region to sign requests for (MinIO accepts us-east-1).")
+    s3_prefix: str = Field("hunyuan-video/", description="Key prefix; each prediction adds <date>/<run id>/.")
+    s3_presign_seconds: int = Field(
+        7 * 24 * 3600, ge=1, le=7 * 24 * 3600,
+        description="Lifetime of the returned presigned URL (S3 allows at most 7 days).",
+    )
+    s3_public_base_url: str = Field(
+        "", description="Public URL of the bucket (CDN, public MinIO bucket): return <base>/<key>, no signature."
+    )
+    s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 request (botocore standard retries).")
+    s3_sidecar: bool = Field(True, description="Also upload <key>.json with the inputs, seed and timings.")
 
 
 def env_names() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,8 @@ def available_workflows(directory: Path = WORKFLOWS_DIR) -> list[str]:
 
 
 def load_workflow(name: str, directory: Path = WORKFLOWS_DIR) -> Workflow:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
+        raise BindingError(f"workflow name {name!r} must be a plain name (letters, digits, _ . -), not a path")
     graph_path = directory / f"{name}.json"
     bindings_path = directory / f"{name}.bindings.toml"
     if not graph_path.is_file():

@@ -81,7 +81,7 @@ class CogServer:
         self.process: subprocess.Popen | None = None
         self.client = httpx.Client(base_url=self.url, timeout=60)
 
-    def __enter__(self) -> "CogServer":
+    def __enter__(self) -> CogServer:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],

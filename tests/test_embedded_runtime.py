@@ -6,7 +6,13 @@ import time
 
 import pytest
 
-from comfy_runtime.runtime import ExecutionInterrupted, NodeExecutionError, NodeStarted, StepProgress, WorkflowInvalidError
+from comfy_runtime.runtime import (
+    ExecutionInterrupted,
+    NodeExecutionError,
+    NodeStarted,
+    StepProgress,
+    WorkflowInvalidError,
+)
 from comfy_runtime.workflow import load_workflow
 from tests.helpers import probe_video
 

@@ -4,6 +4,8 @@ They stand in only where a real part cannot run on a CPU, or to inject a fault o
 - HVTestSlowSteps: a node that takes a while and reports progress per step, like a sampler,
   so interrupt and progress can be tested without weights.
 - HVTestFail: raises, to test how a failing node is reported.
+- HVStandInTextEncoders, HVStandInVideoVAE (model_stand_ins.py): stand-ins for HunyuanVideo's text
+  encoders and VAE, for the tiny-DiT tests.
 """
 
 import time
@@ -48,3 +50,13 @@ class HVTestFail:
 
 
 NODE_CLASS_MAPPINGS = {"HVTestSlowSteps": HVTestSlowSteps, "HVTestFail": HVTestFail}
+
+# Stand-ins for HunyuanVideo's text encoders and VAE (cannot run on CPU); see model_stand_ins.py.
+from .model_stand_ins import NODE_CLASS_MAPPINGS as _MODEL_STAND_INS  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_MODEL_STAND_INS)
+
+# Fault injection (out of memory, cache tracking); see faults.py.
+from .faults import NODE_CLASS_MAPPINGS as _FAULTS  # noqa: E402
+
+NODE_CLASS_MAPPINGS.update(_FAULTS)

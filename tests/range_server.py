@@ -1,0 +1,111 @@
+"""A real HTTP file server on 127.0.0.1 with Range support, for the download tests and bench.
+
+Serves files from a folder; counts the body bytes it sends; can slow each chunk down (so a test can
+kill a client half-way) and add headers per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
+Run `python tests/range_server.py <folder> <port>` to serve from another process (the bench does).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+CHUNK = 64 * 1024
+
+
+class RangeServer:
+    def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0):
+        self.root = Path(root)
+        self.delay_per_chunk = delay_per_chunk
+        self.extra_headers: dict[str, dict[str, str]] = {}
+        self.aliases: dict[str, str] = {}  # url path -> file name under root
+        self.bytes_sent = 0
+        self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> RangeServer:
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread:
+            self._thread.join()
+
+    def _handler(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_HEAD(self) -> None:
+                self._serve(body=False)
+
+            def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def _serve(self, body: bool) -> None:
+                range_header = self.headers.get("Range")
+                with server._lock:
+                    server.requests.append((self.command, self.path, range_header))
+                name = server.aliases.get(self.path, self.path.lstrip("/"))
+                path = server.root / name
+                if not name or not path.is_file():
+                    self.send_response(404)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                total = path.stat().st_size
+                start, end = 0, total - 1
+                match = re.fullmatch(r"bytes=(\d+)-(\d*)", range_header or "")
+                if match:
+                    start = int(match.group(1))
+                    end = min(int(match.group(2)) if match.group(2) else total - 1, total - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{total}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(end - start + 1))
+                self.send_header("Accept-Ranges", "bytes")
+                for key, value in server.extra_headers.get(self.path, {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                if not body:
+                    return
+                try:
+                    with path.open("rb") as handle:
+                        handle.seek(start)
+                        left = end - start + 1
+                        while left > 0:
+                            data = handle.read(min(CHUNK, left))
+                            if not data:
+                                break
+                            self.wfile.write(data)
+                            left -= len(data)
+                            with server._lock:
+                                server.bytes_sent += len(data)
+                            if server.delay_per_chunk:
+                                time.sleep(server.delay_per_chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        return Handler
+
+
+if __name__ == "__main__":
+    with RangeServer(Path(sys.argv[1]), int(sys.argv[2])) as served:
+        print(served.url, flush=True)
+        threading.Event().wait()

@@ -1,0 +1,238 @@
+"""Faults injected into real predictions (real ComfyUI in-process, plumbing graph on the CPU):
+out of memory in the sampler and in the decode, a run past its time limit, Cog's cancel, a failing
+node. Each must fail clearly, leave no folder behind, free what it held, and the next one succeeds."""
+
+import copy
+import ctypes
+import gc
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+from cog import CancelationException
+
+from comfy_runtime.job_limits import JobLimits, RenderOutOfMemory
+from comfy_runtime.request import VideoRequest
+from comfy_runtime.runtime import ComfyRuntimeError, ExecutionInterrupted, NodeExecutionError, RunTimedOut
+from comfy_runtime.service import VideoRenderer
+from comfy_runtime.settings import Settings
+from comfy_runtime.workflow import Workflow, load_workflow
+from tests.helpers import probe_video
+
+QUIET = lambda _line: None  # noqa: E731
+REQUEST = VideoRequest(prompt="x", width=96, height=64, num_frames=13, fps=12, seed=3)
+
+
+def plumbing_with(*nodes: tuple[str, dict]) -> Workflow:
+    """The plumbing workflow with nodes spliced in between the noise (node 2) and CreateVideo (node 3)."""
+    base = load_workflow("plumbing_video")
+    graph = copy.deepcopy(base.graph)
+    upstream = ["2", 0]
+    for index, (class_type, inputs) in enumerate(nodes):
+        node_id = str(90 + index)
+        graph[node_id] = {"class_type": class_type, "inputs": {"image": upstream, **inputs}}
+        upstream = [node_id, 0]
+    graph["3"]["inputs"]["images"] = upstream
+    return Workflow(name="plumbing_fault", graph=graph, bindings=base.bindings)
+
+
+def faults_module():
+    return next(module for name, module in sys.modules.items() if name.endswith("hv_test_nodes.faults"))
+
+
+def renderer_for(runtime, root, workflow=None, **limits) -> VideoRenderer:
+    return VideoRenderer(runtime, workflow or load_workflow("plumbing_video"), root, JobLimits(JobLimits.default().budget, **limits))
+
+
+def folders(root):
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+
+
+def assert_next_prediction_succeeds(runtime, root):
+    rendered = renderer_for(runtime, root).render(REQUEST, QUIET)
+    video = probe_video(rendered.video)
+    assert (video.frames, video.width, video.height) == (13, 96, 64)
+
+
+# -- out of memory -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fault,advice",
+    [("HVTestOutOfMemory", "Lower the size (for example 176x80), or num_frames (for example 5)"),
+     ("HVTestOutOfMemoryDecode", "Lower the decode tile size (tile_size / temporal_size of node 91 in the workflow), or")],
+)
+def test_out_of_memory_frees_models_and_caches_says_what_to_lower_and_the_next_prediction_succeeds(
+    runtime, tmp_path, fault, advice
+):
+    import comfy.model_management
+
+    faults = faults_module()
+    root = tmp_path / "outputs"
+    workflow = plumbing_with(("HVTestTrackedImage", {}), (fault, {"megabytes": 16}))
+    with pytest.raises(RenderOutOfMemory) as error:
+        renderer_for(runtime, root, workflow).render(REQUEST.model_copy(update={"width": 256, "height": 128}), QUIET)
+    message = str(error.value)
+    assert f"node 91 ({fault})" in message and "256x128, 13 frames" in message
+    assert "CUDA out of memory" in message and "next prediction can run" in message
+    assert advice in message and "num_frames (for example 5)" in message
+    assert isinstance(error.value.__cause__, NodeExecutionError)
+
+    assert faults.LOADED_BEFORE_OOM[-1] >= 1, "the fault node loads a model before it fails"
+    assert comfy.model_management.current_loaded_models == [], "loaded models must be unloaded"
+    gc.collect()
+    assert faults.TRACKED[-1]() is None, "ComfyUI's output cache must not keep the failed run's tensors"
+    assert folders(root) == [], "the failed run's folder must be removed"
+    assert_next_prediction_succeeds(runtime, root)
+
+
+def test_a_successful_run_keeps_its_cached_outputs(runtime, tmp_path):
+    """The control for the test above: without an OOM the cache does hold the tracked tensor."""
+    faults = faults_module()
+    renderer_for(runtime, tmp_path, plumbing_with(("HVTestTrackedImage", {}))).render(REQUEST, QUIET)
+    gc.collect()
+    assert faults.TRACKED[-1]() is not None
+
+
+# -- the time limit ----------------------------------------------------------------------------
+
+
+def test_a_prediction_past_its_time_limit_is_interrupted_and_fails_clearly(runtime, tmp_path):
+    root = tmp_path / "outputs"
+    slow = plumbing_with(("HVTestSlowSteps", {"steps": 400, "seconds_per_step": 0.05}))  # ~20 s uninterrupted
+    started = time.monotonic()
+    with pytest.raises(RunTimedOut) as error:
+        renderer_for(runtime, root, slow, timeout=1.0).render(REQUEST, QUIET)
+    elapsed = time.monotonic() - started
+    message = str(error.value)
+    assert "time limit of 1 s (HV_PREDICT_TIMEOUT) in node 90 (HVTestSlowSteps) at step" in message
+    assert "interrupted; nothing was saved" in message and "raise HV_PREDICT_TIMEOUT" in message
+    assert 1.0 <= elapsed < 8, f"stopping took {elapsed:.1f}s"
+    assert folders(root) == []
+    assert_next_prediction_succeeds(runtime, root)
+
+
+def test_a_node_that_ignores_the_interrupt_cannot_hang_the_prediction(runtime, tmp_path, monkeypatch):
+    """A node that never checks for interruption (one 2 s step): the prediction still fails at the limit
+    plus the grace, further runs are refused while ComfyUI is busy, and once it is free they succeed."""
+    import comfy_runtime.embedded as embedded
+
+    monkeypatch.setattr(embedded, "INTERRUPT_GRACE_SECONDS", 0.3)
+    root = tmp_path / "outputs"
+    deaf = plumbing_with(("HVTestSlowSteps", {"steps": 1, "seconds_per_step": 2.0}))
+    started = time.monotonic()
+    with pytest.raises(RunTimedOut, match="did not stop within 0.3 s; restart this worker"):
+        renderer_for(runtime, root, deaf, timeout=0.5).render(REQUEST, QUIET)
+    assert time.monotonic() - started < 1.5
+    with pytest.raises(ComfyRuntimeError, match="has not stopped it yet; restart this worker"):
+        renderer_for(runtime, root).render(REQUEST, QUIET)
+    time.sleep(2.0)  # the deaf step ends; ComfyUI sees the interrupt before the next node
+    assert folders(root) == []
+    assert_next_prediction_succeeds(runtime, root)
+
+
+def test_the_time_limit_is_a_setting():
+    assert JobLimits.from_settings(Settings(predict_timeout=90), None).timeout == 90
+    assert JobLimits.from_settings(Settings(predict_timeout=0), None).timeout is None
+    assert Settings().predict_timeout > 0, "predictions on shared GPUs are time-limited by default"
+
+
+# -- cancel and failure leave nothing behind ---------------------------------------------------
+
+
+def _raise_in_thread(thread: threading.Thread, exception: type[BaseException]) -> None:
+    """How a sync predictor is cancelled: an exception raised asynchronously into the predict thread."""
+    assert ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exception)) == 1
+
+
+def test_cancel_stops_comfyui_removes_the_folder_and_the_next_prediction_succeeds(runtime, tmp_path):
+    root = tmp_path / "outputs"
+    slow = plumbing_with(("HVTestSlowSteps", {"steps": 400, "seconds_per_step": 0.05}))
+    outcome: dict = {}
+
+    def predict():
+        try:
+            renderer_for(runtime, root, slow).render(REQUEST, QUIET)
+        except BaseException as error:  # noqa: B036 - the cancel is a BaseException on purpose
+            outcome["error"] = error
+        outcome["ended"] = time.monotonic()
+
+    thread = threading.Thread(target=predict)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not folders(root) and time.monotonic() < deadline:  # the run has its folder: it is running
+        time.sleep(0.02)
+    time.sleep(0.3)
+    cancelled_at = time.monotonic()
+    _raise_in_thread(thread, CancelationException)
+    thread.join(30)
+    assert isinstance(outcome.get("error"), CancelationException), outcome
+    assert outcome["ended"] - cancelled_at < 5
+    assert folders(root) == []
+    assert_next_prediction_succeeds(runtime, root)
+
+
+def test_renderer_cancel_interrupts_and_removes_the_folder(runtime, tmp_path):
+    root = tmp_path / "outputs"
+    renderer = renderer_for(runtime, root, plumbing_with(("HVTestSlowSteps", {"steps": 400, "seconds_per_step": 0.05})))
+    timer = threading.Timer(0.5, renderer.cancel)
+    timer.start()
+    with pytest.raises(ExecutionInterrupted):
+        renderer.render(REQUEST, QUIET)
+    assert folders(root) == []
+
+
+def test_a_failing_node_leaves_no_folder(runtime, tmp_path):
+    root = tmp_path / "outputs"
+    with pytest.raises(NodeExecutionError, match="injected failure"):
+        renderer_for(runtime, root, plumbing_with(("HVTestFail", {"message": "injected failure"}))).render(REQUEST, QUIET)
+    assert folders(root) == []
+
+
+def test_a_finished_folder_holds_only_the_video_and_is_kept_for_cog_until_the_next_prediction(runtime, tmp_path):
+    workflow = plumbing_with()
+    workflow.graph["95"] = {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}  # writes temp files
+    renderer = renderer_for(runtime, tmp_path, workflow)
+    first = renderer.render(REQUEST.model_copy(update={"output_format": "webm"}), QUIET)
+    assert any(path.suffix == ".png" for path in first.files), "the preview node wrote its temp files"
+    assert sorted(first.run_dir.iterdir()) == [first.video], "the mp4 behind the webm and the previews are gone"
+    assert probe_video(first.video).codec == "vp9", "Cog takes the file after predict() returns"
+    second = renderer.render(REQUEST, QUIET)
+    assert not first.run_dir.exists() and second.video.is_file()
+    assert folders(tmp_path) == [second.run_dir.name]
+
+
+def test_a_kept_folder_survives_the_next_prediction(runtime, tmp_path):
+    """Delivery that fails (an upload) keeps the file and names it in the error: retention must not take it."""
+    renderer = renderer_for(runtime, tmp_path)
+    first = renderer.render(REQUEST, QUIET)
+    renderer.keep(first)
+    second = renderer.render(REQUEST, QUIET)
+    assert first.video.is_file() and second.video.is_file()
+    renderer.render(REQUEST, QUIET)
+    assert first.video.is_file() and not second.run_dir.exists()
+
+
+# -- ComfyUI's web server ----------------------------------------------------------------------
+
+
+def _listening() -> set:
+    return {c.laddr for c in psutil.Process().net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+
+
+def test_embedded_comfyui_opens_no_port(hv_env, runtime, tmp_path, monkeypatch):
+    """Embedded mode never starts ComfyUI's web server (see README: debugging uses a separate ComfyUI)."""
+    from predict import Predictor
+
+    before = _listening()
+    monkeypatch.setenv("HV_OUTPUT_DIR", str(tmp_path))
+    predictor = Predictor()
+    predictor.setup()
+    path = predictor.predict(prompt="x", width=64, height=64, num_frames=9, steps=1, guidance=6.0, flow_shift=7.0,
+                             fps=8, seed=1, output_format="mp4")
+    assert path.is_file()
+    assert _listening() - before == set()
+    server = sys.modules["server"]
+    assert not isinstance(server.PromptServer.instance, server.PromptServer)

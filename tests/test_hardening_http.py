@@ -1,0 +1,148 @@
+"""Bad input and faults through the real Cog HTTP server (coglet) with the real predict.py.
+
+The server serves a derived plumbing workflow in which `steps` drives a slow, interruptible fixture
+node (HVTestSlowSteps, 0.05 s a step), with a tight memory budget and time limit, so that refusals,
+the time limit and cancel can all be seen over HTTP."""
+
+import json
+import time
+import uuid
+
+import pytest
+
+from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
+from tests.helpers import CogServer, probe_video, write_data_uri
+
+pytestmark = pytest.mark.cog_server
+
+BUDGET = 64 * 64 * 9
+TIMEOUT_S = 2.0
+SECONDS_PER_STEP = 0.05
+
+
+@pytest.fixture(scope="module")
+def served(hv_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("hardening")
+    workflows, outputs = root / "workflows", root / "outputs"
+    workflows.mkdir()
+    graph = json.loads((__import__("comfy_runtime.workflow").workflow.WORKFLOWS_DIR / "plumbing_video.json").read_text())
+    graph["9"] = {"class_type": "HVTestSlowSteps",
+                  "inputs": {"image": ["2", 0], "steps": 1, "seconds_per_step": SECONDS_PER_STEP}}
+    graph["3"]["inputs"]["images"] = ["9", 0]
+    (workflows / "plumbing_slow.json").write_text(json.dumps(graph))
+    bindings = (__import__("comfy_runtime.workflow").workflow.WORKFLOWS_DIR / "plumbing_video.bindings.toml").read_text()
+    (workflows / "plumbing_slow.bindings.toml").write_text(bindings + 'steps = [{ node = "9", input = "steps" }]\n')
+    env = {**hv_env, "HV_WORKFLOW": "plumbing_slow", "HV_WORKFLOWS_DIR": str(workflows), "HV_OUTPUT_DIR": str(outputs),
+           "HV_MAX_PIXEL_FRAMES": str(BUDGET), "HV_PREDICT_TIMEOUT": str(TIMEOUT_S)}
+    with CogServer(env, root / "server.log") as server:
+        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
+        assert body["status"] == "READY", server.logs()
+        yield server, outputs
+
+
+def predict(server, inputs, **kwargs):
+    # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
+    server.wait_for_status({"READY"}, timeout=30)
+    return server.predict(inputs, **kwargs)
+
+
+def run_folders(outputs):
+    return sorted(p.name for p in outputs.iterdir() if p.name != ".work") if outputs.exists() else []
+
+
+def ok_inputs(**overrides):
+    return {"prompt": "x", "width": 64, "height": 64, "num_frames": 9, "steps": 1, "fps": 8, "seed": 1, **overrides}
+
+
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [("a\u0000b", "control character U+0000"), ("a<|eot_id|>b", "tokenizer marker"), ("   ", "prompt is empty"),
+     ("cat " * 300, "tokens long; HunyuanVideo reads at most 256")],
+)
+def test_bad_prompt_text_fails_with_the_rule(served, prompt, expected):
+    server, _ = served
+    body = predict(server, ok_inputs(prompt=prompt)).json()
+    assert body["status"] == "failed" and expected in body["error"], body
+
+
+@pytest.mark.parametrize(
+    "raw", [b'"a\\ud800b"', b'"a\xff\xfeb"'], ids=["lone-surrogate-escape", "invalid-utf8-bytes"]
+)
+def test_undecodable_prompt_bytes_are_refused_at_the_edge_with_the_field(served, raw):
+    server, outputs = served
+    before = run_folders(outputs)
+    body = b'{"input": {"prompt": ' + raw + b', "width": 64, "height": 64, "num_frames": 9, "steps": 1}}'
+    server.wait_for_status({"READY"}, timeout=30)
+    response = server.client.post("/predictions", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400 and "input.prompt" in response.text, response.text
+    assert run_folders(outputs) == before
+
+
+@pytest.mark.parametrize(
+    "inputs,field",
+    [({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt"), ({"prompt": "x", "width": 1296}, "width"),
+     ({"prompt": "x", "height": 48}, "height"), ({"prompt": "x", "num_frames": 133}, "num_frames")],
+)
+def test_past_the_bounds_gets_422_naming_the_field(served, inputs, field):
+    server, _ = served
+    response = predict(server, inputs)
+    assert response.status_code == 422, response.text
+    assert [error["loc"][-1] for error in response.json()["detail"]] == [field]
+
+
+def test_a_job_over_the_memory_budget_fails_at_once_with_what_to_lower(served):
+    server, outputs = served
+    before = run_folders(outputs)
+    started = time.monotonic()
+    body = predict(server, ok_inputs(num_frames=13)).json()
+    assert body["status"] == "failed", body
+    assert "memory budget of 36,864" in body["error"] and "lower num_frames to 9" in body["error"]
+    assert time.monotonic() - started < 5
+    assert run_folders(outputs) == before
+
+
+def test_a_path_in_an_unknown_input_reaches_no_path(served, tmp_path):
+    server, outputs = served
+    response = predict(server, ok_inputs(filename_prefix="../../../escaped", prompt="../../../escaped"))
+    if response.status_code == 200:
+        assert response.json()["status"] == "succeeded"
+    else:
+        assert response.status_code == 422, response.text
+    assert not list(outputs.parent.rglob("escaped*")) and not list(outputs.parent.parent.glob("escaped*"))
+
+
+def test_a_prediction_past_the_time_limit_fails_clearly_and_the_next_succeeds(served, tmp_path):
+    server, outputs = served
+    started = time.monotonic()
+    body = predict(server, ok_inputs(steps=100)).json()  # 100 x 0.05 s: past the 2 s limit
+    elapsed = time.monotonic() - started
+    assert body["status"] == "failed", body
+    assert f"time limit of {TIMEOUT_S:g} s (HV_PREDICT_TIMEOUT) in node 9 (HVTestSlowSteps)" in body["error"]
+    assert elapsed < TIMEOUT_S + 5
+    assert run_folders(outputs) == []
+    body = predict(server, ok_inputs(steps=2)).json()
+    assert body["status"] == "succeeded", body
+    assert probe_video(write_data_uri(body["output"], tmp_path / "after.mp4")).frames == 9
+
+
+def test_cancel_over_http_removes_the_prediction_folder(served):
+    server, outputs = served
+    kept = run_folders(outputs)  # the previous prediction's folder, kept for Cog until this one starts
+    prediction_id = uuid.uuid4().hex
+    server.wait_for_status({"READY"}, timeout=30)
+    response = server.client.post(
+        "/predictions", json={"id": prediction_id, "input": ok_inputs(steps=30)}, headers={"Prefer": "respond-async"}
+    )
+    assert response.status_code == 202, response.text
+    deadline = time.monotonic() + 10
+    while run_folders(outputs) in ([], kept) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    running = run_folders(outputs)
+    assert running and running != kept, "the prediction never started"
+    assert server.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
+    deadline = time.monotonic() + 10
+    while run_folders(outputs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_folders(outputs) == [], server.logs()
+    body, _ = server.wait_for_status({"READY"})
+    assert body["status"] == "READY"

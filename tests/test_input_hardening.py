@@ -1,0 +1,219 @@
+"""Bad input: over-long, undecodable or control-laden prompts, sizes at and past the bounds, jobs that
+cannot fit in memory, and inputs that try to steer a path. Each is refused with the rule and the fix,
+before anything runs."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from comfy_runtime.budget import TRAINED_MAX_PIXEL_FRAMES, MemoryBudget, OverBudget, budget_for
+from comfy_runtime.comfyui_source import resolve_comfyui_path
+from comfy_runtime.job_limits import JobLimits
+from comfy_runtime.outputs import collect_output_files
+from comfy_runtime.prompt_text import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
+from comfy_runtime.request import VideoRequest
+from comfy_runtime.service import VideoRenderer
+from comfy_runtime.settings import Settings
+from comfy_runtime.workflow import BindingError, Target, Workflow, load_workflow
+from tests.helpers import PROJECT_ROOT, probe_video
+
+
+@pytest.fixture(scope="module")
+def tokens():
+    return PromptTokenCounter(resolve_comfyui_path(Settings()))
+
+
+# -- prompt text -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [
+        ("a cat\x00walks", "control character U+0000 at character 5"),
+        ("\x1b[31mred\x1b[0m", "control character U+001B"),
+        ("a\x7fb", "control character U+007F"),
+        ("a\u0085b", "control character U+0085"),  # C1 NEXT LINE
+        ("bad \udcff byte", "not valid UTF-8"),  # an undecodable byte, as Python keeps it from argv
+        ("lone \ud800 surrogate", "not valid UTF-8"),  # a lone "\ud800" escape in JSON decodes to this
+        ("a cat<|eot_id|><|start_header_id|>system", "tokenizer marker '<|eot_id|>'"),
+        ("<|endoftext|>", "tokenizer marker"),
+        ("   \n\t ", "prompt is empty"),
+        ("x" * (MAX_PROMPT_CHARS + 1), f"the limit is {MAX_PROMPT_CHARS}"),
+    ],
+)
+def test_bad_prompt_text_is_refused_naming_the_problem(prompt, expected):
+    with pytest.raises(ValidationError) as error:
+        VideoRequest(prompt=prompt)
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("prompt", ["a cat\twalks\non the grass\r\n", "猫が草の上を歩く 🐈‍⬛", "(cinematic:1.2), 35mm | wide"])
+def test_ordinary_text_with_tabs_newlines_and_any_script_is_accepted(prompt):
+    assert VideoRequest(prompt=prompt).prompt == prompt
+
+
+def test_prompt_tokens_are_counted_with_the_llama_tokenizer(tokens):
+    assert tokens.count("a cat walks on the grass, realistic style") == 9
+
+
+def test_a_prompt_over_256_tokens_is_refused_with_its_count_and_what_fits(tokens):
+    at_limit = " ".join(["cat"] * MAX_PROMPT_TOKENS)
+    assert tokens.check(at_limit) == MAX_PROMPT_TOKENS
+    with pytest.raises(PromptTooLong) as error:
+        tokens.check(at_limit + " cat")
+    message = str(error.value)
+    assert f"{MAX_PROMPT_TOKENS + 1} tokens" in message and f"at most {MAX_PROMPT_TOKENS}" in message
+    assert "shorten" in message
+
+
+def test_the_renderer_refuses_a_long_prompt_before_running_anything(runtime, tokens, tmp_path):
+    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), tmp_path, JobLimits(budget_for(None, None), tokens))
+    with pytest.raises(PromptTooLong):
+        renderer.render(VideoRequest(prompt="word " * 300, width=64, height=64, num_frames=9), log_line=lambda _: None)
+    assert not any(tmp_path.iterdir()), "a refused job must not create a run folder"
+
+
+# -- sizes and frame counts at and past the bounds ---------------------------------------------
+
+
+@pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (1280, 1280, 129), (64, 1280, 129), (1280, 64, 1)])
+def test_the_bounds_themselves_are_accepted(width, height, frames):
+    request = VideoRequest(prompt="x", width=width, height=height, num_frames=frames)
+    assert (request.width, request.height, request.num_frames) == (width, height, frames)
+
+
+@pytest.mark.parametrize(
+    "field,value,hint",
+    [("width", 48, "for example 64"), ("width", 1296, "for example 1280"), ("height", 0, "for example 64"),
+     ("height", -16, "for example 64"), ("num_frames", 0, "for example 1"), ("num_frames", 133, "for example 129"),
+     ("num_frames", -3, "for example 1")],
+)
+def test_one_step_past_the_bounds_is_refused_with_the_nearest_allowed_value(field, value, hint):
+    with pytest.raises(ValidationError) as error:
+        VideoRequest(prompt="x", **{field: value})
+    assert f"{field}={value}" in str(error.value) and hint in str(error.value)
+
+
+def test_the_smallest_job_renders_and_decodes(runtime, tmp_path):
+    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), tmp_path)
+    rendered = renderer.render(VideoRequest(prompt="x", width=64, height=64, num_frames=1, fps=1, seed=0), lambda _: None)
+    video = probe_video(rendered.video)
+    assert (video.frames, video.width, video.height) == (1, 64, 64)
+
+
+# -- memory budget -----------------------------------------------------------------------------
+
+
+def test_a_job_over_the_budget_is_refused_with_values_that_fit():
+    budget = MemoryBudget(848 * 480 * 49, "set")
+    budget.check(848, 480, 49)  # exactly at the budget fits
+    with pytest.raises(OverBudget) as error:
+        budget.check(848, 480, 73)
+    message = str(error.value)
+    assert "848x480 at 73 frames" in message and "HV_MAX_PIXEL_FRAMES" in message
+    assert "num_frames to 49" in message
+    size = message.split("the size to ")[1].split()[0]
+    width, height = map(int, size.split("x"))
+    assert width % 16 == 0 and height % 16 == 0 and width * height * 73 <= budget.max_pixel_frames
+    assert abs(width / height - 848 / 480) < 0.15  # about the same aspect ratio
+
+
+def test_the_default_budget_is_the_trained_maximum_and_a_gpu_derives_its_own():
+    assert budget_for(None, None).max_pixel_frames == TRAINED_MAX_PIXEL_FRAMES == 1280 * 720 * 129
+    assert budget_for(5_000_000, 80 * 2**30).max_pixel_frames == 5_000_000  # the setting wins
+    small_gpu = budget_for(None, 24 * 2**30)
+    assert 848 * 480 * 73 <= small_gpu.max_pixel_frames < TRAINED_MAX_PIXEL_FRAMES
+    assert budget_for(None, 80 * 2**30).max_pixel_frames == TRAINED_MAX_PIXEL_FRAMES
+    with pytest.raises(OverBudget, match="GiB of GPU memory"):
+        small_gpu.check(1280, 1280, 129)
+
+
+def test_the_budget_setting_reaches_the_renderer_and_refuses_before_sampling(runtime, tmp_path, monkeypatch):
+    monkeypatch.setenv("HV_MAX_PIXEL_FRAMES", str(64 * 64 * 9))
+    monkeypatch.setenv("HV_OUTPUT_DIR", str(tmp_path))
+    renderer = VideoRenderer.from_settings(Settings(workflow="plumbing_video"))
+    renderer.runtime = runtime  # the session's booted ComfyUI
+    started = time.perf_counter()
+    with pytest.raises(OverBudget, match="lower num_frames to 9"):
+        renderer.render(VideoRequest(prompt="x", width=64, height=64, num_frames=13), log_line=lambda _: None)
+    assert time.perf_counter() - started < 2, "the refusal must come before any ComfyUI work"
+    assert not any(p for p in tmp_path.iterdir() if p.name != ".work")
+    rendered = renderer.render(VideoRequest(prompt="x", width=64, height=64, num_frames=9, seed=1), lambda _: None)
+    assert probe_video(rendered.video).frames == 9
+
+
+# -- the CLI: what arrives through argv --------------------------------------------------------
+
+
+def test_the_cli_refuses_undecodable_bytes_and_control_characters_without_booting(hv_env):
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "comfy_runtime", "render", "--prompt", b"a cat\xff\x07 walks", "--width", "50"],
+        cwd=PROJECT_ROOT, capture_output=True, timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    stderr = result.stderr.decode()
+    assert "--prompt" in stderr and "not valid UTF-8" in stderr and "--width" in stderr and "multiple of 16" in stderr
+    assert "Traceback" not in stderr
+    assert time.perf_counter() - started < 30
+
+
+# -- no input steers a path --------------------------------------------------------------------
+
+
+def test_the_save_prefix_is_the_services_whatever_the_bindings_carry():
+    workflow = load_workflow("plumbing_video")
+    hostile = Workflow(workflow.name, workflow.graph, {**workflow.bindings, "prompt": (Target("4", "filename_prefix"),)})
+    graph = hostile.render({"prompt": "../../../etc/evil"}, filename_prefix="plumbing_video_abc")
+    assert graph["4"]["inputs"]["filename_prefix"] == "plumbing_video_abc"
+
+
+def test_a_request_cannot_carry_a_path_field():
+    with pytest.raises(ValidationError, match="filename_prefix"):
+        VideoRequest(prompt="x", filename_prefix="../../evil")
+
+
+def test_path_like_prompts_stay_text_and_every_file_lands_in_the_run_folder(runtime, tmp_path):
+    root = tmp_path / "outputs"
+    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), root)
+    before = {p for p in tmp_path.rglob("*")}
+    rendered = renderer.render(
+        VideoRequest(prompt="../../../../tmp/evil /etc/passwd C:\\x embedding:../../x", width=64, height=64, num_frames=9),
+        log_line=lambda _: None,
+    )
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert created and all(rendered.run_dir in p.parents or p == rendered.run_dir or p == root for p in created)
+
+
+def test_reported_output_names_cannot_point_outside_the_run_folder(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "ok.mp4").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_text("s")
+    ui = {"9": {"videos": [
+        {"filename": "ok.mp4", "subfolder": "", "type": "output"},
+        {"filename": "secret.txt", "subfolder": "..", "type": "output"},
+        {"filename": "../secret.txt", "subfolder": "", "type": "output"},
+        {"filename": str(tmp_path / "secret.txt"), "subfolder": "", "type": "output"},
+    ]}}
+    assert collect_output_files(ui, {"output": run}) == [(run / "ok.mp4").resolve()]
+
+
+@pytest.mark.parametrize("name", ["../workflows/plumbing_video", "/etc/passwd", "plumbing_video/../hunyuan_t2v"])
+def test_workflow_names_are_plain_names(name):
+    with pytest.raises(BindingError, match="plain name"):
+        load_workflow(name)
+
+
+def test_over_long_prompts_are_refused_at_the_http_schema(hv_env):
+    schema = json.loads((PROJECT_ROOT / ".cog" / "openapi_schema.json").read_text())
+    assert schema["components"]["schemas"]["Input"]["properties"]["prompt"]["maxLength"] == MAX_PROMPT_CHARS
+
+
+def test_a_comfyui_without_the_tokenizer_fails_at_setup_naming_the_setting(tmp_path):
+    with pytest.raises(FileNotFoundError, match="HV_COMFYUI_PATH"):
+        PromptTokenCounter(tmp_path)

@@ -1,0 +1,629 @@
+"""deploy/k8s validated offline, no cluster: every manifest against its schema, and against the code.
+
+- Rendering: the real kustomize (`kubectl kustomize`, kustomize v5 built into kubectl) renders the
+  base, the example overlay and base + the HPA component.
+- Core kinds: kubernetes-validate's bundled OpenAPI schemas for the Kubernetes K8S_VERSIONS, strict
+  (unknown fields are errors, as with the API server's strict field validation).
+- KEDA kinds: the CRDs' openAPIV3Schema vendored in deploy/k8s/schemas/, via jsonschema, made just
+  as strict.
+- One source of truth: every env name the manifests set is read by the code (Settings.env_names(),
+  botocore for the AWS credentials, Cog/coglet for PORT and COG_*), the ConfigMap's values parse as
+  Settings, and ports, paths and timeouts agree across Deployment, Service, volumes and KEDA.
+- The probes: the exact commands in the Deployment run against the real Cog server (coglet) with a
+  predictor whose setup and predict the test holds, so STARTING, READY, BUSY and SETUP_FAILED are
+  each seen by each probe.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from comfy_runtime.settings import Settings, env_names
+from tests.helpers import PROJECT_ROOT, free_port
+
+DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
+SCHEMAS = DEPLOY / "schemas"
+# kubernetes-validate 1.37.0 bundles the schemas of 1.25 to 1.37. 1.32 is the oldest release we
+# support (still common on managed GPU clusters; the kubectl on our machines); the newest bundled one
+# catches APIs that were removed since.
+K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda.sh_scaledobject_v1alpha1.yaml",
+    ("http.keda.sh/v1beta1", "InterceptorRoute"): SCHEMAS / "http.keda.sh_interceptorroute_v1beta1.yaml",
+}
+CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2"}
+PREDICTOR = "predictor"
+COG_STATUSES = ("STARTING", "READY", "BUSY", "SETUP_FAILED", "DEFUNCT", "UNHEALTHY")
+
+
+# ---------------------------------------------------------------------------------------------
+# rendering
+
+
+def _kubectl() -> str:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not on PATH: install kubectl (it embeds kustomize) to render deploy/k8s")
+    return kubectl
+
+
+@cache
+def _render_dir(directory: str) -> tuple[dict[str, Any], ...]:
+    result = subprocess.run(
+        [_kubectl(), "kustomize", directory], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, f"kustomize build {directory} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def render(variant: str, tmp_root: Path | None = None) -> list[dict[str, Any]]:
+    """'base', 'example' (the overlay) or 'hpa' (base + components/hpa, built in a temp kustomization)."""
+    if variant == "base":
+        return copy.deepcopy(list(_render_dir(str(DEPLOY / "base"))))
+    if variant == "example":
+        return copy.deepcopy(list(_render_dir(str(DEPLOY / "overlays" / "example"))))
+    assert variant == "hpa" and tmp_root is not None
+    root = tmp_root / "hpa-variant"
+    root.mkdir(exist_ok=True)
+    # kustomize refuses absolute paths for bases; relative ones from anywhere are fine.
+    (root / "kustomization.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                "kind": "Kustomization",
+                "resources": [os.path.relpath(DEPLOY / "base", root)],
+                "components": [os.path.relpath(DEPLOY / "components" / "hpa", root)],
+            }
+        )
+    )
+    return copy.deepcopy(list(_render_dir(str(root))))
+
+
+VARIANTS = ("base", "example", "hpa")
+
+
+@pytest.fixture(scope="module")
+def renderings(tmp_path_factory) -> dict[str, list[dict[str, Any]]]:
+    tmp = tmp_path_factory.mktemp("kustomize")
+    return {variant: render(variant, tmp) for variant in VARIANTS}
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
+    return found[0]
+
+
+def predictor_deployment(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", "hunyuan-video")
+
+
+def predictor_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = predictor_deployment(docs)["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == PREDICTOR)
+
+
+def settings_configmap(docs: list[dict[str, Any]]) -> dict[str, str]:
+    container = predictor_container(docs)
+    names = [src["configMapRef"]["name"] for src in container.get("envFrom", []) if "configMapRef" in src]
+    assert names, "the predictor takes its settings from a ConfigMap (envFrom)"
+    data: dict[str, str] = {}
+    for name in names:
+        data.update(one(docs, "ConfigMap", name)["data"])
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# schemas
+
+
+def _strict(schema: Any) -> Any:
+    """Reject unknown fields like the API server's strict field validation; turn the CRD's CEL rules
+    we know into JSON Schema, and stop on any we don't (so none is silently skipped)."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    for validation in out.pop("x-kubernetes-validations", []):
+        rule = validation["rule"]
+        one_of = re.fullmatch(r"has\(self\.(\w+)\) != has\(self\.(\w+)\)", rule)
+        any_of = re.fullmatch(r"has\(self\.(\w+)\) \|\| has\(self\.(\w+)\)", rule)
+        if one_of:
+            out.setdefault("allOf", []).append({"oneOf": [{"required": [f]} for f in one_of.groups()]})
+        elif any_of:
+            out.setdefault("allOf", []).append({"anyOf": [{"required": [f]} for f in any_of.groups()]})
+        else:
+            raise AssertionError(f"CEL rule {rule!r} has no JSON Schema translation here: add one")
+    return out
+
+
+@cache
+def crd_validator(api_version: str, kind: str) -> jsonschema.Draft7Validator:
+    schema = _strict(yaml.safe_load(CRD_SCHEMAS[(api_version, kind)].read_text()))
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema)
+
+
+def schema_errors(doc: dict[str, Any]) -> list[str]:
+    """Every problem the schema for this kind finds, as one-line messages; [] when valid."""
+    key = (doc.get("apiVersion"), doc.get("kind"))
+    if key in CRD_SCHEMAS:
+        return [f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in crd_validator(*key).iter_errors(doc)]
+    assert key[0] in CORE_API_VERSIONS, f"{key}: no schema to validate this kind against; add one"
+    errors = []
+    for version in K8S_VERSIONS:
+        try:
+            kubernetes_validate.validate(doc, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            errors.append(f"Kubernetes {version}: {'.'.join(map(str, error.path))}: {error.message}")
+    return errors
+
+
+def yaml_files() -> Iterator[Path]:
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        if SCHEMAS not in path.parents:
+            yield path
+
+
+def patch_files() -> set[Path]:
+    patches = set()
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        for patch in yaml.safe_load(kustomization.read_text()).get("patches", []):
+            patches.add((kustomization.parent / patch["path"]).resolve())
+    return patches
+
+
+# ---------------------------------------------------------------------------------------------
+# every manifest is valid
+
+
+def listed_resource_files() -> set[Path]:
+    listed = set()
+    for kustomization in DEPLOY.rglob("kustomization.yaml"):
+        for entry in yaml.safe_load(kustomization.read_text()).get("resources", []):
+            path = (kustomization.parent / entry).resolve()
+            if path.is_file():
+                listed.add(path)
+    return listed
+
+
+def test_every_resource_file_is_valid_on_its_own():
+    """Each resource file validates before any rendering, and none lies around unused."""
+    patches = patch_files()
+    checked = set()
+    for path in yaml_files():
+        if path.name == "kustomization.yaml" or path.resolve() in patches:
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            errors = schema_errors(doc)
+            assert not errors, f"{path.relative_to(PROJECT_ROOT)} {doc['kind']}: {errors}"
+        checked.add(path.resolve())
+    assert checked == listed_resource_files(), "a manifest no kustomization lists (or one listed that is missing)"
+    assert len(checked) >= 10
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_rendered_resource_is_valid(renderings, variant):
+    docs = renderings[variant]
+    problems = {f"{d['kind']}/{d['metadata']['name']}": schema_errors(d) for d in docs}
+    assert not {k: v for k, v in problems.items() if v}, problems
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "ConfigMap", "Secret", "PersistentVolumeClaim"} <= kinds
+    if variant == "example":
+        assert {"ScaledObject", "InterceptorRoute", "Namespace", "Job"} <= kinds
+        assert all(d["metadata"].get("namespace") == "hunyuan-video" for d in docs if d["kind"] != "Namespace")
+    if variant == "hpa":
+        assert "HorizontalPodAutoscaler" in kinds and "ScaledObject" not in kinds
+
+
+def test_the_validators_reject_what_the_api_server_would(renderings):
+    """A misspelt field, a wrong type, a CEL rule broken: each one is caught, so a pass means something."""
+    docs = renderings["example"]
+    deployment = copy.deepcopy(predictor_deployment(docs))
+    deployment["spec"]["replica"] = 2
+    assert any("replica" in e for e in schema_errors(deployment))
+
+    scaled = copy.deepcopy(one(docs, "ScaledObject"))
+    scaled["spec"]["minReplicas"] = scaled["spec"].pop("minReplicaCount")
+    assert any("minReplicas" in e for e in schema_errors(scaled))
+    scaled = copy.deepcopy(one(docs, "ScaledObject"))
+    scaled["spec"]["triggers"][0]["metadata"]["port"] = 9090  # trigger metadata values are strings
+    assert schema_errors(scaled)
+
+    route = copy.deepcopy(one(docs, "InterceptorRoute"))
+    route["spec"]["target"]["portName"] = "http"  # both port and portName: the CRD's CEL rule says no
+    assert schema_errors(route)
+    route = copy.deepcopy(one(docs, "InterceptorRoute"))
+    route["spec"]["scalingMetric"] = {}
+    assert schema_errors(route)
+
+
+# ---------------------------------------------------------------------------------------------
+# one source of truth: the manifests set only what the code reads
+
+
+def _coglet_binary() -> bytes:
+    import coglet
+
+    (library,) = Path(coglet.__file__).parent.glob("_impl*.so")
+    return library.read_bytes()
+
+
+def names_the_code_reads(name: str) -> bool:
+    if name in env_names().values():
+        return True
+    if name.startswith("AWS_"):  # the S3 credentials and region: read by botocore, not by us
+        import botocore.configprovider
+        import botocore.credentials
+
+        sources = (Path(m.__file__).read_text() for m in (botocore.credentials, botocore.configprovider))
+        return any(re.search(rf"""['"]{name}['"]""", source) for source in sources)
+    if name == "PORT":
+        import cog.server.http
+
+        return 'os.getenv("PORT"' in Path(cog.server.http.__file__).read_text()
+    if name.startswith("COG_"):
+        return name.encode() in _coglet_binary()
+    return False
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_env_name_the_manifests_set_is_read_by_the_code(renderings, variant):
+    docs = renderings[variant]
+    container = predictor_container(docs)
+    names = [e["name"] for e in container.get("env", [])] + list(settings_configmap(docs))
+    assert names
+    unread = [n for n in names if not names_the_code_reads(n)]
+    assert not unread, (
+        f"{unread}: set in deploy/k8s but read by nothing: rename them to a Settings field's env name "
+        f"({sorted(env_names().values())}) or remove them"
+    )
+    # And the names that guard against the checker itself being too lax:
+    assert not names_the_code_reads("HV_NO_SUCH_SETTING")
+    assert not names_the_code_reads("AWS_NO_SUCH_VARIABLE")
+    assert not names_the_code_reads("COG_NO_SUCH_VARIABLE")
+
+
+def test_configmap_values_are_valid_settings(renderings, monkeypatch):
+    data = settings_configmap(renderings["example"])
+    for name in env_names().values():
+        monkeypatch.delenv(name, raising=False)
+    for name, value in data.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert str(settings.models_dir) == data["HV_MODELS_DIR"]
+    assert settings.device == "cuda"
+
+
+def test_s3_credentials_come_from_the_secret_the_manifests_ship(renderings):
+    """The predictor, MinIO and the bucket Job all take their keys from one Secret, and every key exists."""
+    docs = renderings["example"]
+    predictor_refs = {
+        env["name"]: env["valueFrom"]["secretKeyRef"]
+        for env in predictor_container(docs)["env"]
+        if "secretKeyRef" in env.get("valueFrom", {})
+    }
+    assert set(predictor_refs) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    refs = []
+    for doc in docs:
+        for container in doc.get("spec", {}).get("template", {}).get("spec", {}).get("containers", []):
+            refs += [e["valueFrom"]["secretKeyRef"] for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
+    assert len(refs) >= 6  # predictor 2, MinIO 2, bucket Job 2
+    for ref in refs:
+        assert ref["key"] in one(docs, "Secret", ref["name"])["stringData"], ref
+
+
+def _volume_by_mount_path(deployment: dict[str, Any], mount_path: str) -> dict[str, Any]:
+    pod = deployment["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == PREDICTOR)
+    mounts = [m for m in container["volumeMounts"] if m["mountPath"] == mount_path.rstrip("/")]
+    assert mounts, f"{mount_path} is not a mount of the predictor: {container['volumeMounts']}"
+    return next(v for v in pod["volumes"] if v["name"] == mounts[0]["name"])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_paths_in_the_settings_are_the_mounted_volumes(renderings, variant):
+    docs = renderings[variant]
+    data = settings_configmap(docs)
+    deployment = predictor_deployment(docs)
+
+    weights = _volume_by_mount_path(deployment, data["HV_MODELS_DIR"])
+    claim = one(docs, "PersistentVolumeClaim", weights["persistentVolumeClaim"]["claimName"])
+    # Several pods on several nodes share the weights: ReadWriteOnce would pin them to one node.
+    assert set(claim["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}, claim["spec"]
+
+    outputs = _volume_by_mount_path(deployment, data["HV_OUTPUT_DIR"])
+    assert "emptyDir" in outputs, outputs
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_port_5000_from_container_to_service(renderings, variant):
+    docs = renderings[variant]
+    deployment = predictor_deployment(docs)
+    container = predictor_container(docs)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    (http,) = [p for p in container["ports"] if p["name"] == "http"]
+    assert http["containerPort"] == int(env["PORT"]) == 5000
+
+    service = one(docs, "Service", "hunyuan-video")
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == 5000
+    assert port["targetPort"] in (http["name"], http["containerPort"])
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_keda_route_and_scaler_point_at_the_service_and_deployment(renderings):
+    docs = renderings["example"]
+    container = predictor_container(docs)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    service = one(docs, "Service", "hunyuan-video")
+    route = one(docs, "InterceptorRoute")
+    scaled = one(docs, "ScaledObject")
+
+    assert route["spec"]["target"] == {"service": service["metadata"]["name"], "port": service["spec"]["ports"][0]["port"]}
+    assert route["spec"]["scalingMetric"]["concurrency"]["targetValue"] == int(env["COG_MAX_CONCURRENCY"]) == 1
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hunyuan-video"}
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "external-push"
+    assert trigger["metadata"]["interceptorRoute"] == route["metadata"]["name"]
+    assert scaled["spec"]["minReplicaCount"] >= 1  # a cold start loads ~35 GB of weights: keep one warm
+
+
+def _seconds(duration: str) -> float:
+    match = re.fullmatch(r"(\d+)s", duration)
+    assert match, f"{duration!r}: write durations in seconds"
+    return float(match.group(1))
+
+
+def test_timeouts_outlast_the_prediction_time_limit(renderings):
+    docs = renderings["example"]
+    predict_timeout = float(settings_configmap(docs).get("HV_PREDICT_TIMEOUT", Settings().predict_timeout))
+    assert predict_timeout > 0
+    grace = predictor_deployment(docs)["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace > predict_timeout, "a scale-down would kill a render that is still allowed to run"
+    route = one(docs, "InterceptorRoute")
+    assert _seconds(route["spec"]["timeouts"]["responseHeader"]) > predict_timeout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_gpu_resources_and_pinned_images(renderings, variant):
+    docs = renderings[variant]
+    resources = predictor_container(docs)["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == resources["requests"]["nvidia.com/gpu"] == 1
+    assert {"cpu", "memory"} <= resources["requests"].keys()
+    for doc in docs:
+        pod = doc.get("spec", {}).get("template", {}).get("spec")
+        for container in (pod or {}).get("containers", []):
+            image = container["image"]
+            name, _, tag = image.rpartition(":") if "@" not in image else (image, "", "digest")
+            assert name and tag and tag != "latest" and "/" not in tag, f"{doc['kind']} {image}: pin a tag or digest"
+
+
+# ---------------------------------------------------------------------------------------------
+# the probes, run against the real Cog server
+
+GATED_PREDICTOR = '''
+import time
+from pathlib import Path
+
+from cog import BasePredictor
+
+HERE = Path(__file__).parent
+
+
+class Predictor(BasePredictor):
+    def setup(self) -> None:
+        while not (HERE / "setup_go").exists():
+            if (HERE / "setup_fail").exists():
+                raise RuntimeError("setup failed on purpose")
+            time.sleep(0.02)
+
+    def predict(self) -> str:
+        while not (HERE / "predict_go").exists():
+            time.sleep(0.02)
+        return "done"
+'''
+
+
+class GatedCogServer:
+    """The real coglet server on 127.0.0.1 with a predictor whose setup and predict wait for files."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        (root / "predict.py").write_text(GATED_PREDICTOR)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+
+    def __enter__(self) -> GatedCogServer:
+        env = {
+            **os.environ,
+            "PORT": str(self.port),
+            "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
+        }
+        env.pop("KUBERNETES_SERVICE_HOST", None)  # else coglet writes /var/run/cog/ready on this machine
+        self._log = self.log.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
+            cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.close()
+        (self.root / "predict_go").touch()  # let a held prediction finish so the worker exits cleanly
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        self._log.close()
+
+    def wait_for(self, status: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()
+            try:
+                last = self.client.get("/health-check").json()["status"]
+            except httpx.TransportError:
+                last = None
+            if last == status:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"still {last} after {timeout}s, wanted {status}:\n{self.log.read_text()}")
+
+
+def _probe_commands(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    container = predictor_container(docs)
+    commands = {kind: container[f"{kind}Probe"]["exec"]["command"] for kind in ("startup", "readiness", "liveness")}
+    for command in commands.values():
+        assert command[0] == "python", "the image's python runs the probe"
+    assert len({tuple(c[:3]) for c in commands.values()}) == 1, "one probe program, different accepted statuses"
+    return commands
+
+
+def run_probes(commands: dict[str, list[str]], port: int) -> dict[str, bool]:
+    env = {**os.environ, "PORT": str(port)}
+    results = {}
+    for kind, command in commands.items():
+        done = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, text=True, timeout=20)
+        results[kind] = done.returncode == 0
+    return results
+
+
+@pytest.mark.cog_server
+def test_probes_follow_the_cog_server_through_its_states(renderings, tmp_path):
+    commands = _probe_commands(renderings["example"])
+    assert set(commands["readiness"][3:]) == {"READY"}
+    assert set(commands["startup"][3:]) <= set(COG_STATUSES) and set(commands["liveness"][3:]) <= set(COG_STATUSES)
+
+    port = free_port()
+    assert run_probes(commands, port) == {"startup": False, "readiness": False, "liveness": False}  # nothing listening
+
+    with GatedCogServer(tmp_path / "ok") as server:
+        server.wait_for("STARTING")
+        assert run_probes(commands, server.port) == {"startup": False, "readiness": False, "liveness": False}
+
+        (server.root / "setup_go").touch()
+        server.wait_for("READY")
+        assert run_probes(commands, server.port) == {"startup": True, "readiness": True, "liveness": True}
+
+        pending = subprocess.Popen(  # a sync prediction held open, as a render would be
+            [sys.executable, "-c", f"import httpx; print(httpx.post('{server.url}/predictions', json={{'input': {{}}}}, timeout=60).status_code)"],
+            stdout=subprocess.PIPE, text=True,
+        )
+        try:
+            server.wait_for("BUSY")
+            # A second prediction is refused while BUSY: why readiness must drop a busy pod.
+            assert server.client.post("/predictions", json={"input": {}}).status_code == 409
+            assert run_probes(commands, server.port) == {"startup": True, "readiness": False, "liveness": True}
+            (server.root / "predict_go").touch()
+            assert pending.communicate(timeout=30)[0].strip() == "200"
+        finally:
+            if pending.poll() is None:
+                pending.kill()
+        server.wait_for("READY")
+        assert run_probes(commands, server.port)["readiness"] is True
+
+    with GatedCogServer(tmp_path / "fails") as server:
+        (server.root / "setup_fail").touch()
+        server.wait_for("SETUP_FAILED")
+        assert run_probes(commands, server.port) == {"startup": True, "readiness": False, "liveness": False}
+
+
+# ---------------------------------------------------------------------------------------------
+# Replicate: cog-safe-push.yaml
+
+
+def test_cog_safe_push_cases_follow_the_input_rules():
+    """The config has cog-safe-push's shape (its pydantic Config, mirrored: extra fields are errors),
+    every passing case is a valid request by the product's own rules and by the Cog input schema
+    Replicate validates with, and every error case is really rejected on the field it names."""
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from comfy_runtime.openapi import build_schema
+    from comfy_runtime.request import VideoRequest
+
+    class Case(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        inputs: dict[str, bool | int | float | str]
+        exact_string: str | None = None
+        match_url: str | None = None
+        match_prompt: str | None = None
+        error_contains: str | None = None
+
+    class Fuzz(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        fixed_inputs: dict[str, bool | int | float | str] = {}
+        disabled_inputs: list[str] = []
+        iterations: int = 10
+
+    class Predict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        compare_outputs: bool = True
+        predict_timeout: int = 300
+        test_cases: list[Case] = []
+        fuzz: Fuzz | None = None
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        model: str
+        test_model: str | None = None
+        test_hardware: str = "cpu"
+        predict: Predict | None = None
+        parallel: int = 4
+
+    config = Config(**yaml.safe_load((PROJECT_ROOT / "cog-safe-push.yaml").read_text()))
+    assert config.predict is not None and config.predict.test_cases
+    assert config.predict.predict_timeout >= 600, "a HunyuanVideo render takes minutes"
+
+    input_schema = build_schema()["components"]["schemas"]["Input"]
+    validator = jsonschema.Draft7Validator(input_schema)
+    passing = [c for c in config.predict.test_cases if c.error_contains is None]
+    failing = [c for c in config.predict.test_cases if c.error_contains is not None]
+    assert passing and failing
+    for case in passing:
+        assert sum(x is not None for x in (case.exact_string, case.match_url, case.match_prompt)) == 1, case
+        assert not list(validator.iter_errors(case.inputs)), case.inputs
+        VideoRequest(**case.inputs)
+    for case in failing:
+        schema_fields = {str(e.path[0]) if e.path else e.message for e in validator.iter_errors(case.inputs)}
+        try:
+            VideoRequest(**case.inputs)
+            request_fields: set[str] = set()
+        except ValidationError as error:
+            request_fields = {str(e["loc"][0]) for e in error.errors()}
+        rejected = schema_fields | request_fields
+        assert any(case.error_contains in field for field in rejected), (case.inputs, rejected)
+    fuzz = config.predict.fuzz
+    if fuzz is not None:
+        assert not list(validator.iter_errors({"prompt": "x", **fuzz.fixed_inputs}))
+        assert set(fuzz.disabled_inputs) <= input_schema["properties"].keys()
