@@ -7,12 +7,16 @@ COMFYUI_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' custom_nodes.lock
 COMFYUI_DIR := .cache/comfyui-$(COMFYUI_VERSION)
 PORT ?= 5000
 prompt ?= a red fox running through fresh snow, cinematic
+# The prompt reaches the CLI through the environment, unexpanded ($(value)), not pasted into the shell
+# line: quotes, $, backticks and $(...) in it arrive as typed, and nothing in it runs.
+prompt_verbatim := $(value prompt)
+export prompt_verbatim
 
 .DEFAULT_GOAL := help
 .PHONY: help setup comfyui schema test lint serve demo predict clean
 
 help: ## list the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json ## venv with pinned deps + the pinned ComfyUI + the Cog input schema
 
@@ -49,14 +53,37 @@ soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every
 fault-figures: setup ## inject each fault into a real prediction and print the outcome table
 	$(PY) bench/fault_figures.py
 
+.PHONY: test-delivery delivery-figures
+test-delivery: setup ## formats, S3 delivery (moto server) and the Cog HTTP contract: async, webhooks, progress, cancel
+	$(PY) -m pytest tests/test_encode.py tests/test_storage.py tests/test_cog_delivery.py -s
+
+delivery-figures: setup ## cancel latency over HTTP and S3 upload throughput against a plain file copy
+	$(PY) bench/cancel_latency.py $(or $(runs),15)
+	$(PY) bench/upload_throughput.py $(or $(runs),5)
+
+.PHONY: bench
+bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
+	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)
+
 lint: $(VENV)/.installed ## ruff
-	$(VENV)/bin/ruff check comfy_runtime tests predict.py
+	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
 
 demo: setup ## render a video on the CPU with the weight-free plumbing workflow
-	HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$(prompt)" --width 256 --height 256 --num-frames 25 --fps 12 --out demo.mp4
+	HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --width 256 --height 256 --num-frames 25 --fps 12 --out demo.mp4
 
 predict: setup ## render one video with the configured workflow: make predict prompt="..."
-	$(PY) -m comfy_runtime render --prompt "$(prompt)" --out output.mp4
+	$(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --out output.mp4
+
+.PHONY: weights weights-verify nodes
+weights: $(VENV)/.installed ## fetch the weights in weights.manifest into HV_MODELS_DIR (parallel ranged, resumable, sha256-verified)
+	$(PY) -m comfy_runtime weights fetch
+
+weights-verify: $(VENV)/.installed ## full sha256 of every weight against weights.manifest (refreshes the boot-time records)
+	$(PY) -m comfy_runtime weights verify
+
+nodes: $(COMFYUI_DIR)/.provisioned-from ## install the custom nodes of custom_nodes.lock at their full commits, then verify them
+	$(PY) -m comfy_runtime nodes install
+	$(PY) -m comfy_runtime nodes verify
 
 serve: setup ## the Cog HTTP server on :$(PORT) with predict.py
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) $(PY) -m cog.server.http --host $${HOST:-0.0.0.0}

@@ -4,8 +4,10 @@
 from cog import BasePredictor, Input, Path
 
 from comfy_runtime import VideoRenderer, VideoRequest
+from comfy_runtime.delivery import Delivery
 from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
 from comfy_runtime.request import (
+    CRF,
     DEFAULT_FRAMES,
     DEFAULT_HEIGHT,
     DEFAULT_WIDTH,
@@ -22,6 +24,9 @@ from comfy_runtime.request import (
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
+        # Storage first: a wrong bucket or key fails the boot in a second, not after ComfyUI has loaded.
+        self.delivery = Delivery.from_settings()
+        self.delivery.check()
         self.renderer = VideoRenderer.from_settings()
         self.renderer.start()
 
@@ -66,10 +71,16 @@ class Predictor(BasePredictor):
         output_format: str = Input(
             default="mp4", choices=list(OUTPUT_FORMATS), description="Container and codec of the video.",
         ),
-    ) -> Path:
+        crf: int = Input(
+            default=int(CRF.default), ge=int(CRF.ge), le=int(CRF.le),
+            description="Quality of the mp4/webm: lower is better and larger (x264 scale; 18 looks lossless, 23 is "
+            "x264's default). Ignored for gif.",
+        ),
+    ) -> Path:  # a file, or its object-storage URL as a str: both are a URI to a video (comfy_runtime/delivery.py)
         request = VideoRequest(
             prompt=prompt, width=width, height=height, num_frames=num_frames, steps=steps, guidance=guidance,
-            flow_shift=flow_shift, fps=fps, seed=seed, output_format=output_format,
+            flow_shift=flow_shift, fps=fps, seed=seed, output_format=output_format, crf=crf,
         )
         rendered = self.renderer.render(request)
-        return Path(rendered.video)
+        delivered = self.delivery.deliver(self.renderer, rendered, request)
+        return delivered if isinstance(delivered, str) else Path(delivered)

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
-from tests.soak_figures import SoakSample, disk_bytes, format_samples, plumbing_env  # noqa: E402
+from tests.soak_figures import SoakSample, call_predict, disk_bytes, format_samples, plumbing_env  # noqa: E402
 
 
 def main(runs: int = 300) -> None:
@@ -41,8 +41,7 @@ def main(runs: int = 300) -> None:
         for run in range(1, runs + 1):
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # the per-prediction log lines Cog would capture
-                path = predictor.predict(prompt="soak", width=64, height=64, num_frames=9, steps=1, guidance=6.0,
-                                         flow_shift=7.0, fps=8, seed=run, output_format="mp4")
+                path = call_predict(predictor, prompt="soak", width=64, height=64, num_frames=9, steps=1, fps=8, seed=run)
             path.read_bytes()
             walls.append(time.perf_counter() - started)
             samples.append(SoakSample(

@@ -47,6 +47,18 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from .supply_cli import run_weights
+
+    return run_weights(args)
+
+
+def _cmd_nodes(args: argparse.Namespace) -> int:
+    from .supply_cli import run_nodes
+
+    return run_nodes(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfy_runtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / ".cog" / "openapi_schema.json"))
     schema.set_defaults(fn=_cmd_schema)
 
+    from .supply_cli import add_supply_commands
+
+    add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
+
     render = commands.add_parser("render", help="render one video in this process and copy it to --out")
     render.add_argument("--prompt", required=True)
     render.add_argument("--workflow", help="workflow name (default: HV_WORKFLOW)")
@@ -67,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("flow_shift", float), ("fps", int), ("seed", int)):
         render.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     render.add_argument("--output-format", dest="output_format", choices=["mp4", "webm", "gif"])
+    render.add_argument("--crf", type=int, help="quality of the mp4/webm, 1-51, lower is better (default 18)")
     render.add_argument("--out", help="where to copy the video (default: its name, in this folder)")
     render.set_defaults(fn=_cmd_render)
     return parser

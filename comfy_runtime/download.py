@@ -9,6 +9,8 @@ and the rename stay ours.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -72,24 +74,52 @@ def fetch(
     progress: bool = True,
     use_pget: bool = True,
     timeout: float = 60.0,
+    headers: dict[str, str] | None = None,
 ) -> Fetched:
     """Download url to dest. size/sha256 (when known) must match or nothing is left under dest.
 
-    fix: the command that repairs things (named in every error).
+    fix: the command that repairs things (named in every error). headers: e.g. a Hugging Face token (httpx drops
+    Authorization when a redirect leaves the host, so the CDN never sees it).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     hint = f" {fix}" if fix else ""
+    # Pods sharing one volume (a ReadWriteMany PVC in lazy mode) must not write one .partial together:
+    # the second waits, then finds the file already there and verified.
+    with _exclusive(dest):
+        return _fetch_locked(url, dest, size, sha256, connections, hint, progress, use_pget, timeout, headers or {})
+
+
+@contextlib.contextmanager
+def _exclusive(dest: Path):
+    lock_path = dest.with_name(dest.name + ".lock")
+    with lock_path.open("a") as handle:
+        fcntl.lockf(handle, fcntl.LOCK_EX)  # lockf, not flock: NFS-backed volumes honour it
+        try:
+            yield
+        finally:
+            fcntl.lockf(handle, fcntl.LOCK_UN)
+
+
+def _fetch_locked(
+    url: str, dest: Path, size: int, sha256: str, connections: int, hint: str, progress: bool, use_pget: bool,
+    timeout: float, headers: dict[str, str],
+) -> Fetched:
+    if size and sha256 and dest.is_file() and dest.stat().st_size == size and sha256_of(dest) == sha256.lower():
+        return Fetched(path=dest, size=size, sha256=sha256.lower(), bytes_transferred=0)
     partial, state_file = partial_path(dest), _state_path(dest)
     if size:
         _check_space(dest, size - _resumable_bytes(partial, state_file, size), hint)
-    pget = shutil.which("pget") if use_pget else None
+    pget = shutil.which("pget") if use_pget and not headers else None  # pget takes no headers
     if pget:
         transferred = _fetch_with_pget(pget, url, partial, connections, dest, hint)
     else:
         with httpx.Client(follow_redirects=True, timeout=timeout,
                           limits=httpx.Limits(max_connections=connections + 1)) as client:
-            total, ranged, final_url = _probe(client, url, dest, hint)
+            total, ranged, final_url = _probe(client, url, dest, hint, headers)
+            # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
+            if _origin(final_url) != _origin(url):
+                headers = {}
             if size and total != size:
                 raise DownloadError(
                     f"{dest.name}: the server reports {total} bytes, the manifest pins {size}. The source changed "
@@ -98,9 +128,11 @@ def fetch(
             if not size:
                 _check_space(dest, total - _resumable_bytes(partial, state_file, total), hint)
             if ranged and total > 0:
-                transferred = _fetch_ranges(client, final_url, partial, state_file, total, connections, progress, dest)
+                transferred = _fetch_ranges(
+                    client, final_url, partial, state_file, total, connections, progress, dest, hint, headers
+                )
             else:
-                transferred = _fetch_single(client, final_url, partial, total, progress, dest)
+                transferred = _fetch_single(client, final_url, partial, total, progress, dest, hint, headers)
     actual_size = partial.stat().st_size
     if size and actual_size != size:
         _discard(partial, state_file)
@@ -116,6 +148,11 @@ def fetch(
     os.replace(partial, dest)
     state_file.unlink(missing_ok=True)
     return Fetched(path=dest, size=actual_size, sha256=digest, bytes_transferred=transferred)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = httpx.URL(url)
+    return parsed.scheme, parsed.host, parsed.port
 
 
 def _discard(partial: Path, state_file: Path) -> None:
@@ -137,10 +174,10 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB"
 
 
-def _probe(client: httpx.Client, url: str, dest: Path, hint: str) -> tuple[int, bool, str]:
+def _probe(client: httpx.Client, url: str, dest: Path, hint: str, headers: dict[str, str]) -> tuple[int, bool, str]:
     """(total size, whether ranges work, the URL after redirects) from a one-byte range request."""
     try:
-        with client.stream("GET", url, headers={"Range": "bytes=0-0"}) as response:
+        with client.stream("GET", url, headers={**headers, "Range": "bytes=0-0"}) as response:
             status = response.status_code
             if status == 404:
                 raise DownloadError(f"{dest.name}: {url} answered 404 Not Found. Check the url/hf_path in the "
@@ -195,7 +232,7 @@ def _save_state(state_file: Path, total: int, ranges: list[_Range]) -> None:
 
 def _fetch_ranges(
     client: httpx.Client, url: str, partial: Path, state_file: Path, total: int, connections: int,
-    progress: bool, dest: Path,
+    progress: bool, dest: Path, hint: str, headers: dict[str, str],
 ) -> int:
     ranges = _load_state(partial, state_file, total)
     if ranges is None:
@@ -222,9 +259,13 @@ def _fetch_ranges(
                 return
             first = piece.start + piece.done
             try:
-                with client.stream("GET", url, headers={"Range": f"bytes={first}-{piece.end - 1}"}) as response:
+                range_header = {"Range": f"bytes={first}-{piece.end - 1}"}
+                with client.stream("GET", url, headers={**headers, **range_header}) as response:
                     if response.status_code != 206:
-                        raise DownloadError(f"{dest.name}: range request answered HTTP {response.status_code}")
+                        raise DownloadError(
+                            f"{dest.name}: a range request to {url} answered HTTP {response.status_code} (a signed "
+                            f"CDN link may have expired); run the fetch again, it resumes.{hint}"
+                        )
                     for data in response.iter_bytes(CHUNK):
                         if stop.is_set():
                             return
@@ -240,14 +281,19 @@ def _fetch_ranges(
                 last_error = error
         if piece.remaining > 0:
             raise DownloadError(f"{dest.name}: bytes {piece.start}-{piece.end - 1} failed after "
-                                f"{ATTEMPTS_PER_RANGE} attempts ({last_error}); run the fetch again to resume")
+                                f"{ATTEMPTS_PER_RANGE} attempts ({last_error}); run the fetch again, it resumes.{hint}")
 
     flushing = threading.Thread(target=flusher, daemon=True)
     flushing.start()
     try:
         with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="fetch") as pool:
-            for future in [pool.submit(one_range, piece) for piece in ranges if piece.remaining > 0]:
-                future.result()
+            futures = [pool.submit(one_range, piece) for piece in ranges if piece.remaining > 0]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                stop.set()  # one range failed for good (or Ctrl-C): the others stop too, the state keeps their bytes
+                raise
     finally:
         stop.set()
         flushing.join()
@@ -258,12 +304,16 @@ def _fetch_ranges(
     return transferred[0]
 
 
-def _fetch_single(client: httpx.Client, url: str, partial: Path, total: int, progress: bool, dest: Path) -> int:
-    """For servers without Range support: one stream, no resume."""
+def _fetch_single(
+    client: httpx.Client, url: str, partial: Path, total: int, progress: bool, dest: Path, hint: str = "",
+    headers: dict[str, str] | None = None,
+) -> int:
+    """For servers without Range support (and the bench's single-stream baseline): one stream, no resume."""
     transferred = 0
-    with client.stream("GET", url) as response, partial.open("wb") as handle:
+    _state_path(dest).unlink(missing_ok=True)
+    with client.stream("GET", url, headers=headers or {}) as response, partial.open("wb") as handle:
         if response.status_code != 200:
-            raise DownloadError(f"{dest.name}: {url} answered HTTP {response.status_code}")
+            raise DownloadError(f"{dest.name}: {url} answered HTTP {response.status_code}.{hint}")
         with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
             for data in response.iter_bytes(CHUNK):
                 handle.write(data)

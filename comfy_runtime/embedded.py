@@ -265,6 +265,11 @@ class EmbeddedRuntime:
         return self._thread.submit(fn, *args)
 
     # -- queries ---------------------------------------------------------------------------
+    def loaded_custom_nodes(self) -> set[str]:
+        """Folder names of the custom-node modules ComfyUI imported successfully (a failed import is absent)."""
+        self.start()
+        return set(_comfy().nodes.LOADED_MODULE_DIRS)
+
     def node_schemas(self) -> dict[str, NodeSchema]:
         self.start()
         schemas = {}

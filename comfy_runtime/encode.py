@@ -1,40 +1,111 @@
-"""Turn the workflow's mp4 into the container the caller asked for (PyAV, no ffmpeg binary)."""
+"""Write the delivered video (mp4, webm or gif) with PyAV (no ffmpeg binary).
+
+Every format is encoded here, mp4 included, because ComfyUI's SaveVideo offers no quality setting,
+writes its index at the end of the file (a browser must fetch the whole file before playing) and is
+not reproducible: libx264 with PyAV's defaults (macroblock-tree rate control on, threads by core
+count) now and then writes a different stream for identical frames. Our mp4 pins every option that
+changes the bytes, so the same frames give the same file on any machine. The frames are the exact
+ones the workflow decoded (frame_tap.py); a workflow without the tap is re-encoded from its own file.
+"""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+from PIL import Image, ImageSequence
 
-# container -> (codec, pixel format, encoder options)
-FORMATS: dict[str, tuple[str, str, dict[str, str]]] = {
-    "webm": ("libvpx-vp9", "yuv420p", {"crf": "32", "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": "4"}),
-    "gif": ("gif", "rgb8", {}),
+DEFAULT_CRF = 18  # x264's "visually lossless" point; the graph's own file is CRF 23
+MIN_CRF, MAX_CRF = 1, 51  # 0 would switch x264 to a lossless profile most players refuse
+VP9_MAX_CRF = 63
+# Fixed, not per-core: x264's frame threading changes the bitstream with the thread count.
+X264_THREADS = 4
+
+
+@dataclass(frozen=True)
+class Format:
+    codec: str
+    pix_fmt: str
+    container_options: dict[str, str]
+
+
+FORMATS: dict[str, Format] = {
+    # faststart: the index (moov) goes before the data, so playback starts before the download ends.
+    "mp4": Format("libx264", "yuv420p", {"movflags": "+faststart"}),
+    "webm": Format("libvpx-vp9", "yuv420p", {}),
+    "gif": Format("gif", "rgb8", {}),
 }
 
 
-def transcode(source: Path, output_format: str) -> Path:
-    """Re-encode source into output_format next to it, keeping every frame, the size and the frame rate."""
-    if output_format == source.suffix.lstrip("."):
-        return source
-    codec, pix_fmt, options = FORMATS[output_format]
-    target = source.with_suffix(f".{output_format}")
-    with av.open(str(source)) as src, av.open(str(target), mode="w", format=output_format) as dst:
-        in_stream = src.streams.video[0]
-        rate = in_stream.average_rate or Fraction(24)
-        out_stream = dst.add_stream(codec, rate=rate, options=options)
-        out_stream.width = in_stream.codec_context.width
-        out_stream.height = in_stream.codec_context.height
-        out_stream.pix_fmt = pix_fmt
-        frame_time = 1 / Fraction(rate)
-        for index, frame in enumerate(src.decode(in_stream)):
-            image = frame.reformat(format=pix_fmt) if codec == "gif" else frame
+def codec_options(output_format: str, crf: int) -> dict[str, str]:
+    """Encoder options for one format at one quality (crf on x264's 1-51 scale; lower is better)."""
+    if not MIN_CRF <= crf <= MAX_CRF:
+        raise ValueError(f"crf={crf} is out of range: use {MIN_CRF} (best, largest) to {MAX_CRF} (worst, smallest)")
+    if output_format == "mp4":
+        return {
+            "crf": str(crf),
+            "preset": "medium",
+            "profile": "high",
+            # mbtree: the source of the run-to-run differences measured on SaveVideo's files.
+            "x264-params": f"no-mbtree=1:threads={X264_THREADS}",
+        }
+    if output_format == "webm":
+        # VP9's scale is 0-63; the same fraction of it keeps "lower is better" comparable across formats.
+        return {"crf": str(round(crf * VP9_MAX_CRF / MAX_CRF)), "b": "0", "row-mt": "1", "deadline": "good",
+                "cpu-used": "4"}
+    if output_format == "gif":
+        return {}
+    raise ValueError(f"output_format={output_format!r} is not one of {sorted(FORMATS)}")
+
+
+def encode_frames(frames: Path, fps: Fraction, target: Path, output_format: str, crf: int = DEFAULT_CRF) -> Path:
+    """Encode the frames of a lossless (animated) PNG into target's folder as output_format at fps; the file
+    takes target's name with the format's suffix, replacing a file of that name."""
+
+    def decoded(image: Image.Image) -> Iterator[av.VideoFrame]:
+        for frame in ImageSequence.Iterator(image):
+            yield av.VideoFrame.from_ndarray(np.asarray(frame.convert("RGB")), format="rgb24")
+
+    with Image.open(frames) as image:
+        width, height = image.size
+        return _encode(decoded(image), Fraction(fps), width, height, target.with_suffix(f".{output_format}"),
+                       output_format, crf)
+
+
+def transcode(source: Path, output_format: str, crf: int = DEFAULT_CRF) -> Path:
+    """Encode source's frames into output_format next to it, keeping every frame, the size and the frame
+    rate. An mp4 source is replaced by the re-encoded file. For a workflow without a lossless frame tap."""
+    with av.open(str(source)) as src:
+        stream = src.streams.video[0]
+        return _encode(
+            src.decode(stream), stream.average_rate or Fraction(24), stream.codec_context.width,
+            stream.codec_context.height, source.with_suffix(f".{output_format}"), output_format, crf,
+        )
+
+
+def _encode(frames: Iterable[av.VideoFrame], rate: Fraction, width: int, height: int, target: Path,
+            output_format: str, crf: int) -> Path:
+    spec = FORMATS[output_format]
+    options = codec_options(output_format, crf)
+    # Written aside, then renamed: the target may be the very file being read, and a reader never sees half a file.
+    partial = target.with_name(f"{target.stem}.partial{target.suffix}")
+    with av.open(str(partial), mode="w", format=output_format, options=spec.container_options) as dst:
+        stream = dst.add_stream(spec.codec, rate=rate, options=options)
+        stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
+        frame_time = 1 / rate
+        for index, frame in enumerate(frames):
+            image = frame.reformat(format=spec.pix_fmt) if frame.format.name != spec.pix_fmt else frame
             # The muxer picks its own time base (GIF counts in 1/100 s); frames say theirs.
             image.pts = index
             image.time_base = frame_time
-            for packet in out_stream.encode(image):
+            for packet in stream.encode(image):
                 dst.mux(packet)
-        for packet in out_stream.encode():
+        for packet in stream.encode():
             dst.mux(packet)
+    os.replace(partial, target)
     return target

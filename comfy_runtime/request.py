@@ -13,6 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
 from .prompt_text import prompt_text_problem
 
 SIZE_MULTIPLE = 16  # the VAE downsamples 8x and the DiT patchifies 2x2
@@ -39,6 +40,8 @@ GUIDANCE = Bound(6.0, 1.0, 20.0)
 FLOW_SHIFT = Bound(7.0, 1.0, 20.0)
 FPS = Bound(24, 1, 60)
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FRAMES = 848, 480, 73
+# Delivered-file quality on x264's scale (comfy_runtime/encode.py maps it for VP9; GIF ignores it).
+CRF = Bound(DEFAULT_CRF, MIN_CRF, MAX_CRF)
 
 
 class VideoRequest(BaseModel):
@@ -57,6 +60,7 @@ class VideoRequest(BaseModel):
     fps: int = Field(int(FPS.default), ge=FPS.ge, le=FPS.le)
     seed: int | None = Field(None, ge=0, le=MAX_SEED)
     output_format: OutputFormat = "mp4"
+    crf: int = Field(int(CRF.default), ge=CRF.ge, le=CRF.le)
 
     @field_validator("prompt", mode="before")
     @classmethod

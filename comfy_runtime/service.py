@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encode import transcode
+from .encode import encode_frames, transcode
+from .frame_tap import add_frame_tap, tapped_file
 from .job_limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
 from .request import (
     FLOW_SHIFT,
@@ -30,6 +31,7 @@ from .request import (
 )
 from .runtime import ComfyRuntime, NodeStarted, OutOfMemory, ProgressEvent, StepProgress
 from .settings import Settings
+from .supply_chain import SupplyChain
 from .workflow import Workflow, check_bindings, load_workflow
 
 log = logging.getLogger(__name__)
@@ -78,6 +80,7 @@ class VideoRenderer:
         self.workflow = workflow
         self.output_root = Path(output_root).resolve()
         self.limits = limits or JobLimits.default()
+        self.supply: SupplyChain | None = None  # weights + locked nodes, checked in start() (from_settings sets it)
         # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
         # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
         self._previous_run: Path | None = None
@@ -88,22 +91,41 @@ class VideoRenderer:
         from .embedded import EmbeddedRuntime
 
         settings = settings or Settings()
-        comfyui_path = resolve_comfyui_path(settings)
-        runtime = EmbeddedRuntime(
-            comfyui_path=comfyui_path,
-            models_dir=settings.models_dir,
-            work_dir=settings.output_dir / ".work",
-            device=settings.device,
-            extra_custom_nodes=settings.extra_custom_nodes,
-        )
-        return cls(
+        runtime: ComfyRuntime
+        if settings.backend == "remote":
+            from .comfyui_source import ComfyUISourceError
+            from .remote import RemoteRuntime
+
+            runtime = RemoteRuntime(settings.comfyui_url, startup_timeout=settings.comfyui_startup_timeout)
+            try:  # a local copy only lends its tokenizers to the prompt-length check; the server needs none
+                comfyui_path = resolve_comfyui_path(settings)
+            except ComfyUISourceError:
+                comfyui_path = None
+        else:
+            comfyui_path = resolve_comfyui_path(settings)
+            runtime = EmbeddedRuntime(
+                comfyui_path=comfyui_path,
+                models_dir=settings.models_dir,
+                work_dir=settings.output_dir / ".work",
+                device=settings.device,
+                extra_custom_nodes=settings.extra_custom_nodes,
+            )
+        renderer = cls(
             runtime, load_workflow(settings.workflow, settings.workflows_dir), settings.output_dir,
             JobLimits.from_settings(settings, comfyui_path),
         )
+        # The weights and locked nodes live with the ComfyUI that runs the graph: a remote one has its own.
+        renderer.supply = SupplyChain.from_settings(settings) if settings.backend == "embedded" else None
+        return renderer
 
     def start(self) -> None:
+        if self.supply is not None:
+            self.supply.before_boot(self.workflow.graph)
         self.runtime.start()
-        check_bindings(self.workflow, self.runtime.node_schemas(), INPUT_TYPES, INPUT_RANGES)
+        schemas = self.runtime.node_schemas()
+        if self.supply is not None:
+            self.supply.after_boot(self.workflow.graph, self.runtime, schemas)
+        check_bindings(self.workflow, schemas, INPUT_TYPES, INPUT_RANGES)
         self.runtime.validate(self.workflow.graph)
         unbound = sorted(set(INPUT_TYPES) - set(self.workflow.bindings))
         if unbound:
@@ -117,8 +139,9 @@ class VideoRenderer:
         self._discard_previous()
         run_id = uuid.uuid4().hex
         run_dir = self.output_root / run_id
-        values = request.model_dump(exclude={"output_format"})
-        graph = self.workflow.render(values, filename_prefix=f"{self.workflow.name}_{run_id[:12]}")
+        values = request.model_dump(exclude={"output_format", "crf"})
+        prefix = f"{self.workflow.name}_{run_id[:12]}"
+        graph, tap = add_frame_tap(self.workflow.render(values, filename_prefix=prefix), f"{prefix}_frame")
         try:
             result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
             videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
@@ -127,7 +150,11 @@ class VideoRenderer:
                     f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
                     "its output node must be a video saver such as SaveVideo"
                 )
-            video = transcode(videos[0], request.output_format)
+            frames = tapped_file(tap, result.ui_outputs, result.files) if tap else None
+            if frames is not None:
+                video = encode_frames(frames, tap.fps, videos[0], request.output_format, request.crf)
+            else:
+                video = transcode(videos[0], request.output_format, request.crf)
         except OutOfMemory as error:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise RenderOutOfMemory(out_of_memory_advice(error, request)) from error

@@ -39,6 +39,28 @@ class Settings(BaseSettings):
     extra_custom_nodes: list[Path] = Field(
         default_factory=list, description="More custom-node folders to load (JSON list of paths)."
     )
+    # Backend (comfy_runtime/embedded.py, remote.py).
+    backend: Literal["embedded", "remote"] = Field(
+        "embedded",
+        description="embedded: ComfyUI runs inside this process; remote: a ComfyUI server at HV_COMFYUI_URL "
+        "(its models and custom nodes live with it).",
+    )
+    comfyui_url: str = Field("http://127.0.0.1:8188", description="Base URL of the ComfyUI server (HV_BACKEND=remote).")
+    comfyui_startup_timeout: float = Field(
+        600.0, gt=0, description="Seconds setup waits for the remote ComfyUI to answer before it fails (HV_BACKEND=remote)."
+    )
+    # Supply chain (comfy_runtime/weights.py, custom_nodes.py).
+    weights_mode: Literal["bake", "lazy", "off"] = Field(
+        "lazy",
+        description="bake: weights are in the image; lazy: setup fetches what is missing (a PVC is filled once); "
+        "off: they must already be there. Every mode checks them before READY.",
+    )
+    weights_manifest: Path = Field(
+        PROJECT_ROOT / "weights.manifest", description="The manifest the weights are checked against."
+    )
+    nodes_lock: Path = Field(
+        PROJECT_ROOT / "custom_nodes.lock", description="The lock the loaded custom nodes are checked against."
+    )
     max_pixel_frames: int = Field(
         0, ge=0,
         description="Memory budget: the most width x height x frames one prediction may ask for. "

@@ -15,8 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
@@ -65,8 +67,16 @@ class StorageConfig:
         )
 
     @property
+    def endpoint(self) -> str:
+        """The endpoint as it may be shown: without any user:password@ a URL could carry."""
+        if not self.endpoint_url:
+            return f"AWS S3 ({self.region})"
+        parts = urlsplit(self.endpoint_url)
+        return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+
+    @property
     def where(self) -> str:
-        return f"bucket {self.bucket!r} at {self.endpoint_url or 'AWS S3 (' + self.region + ')'}"
+        return f"bucket {self.bucket!r} at {self.endpoint}"
 
 
 @dataclass(frozen=True)
@@ -102,7 +112,7 @@ class ObjectStore:
         try:
             self.client.head_bucket(Bucket=self.config.bucket)
         except (BotoCoreError, ClientError) as error:
-            raise StorageError(f"object storage check failed: {describe(error, self.config)}") from None
+            raise StorageError(f"object storage check at setup failed: {describe(error, self.config)}") from None
 
     def key_for(self, run_id: str, filename: str, now: dt.datetime | None = None) -> str:
         day = (now or dt.datetime.now(dt.UTC)).strftime("%Y/%m/%d")
@@ -125,10 +135,12 @@ class ObjectStore:
                     Body=json.dumps({**metadata, "video_key": key}, indent=2, default=str).encode(),
                 )
             url = self.url_for(key)
-        except (BotoCoreError, ClientError, boto3.exceptions.S3UploadFailedError) as error:
+        except (BotoCoreError, ClientError, S3UploadFailedError) as error:
+            # "from None": the chained botocore error would repeat the request in the traceback.
             raise StorageError(
-                f"upload of {path.name} failed after {self.config.max_attempts} attempts: "
-                f"{describe(error, self.config)}. The video is kept at {path}"
+                f"upload of {path.name} to {self.config.where} failed: {describe(error, self.config)}. "
+                f"The video is kept at {path}: fix the storage setting and upload it from there "
+                "(or unset HV_S3_BUCKET to get files back instead of URLs)"
             ) from None
         return Uploaded(key=key, url=url, content_type=content_type, size=path.stat().st_size, sidecar_key=sidecar_key)
 
@@ -146,11 +158,11 @@ def content_type_of(path: Path) -> str:
 
 def describe(error: BaseException, config: StorageConfig) -> str:
     """The cause in words with the fix, from the error's class and code only (never its request)."""
-    if isinstance(error, boto3.exceptions.S3UploadFailedError) and error.__context__ is not None:
+    if isinstance(error, S3UploadFailedError) and error.__context__ is not None:
         error = error.__context__
     if isinstance(error, EndpointConnectionError) or type(error).__name__ in {"ConnectTimeoutError", "ConnectionClosedError"}:
-        return (f"endpoint unreachable: could not connect to {config.endpoint_url or 'AWS S3'} "
-                "(is the S3/MinIO server up and HV_S3_ENDPOINT_URL right?)")
+        return (f"endpoint unreachable: could not connect to {config.endpoint} after {config.max_attempts} "
+                "attempts (is the S3/MinIO server up and HV_S3_ENDPOINT_URL right?)")
     if isinstance(error, NoCredentialsError):
         return "no credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     code = _error_code(error)

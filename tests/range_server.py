@@ -2,7 +2,8 @@
 
 Serves files from a folder; counts the body bytes it sends; can slow each chunk down (so a test can
 kill a client half-way) and add headers per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
-Run `python tests/range_server.py <folder> <port>` to serve from another process (the bench does).
+Run `python tests/range_server.py <folder> <port> [seconds of delay per 64 KiB chunk]` to serve from
+another process (the bench does; the delay caps each connection's rate, as a CDN's per-connection limit does).
 """
 
 from __future__ import annotations
@@ -17,16 +18,25 @@ from pathlib import Path
 CHUNK = 64 * 1024
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A client closing a kept-alive connection (the fetch's one-byte probe, a killed download) is normal here.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class RangeServer:
     def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0):
         self.root = Path(root)
         self.delay_per_chunk = delay_per_chunk
         self.extra_headers: dict[str, dict[str, str]] = {}
         self.aliases: dict[str, str] = {}  # url path -> file name under root
+        self.redirects: dict[str, str] = {}  # url path -> absolute URL answered with 302
+        self.authorizations: list[tuple[str, str | None]] = []  # (path, Authorization header) per request
         self.bytes_sent = 0
         self.requests: list[tuple[str, str, str | None]] = []  # (method, path, Range header)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd = _QuietServer(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
         self._thread: threading.Thread | None = None
@@ -61,6 +71,13 @@ class RangeServer:
                 range_header = self.headers.get("Range")
                 with server._lock:
                     server.requests.append((self.command, self.path, range_header))
+                    server.authorizations.append((self.path, self.headers.get("Authorization")))
+                if self.path in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[self.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 name = server.aliases.get(self.path, self.path.lstrip("/"))
                 path = server.root / name
                 if not name or not path.is_file():
@@ -106,6 +123,7 @@ class RangeServer:
 
 
 if __name__ == "__main__":
-    with RangeServer(Path(sys.argv[1]), int(sys.argv[2])) as served:
+    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
+    with RangeServer(Path(sys.argv[1]), int(sys.argv[2]), delay_per_chunk=delay) as served:
         print(served.url, flush=True)
         threading.Event().wait()

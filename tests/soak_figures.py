@@ -3,9 +3,11 @@ and bench/soak_figures.py)."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MIB = 2**20
 
@@ -64,3 +66,13 @@ def plumbing_env(root: Path) -> dict[str, str]:
         "HV_WORKFLOW": "plumbing_video", "HV_MODELS_DIR": str(models), "HV_OUTPUT_DIR": str(root / "outputs"),
         "HV_DEVICE": "cpu", "HV_EXTRA_CUSTOM_NODES": json.dumps([str(FIXTURE_CUSTOM_NODES)]),
     }
+
+
+def call_predict(predictor: Any, **inputs: Any) -> Any:
+    """predictor.predict(**inputs), every input not given taking its declared Input default, as Cog
+    would fill it: a soak keeps running when predict.py gains an input (a direct call would pass the
+    Input declaration itself)."""
+    for name, parameter in inspect.signature(predictor.predict).parameters.items():
+        if name not in inputs and parameter.default is not inspect.Parameter.empty:
+            inputs[name] = getattr(parameter.default, "default", parameter.default)
+    return predictor.predict(**inputs)

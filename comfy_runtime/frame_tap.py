@@ -1,0 +1,65 @@
+"""Take the decoded frames losslessly, beside the workflow's own video file.
+
+ComfyUI's SaveVideo writes h264 at x264's default quality (CRF 23) with no setting for it, and not
+reproducibly. Encoding the delivered file from that file would cap every format's quality at it and
+carry its run-to-run jitter into our bytes. So each run gets one more node, a SaveAnimatedPNG fed by
+the same frames as CreateVideo: exact 8-bit frames, and the delivered file is encoded from those.
+zlib level 0 because the file lives only until the delivered one is written: it halves the tap's cost
+against one PNG per frame at SaveImage's level 4 (73 noisy 848x480 frames, 2 busy cores: 5.3 s
+against 10.3 s). Read back, every frame is bit-exact.
+The workflow's own nodes are untouched; a graph without CreateVideo -> SaveVideo gets no tap, and its
+video is re-encoded from its own file instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .runtime import Graph
+
+TAP_NODE_PREFIX = "hv_frames_"
+
+
+@dataclass(frozen=True)
+class FrameTap:
+    node_id: str
+    fps: Fraction
+
+
+def add_frame_tap(graph: Graph, filename_prefix: str) -> tuple[Graph, FrameTap | None]:
+    """A copy of graph with a lossless save on the frames of its first CreateVideo -> SaveVideo, or graph as
+    it is when it has none. filename_prefix must be unique per run, and it names the node too: ComfyUI keeps
+    node instances by node id between runs, and a save node's instance keeps the output folder it was made
+    in, so a reused id would write this run's frames into the previous run's folder."""
+    for node in graph.values():
+        if node.get("class_type") != "SaveVideo":
+            continue
+        link = node.get("inputs", {}).get("video")
+        source = graph.get(str(link[0])) if isinstance(link, list) else None
+        if source is None or source.get("class_type") != "CreateVideo":
+            continue
+        images, fps = source["inputs"].get("images"), source["inputs"].get("fps")
+        # Frames from a link and a plain fps value; a video with an audio track keeps its own file (with sound).
+        if not isinstance(images, list) or isinstance(fps, list) or fps is None or source["inputs"].get("audio"):
+            continue
+        tapped = copy.deepcopy(graph)
+        node_id = f"{TAP_NODE_PREFIX}{filename_prefix}"
+        tapped[node_id] = {
+            "class_type": "SaveAnimatedPNG",
+            "_meta": {"title": "Lossless frames for the delivered file"},
+            "inputs": {"images": list(images), "filename_prefix": filename_prefix, "fps": float(fps),
+                       "compress_level": 0},
+        }
+        return tapped, FrameTap(node_id, Fraction(float(fps)).limit_denominator(1001))
+    return graph, None
+
+
+def tapped_file(tap: FrameTap, ui_outputs: dict[str, Any], files: list[Path]) -> Path | None:
+    """The tap's animated PNG among the run's files; None when the run did not bring it back."""
+    names = [item.get("filename") for item in ui_outputs.get(tap.node_id, {}).get("images", [])]
+    found = [path for path in files if path.name in names]
+    return found[0] if len(names) == 1 and len(found) == 1 else None

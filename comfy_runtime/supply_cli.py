@@ -1,0 +1,110 @@
+"""`python -m comfy_runtime weights fetch|verify|lock` and `nodes install|verify|lock`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .settings import PROJECT_ROOT
+
+
+def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callable, nodes: Callable) -> None:
+    w = commands.add_parser("weights", help="weights.manifest: fetch, verify, pin")
+    w.add_argument("action", choices=["fetch", "verify", "lock"],
+                   help="fetch: download what is missing or broken (parallel, resumable, verified); verify: full "
+                   "sha256 of every file (refreshes the boot-time records); lock: fill in unpinned size/sha256/revision")
+    w.add_argument("--manifest", type=Path, help="default: HV_WEIGHTS_MANIFEST")
+    w.add_argument("--models-dir", type=Path, help="default: HV_MODELS_DIR")
+    w.add_argument("--connections", type=int, default=8, help="parallel ranged connections per file")
+    w.add_argument("--only", action="append", default=[], help="only this file name (repeatable)")
+    w.set_defaults(fn=weights)
+
+    n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI")
+    n.add_argument("action", choices=["install", "verify", "lock"],
+                   help="install: clone each node at its full commit + pip requirements; verify: check an install "
+                   "(HEAD, local changes, requirements); lock: pin ComfyUI's tag to its commit and regenerate "
+                   "cog.yaml's install steps")
+    n.add_argument("--lock", type=Path, help="default: HV_NODES_LOCK")
+    n.add_argument("--target", type=Path, help="custom_nodes folder (default: <ComfyUI>/custom_nodes)")
+    n.add_argument("--cog-yaml", type=Path, default=PROJECT_ROOT / "cog.yaml")
+    n.add_argument("--no-pip", action="store_true", help="skip installing the nodes' requirements")
+    n.set_defaults(fn=nodes)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def run_weights(args: argparse.Namespace) -> int:
+    from .manifest import load_manifest
+    from .settings import Settings
+    from .weights import WeightsError, fetch_all, leftovers, lock_manifest, unpinned_warning, verify_all
+
+    settings = Settings()
+    manifest = args.manifest or settings.weights_manifest
+    models_dir = args.models_dir or settings.models_dir
+    entries = [e for e in load_manifest(manifest) if not args.only or e.file in args.only]
+    try:
+        if args.action == "lock":
+            changed = lock_manifest(manifest, models_dir, connections=args.connections)
+            print(f"pinned {len(changed)} entr{'y' if len(changed) == 1 else 'ies'} in {manifest}")
+            return 0
+        warning = unpinned_warning(entries)
+        if warning:
+            print(f"WARNING: {warning}", file=sys.stderr)
+        if args.action == "fetch":
+            for path in fetch_all(models_dir, entries, connections=args.connections):
+                print(path)
+            return 0
+        problems = verify_all(models_dir, entries)
+        for entry in entries:
+            for path in leftovers(models_dir, entry):
+                print(f"note: {path} is an interrupted download; `weights fetch` resumes it", file=sys.stderr)
+        for problem in problems:
+            print(problem.message("run `python -m comfy_runtime weights fetch`"), file=sys.stderr)
+        if not problems:
+            pinned = sum(1 for e in entries if e.pinned)
+            print(f"{pinned} pinned weight file(s) verified by full sha256 in {models_dir}; "
+                  f"{len(entries) - pinned} unpinned present (not verifiable)")
+        return 1 if problems else 0
+    except WeightsError as error:
+        return _fail(str(error))
+
+
+def run_nodes(args: argparse.Namespace) -> int:
+    from .custom_nodes import NodesError, install_all, lock_comfyui_commit, resolve_tag, sync_cog_yaml, verify_all
+    from .lockfile import load_lock
+    from .settings import Settings
+
+    settings = Settings()
+    lock_path = args.lock or settings.nodes_lock
+    try:
+        lock = load_lock(lock_path)
+        if args.action == "lock":
+            commit = resolve_tag(lock.comfyui.repo, lock.comfyui.tag)
+            lock_comfyui_commit(lock_path, commit)
+            changed = sync_cog_yaml(args.cog_yaml, load_lock(lock_path))
+            print(f"ComfyUI {lock.comfyui.tag} = {commit}; {args.cog_yaml} {'updated' if changed else 'unchanged'}")
+            return 0
+        target = args.target or _default_target(settings)
+        if args.action == "install":
+            for folder in install_all(lock, target, pip=not args.no_pip):
+                print(folder)
+            return 0
+        problems = verify_all(lock, target)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        if not problems:
+            print(f"{len(lock.nodes)} custom node(s) match {lock_path} in {target}")
+        return 1 if problems else 0
+    except NodesError as error:
+        return _fail(str(error))
+
+
+def _default_target(settings) -> Path:
+    from .comfyui_source import resolve_comfyui_path
+
+    return resolve_comfyui_path(settings) / "custom_nodes"

@@ -1,0 +1,132 @@
+"""cog.yaml cannot be built here (no Docker, no network): check what can be checked offline.
+It parses, it uses only keys cog knows, every file it names exists, and its pins equal the lock's and
+the requirements'."""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib.util
+import re
+import shutil
+import tomllib
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from comfy_runtime.custom_nodes import (
+    COG_BEGIN,
+    COG_END,
+    IMAGE_COMFYUI_PATH,
+    cog_run_steps,
+    render_cog_block,
+    sync_cog_yaml,
+)
+from comfy_runtime.lockfile import NodePin, load_lock
+from comfy_runtime.settings import env_names
+from tests.helpers import PROJECT_ROOT
+
+COG_YAML = PROJECT_ROOT / "cog.yaml"
+# cog.yaml's keys per cog's reference (docs/yaml.md, cog 0.23) and its config schema.
+TOP_KEYS = {"build", "image", "predict", "run", "train", "concurrency", "environment", "observability", "tests", "weights"}
+BUILD_KEYS = {
+    "cuda", "cudnn", "gpu", "python_version", "python_requirements", "python_packages", "run", "system_packages",
+    "sdk_version", "pre_install", "fast", "environment", "python_overrides",
+}
+
+
+@pytest.fixture(scope="module")
+def cog() -> dict:
+    return yaml.safe_load(COG_YAML.read_text())
+
+
+def pins(path) -> dict[str, str]:
+    found = {}
+    for line in path.read_text().splitlines():
+        match = re.match(r"^([A-Za-z0-9_.\[\]-]+)==([^\s;#]+)", line.strip())
+        if match:
+            found[match.group(1).split("[")[0].lower()] = match.group(2)
+    return found
+
+
+def test_it_parses_with_known_keys_only(cog):
+    assert set(cog) <= TOP_KEYS, set(cog) - TOP_KEYS
+    assert set(cog["build"]) <= BUILD_KEYS, set(cog["build"]) - BUILD_KEYS
+    assert cog["build"]["gpu"] is True and re.fullmatch(r"\d+\.\d+", cog["build"]["cuda"])
+    assert not ("python_packages" in cog["build"] and "python_requirements" in cog["build"])  # cog allows one
+
+
+def test_python_is_the_one_ci_uses(cog):
+    requires = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    assert cog["build"]["python_version"] == "3.11" and ">=3.11" in requires and "<3.12" in requires
+
+
+def test_every_file_it_names_exists(cog):
+    requirements = PROJECT_ROOT / cog["build"]["python_requirements"]
+    assert requirements.is_file()
+    module, _, cls = cog["predict"].partition(":")
+    assert (PROJECT_ROOT / module).is_file() and f"class {cls}(" in (PROJECT_ROOT / module).read_text()
+    for needed in ("weights.manifest", "custom_nodes.lock", "workflows", "comfy_runtime", module, requirements.name):
+        assert (PROJECT_ROOT / needed).exists(), needed
+
+
+def test_the_build_context_keeps_what_the_image_needs():
+    ignored = [line.strip() for line in (PROJECT_ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for needed in ("predict.py", "comfy_runtime", "workflows", "weights.manifest", "custom_nodes.lock",
+                   "requirements.txt", "models", "models/vae/x.safetensors", "models/.verified/vae/x.safetensors.json"):
+        hits = [p for p in ignored if fnmatch.fnmatch(needed, p) or fnmatch.fnmatch(needed, p.removeprefix("**/"))]
+        assert not hits, f"{needed} is excluded from the image by {hits}"
+    assert fnmatch.fnmatch("models/vae/x.safetensors.partial", next(p for p in ignored if p.endswith(".partial")))
+
+
+def test_requirements_are_pinned_and_cog_is_the_tested_sdk(cog):
+    runtime = (PROJECT_ROOT / "requirements.txt").read_text().splitlines()
+    lines = [line.strip() for line in runtime if line.strip() and not line.strip().startswith("#")]
+    assert lines and all("==" in line for line in lines), [line for line in lines if "==" not in line]
+    # cog installs its own SDK (sdk_version); a cog pin in requirements.txt would fight it.
+    assert "cog" not in pins(PROJECT_ROOT / "requirements.txt") and "coglet" not in pins(PROJECT_ROOT / "requirements.txt")
+    assert cog["build"]["sdk_version"] == pins(PROJECT_ROOT / "requirements-dev.txt")["cog"]
+
+
+def test_install_steps_equal_the_lock(cog):
+    text = COG_YAML.read_text()
+    assert render_cog_block(load_lock()) in text, "cog.yaml is out of step with custom_nodes.lock: run `python -m comfy_runtime nodes lock`"
+    steps = cog["build"]["run"]
+    lock = load_lock()
+    assert [s for s in steps if s in cog_run_steps(lock)] == cog_run_steps(lock)
+    clone = cog_run_steps(lock)[0]
+    assert f"--branch {lock.comfyui.tag} {lock.comfyui.repo} {IMAGE_COMFYUI_PATH}" in clone
+    assert lock.comfyui.version in lock.comfyui.tag
+    assert any("pget" in step for step in steps)
+
+
+def test_the_image_environment_is_settings_the_code_reads(cog):
+    env = dict(item.split("=", 1) for item in cog["environment"])
+    assert set(env) <= set(env_names().values())
+    assert env["HV_COMFYUI_PATH"] == IMAGE_COMFYUI_PATH
+    assert env.get("HV_WEIGHTS_MODE", "lazy") in {"bake", "lazy", "off"}
+
+
+def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
+    copy = tmp_path / "cog.yaml"
+    shutil.copyfile(COG_YAML, copy)
+    commit = "a" * 40
+    node = NodePin(name="ComfyUI-Example", repo="https://github.com/o/ComfyUI-Example", commit="b" * 40,
+                   requirements=("somepkg==1.2.3",))
+    lock = replace(load_lock(), comfyui=replace(load_lock().comfyui, commit=commit), nodes=(node,))
+    assert sync_cog_yaml(copy, lock) is True
+    assert sync_cog_yaml(copy, lock) is False  # idempotent
+    steps = yaml.safe_load(copy.read_text())["build"]["run"]
+    assert any(f'rev-parse HEAD)" = "{commit}"' in s for s in steps)
+    assert any(f"{IMAGE_COMFYUI_PATH}/custom_nodes/ComfyUI-Example" in s and node.commit in s for s in steps)
+    assert "pip install --no-cache-dir 'somepkg==1.2.3'" in steps
+    assert copy.read_text().count(COG_BEGIN) == 1 and copy.read_text().count(COG_END) == 1
+
+
+def test_predict_module_imports():
+    # what cog's predict: pointer loads, importable from the project root
+    spec = importlib.util.spec_from_file_location("predict_under_test", PROJECT_ROOT / "predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert hasattr(module, "Predictor")

@@ -1,0 +1,139 @@
+"""comfy_runtime/download.py against a real HTTP server on 127.0.0.1 serving real bytes with Range support."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from comfy_runtime.download import DownloadError, fetch, partial_path
+from tests.helpers import PROJECT_ROOT
+from tests.range_server import RangeServer
+
+SIZE = 6 * (1 << 20) + 12345  # not a multiple of any chunk or range size
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> tuple[Path, bytes, str]:
+    root = tmp_path_factory.mktemp("served")
+    data = os.urandom(SIZE)
+    (root / "model.safetensors").write_bytes(data)
+    return root, data, hashlib.sha256(data).hexdigest()
+
+
+def test_parallel_fetch_gives_the_same_bytes(served, tmp_path):
+    root, data, digest = served
+    dest = tmp_path / "vae" / "model.safetensors"
+    with RangeServer(root) as server:
+        got = fetch(f"{server.url}/model.safetensors", dest, size=SIZE, sha256=digest, connections=4, progress=False,
+                    use_pget=False)
+        ranges = [r for method, _path, r in server.requests if method == "GET" and r and r != "bytes=0-0"]
+    assert dest.read_bytes() == data
+    assert got.sha256 == digest and got.size == SIZE and got.bytes_transferred == SIZE
+    assert len(ranges) >= 4, ranges  # really split into ranges, not one stream
+    assert not partial_path(dest).exists() and not Path(str(partial_path(dest)) + ".json").exists()
+
+
+def test_unpinned_fetch_reports_the_hash_it_saw(served, tmp_path):
+    root, data, digest = served
+    with RangeServer(root) as server:
+        got = fetch(f"{server.url}/model.safetensors", tmp_path / "m", connections=3, progress=False, use_pget=False)
+    assert got.sha256 == digest and (tmp_path / "m").read_bytes() == data
+
+
+def test_a_download_killed_half_way_resumes(served, tmp_path):
+    root, data, digest = served
+    dest = tmp_path / "model.safetensors"
+    state = Path(str(partial_path(dest)) + ".json")
+    with RangeServer(root, delay_per_chunk=0.01) as server:
+        url = f"{server.url}/model.safetensors"
+        code = (
+            "import sys; from pathlib import Path; from comfy_runtime.download import fetch; "
+            f"fetch({url!r}, Path({str(dest)!r}), size={SIZE}, sha256={digest!r}, connections=4, progress=False, "
+            "use_pget=False)"
+        )
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 60
+            done = 0
+            while time.monotonic() < deadline and done < SIZE // 3:
+                time.sleep(0.05)
+                try:
+                    done = sum(r["done"] for r in json.loads(state.read_text())["ranges"])
+                except (OSError, ValueError, KeyError):
+                    continue
+            assert child.poll() is None, "the download finished before it could be interrupted"
+        finally:
+            os.killpg(child.pid, signal.SIGKILL)  # a killed pod: no clean-up runs
+            child.wait(timeout=10)
+        assert done >= SIZE // 3 and not dest.exists()
+        saved = sum(r["done"] for r in json.loads(state.read_text())["ranges"])
+        server.delay_per_chunk = 0.0
+        got = fetch(url, dest, size=SIZE, sha256=digest, connections=4, progress=False, use_pget=False)
+    assert dest.read_bytes() == data
+    assert got.bytes_transferred == SIZE - saved, "the second run must fetch only what the first did not record"
+    assert got.bytes_transferred < SIZE
+
+
+def test_a_checksum_mismatch_leaves_nothing_under_the_final_name(served, tmp_path):
+    root, _data, digest = served
+    dest = tmp_path / "model.safetensors"
+    wrong = "0" * 64
+    with RangeServer(root) as server, pytest.raises(DownloadError) as error:
+        fetch(f"{server.url}/model.safetensors", dest, size=SIZE, sha256=wrong, progress=False, use_pget=False,
+              fix="Run `python -m comfy_runtime weights fetch`.")
+    message = str(error.value)
+    assert "checksum mismatch" in message and wrong in message and digest in message  # both hashes
+    assert "model.safetensors" in message and "weights fetch" in message
+    assert not dest.exists() and not partial_path(dest).exists()
+
+
+def test_404_names_the_file_and_what_to_check(served, tmp_path):
+    root, _data, _digest = served
+    with RangeServer(root) as server, pytest.raises(DownloadError) as error:
+        fetch(f"{server.url}/gone.safetensors", tmp_path / "gone.safetensors", progress=False, use_pget=False)
+    assert "gone.safetensors" in str(error.value) and "404" in str(error.value) and "manifest" in str(error.value)
+    assert not (tmp_path / "gone.safetensors").exists()
+
+
+def test_a_size_mismatch_is_refused_before_downloading(served, tmp_path):
+    root, _data, digest = served
+    with RangeServer(root) as server:
+        with pytest.raises(DownloadError) as error:
+            fetch(f"{server.url}/model.safetensors", tmp_path / "m", size=SIZE + 1, sha256=digest, progress=False,
+                  use_pget=False)
+        sent = server.bytes_sent
+    message = str(error.value)
+    assert str(SIZE) in message and str(SIZE + 1) in message and "weights lock" in message
+    assert sent <= 1  # only the one-byte probe
+    assert not (tmp_path / "m").exists()
+
+
+def test_no_space_is_refused_before_downloading(served, tmp_path):
+    root, _data, digest = served
+    with RangeServer(root) as server:
+        with pytest.raises(DownloadError) as error:
+            fetch(f"{server.url}/model.safetensors", tmp_path / "m", size=1 << 60, sha256=digest, progress=False,
+                  use_pget=False)
+        sent = server.bytes_sent
+    assert "not enough disk space" in str(error.value) and "HV_MODELS_DIR" in str(error.value)
+    assert sent == 0
+
+
+def test_credentials_go_to_the_source_and_not_to_the_host_it_redirects_to(served, tmp_path):
+    root, data, digest = served
+    with RangeServer(root) as cdn, RangeServer(root) as origin:
+        cdn_url = cdn.url.replace("127.0.0.1", "localhost") + "/model.safetensors"  # another origin
+        origin.redirects["/org/repo/resolve/main/m.st"] = cdn_url
+        got = fetch(f"{origin.url}/org/repo/resolve/main/m.st", tmp_path / "m.st", size=SIZE, sha256=digest,
+                    connections=3, progress=False, use_pget=False, headers={"Authorization": "Bearer hf_secret"})
+        assert got.sha256 == digest and (tmp_path / "m.st").read_bytes() == data
+        assert origin.authorizations and all(auth == "Bearer hf_secret" for _path, auth in origin.authorizations)
+        assert len(cdn.authorizations) >= 3 and all(auth is None for _path, auth in cdn.authorizations)

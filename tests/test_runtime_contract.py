@@ -1,0 +1,312 @@
+"""One contract, two backends: the embedded runtime (ComfyUI in this process) and the remote one
+(a real ComfyUI server from the same pinned checkout, started here on 127.0.0.1 with the session's
+models folder and the fixture custom nodes, and stopped by its process group).
+
+The remote-only tests below the contract cover what only a network backend has: a websocket that
+drops mid-run, a server that never answers, uploads, and an interrupt that must not hit another
+client's prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfy_runtime.comfyui_source import resolve_comfyui_path
+from comfy_runtime.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
+from comfy_runtime.runtime import (
+    ExecutionInterrupted,
+    NodeExecutionError,
+    NodeStarted,
+    RunTimedOut,
+    StepProgress,
+    WorkflowInvalidError,
+)
+from comfy_runtime.settings import Settings
+from comfy_runtime.workflow import load_workflow
+from tests.comfyui_server import ComfyUIServer
+from tests.helpers import FIXTURE_CUSTOM_NODES, free_port, probe_video
+
+_prefixes = iter(range(10**6))
+
+
+def plumbing(width=64, height=64, frames=9, fps=12.0, seed=0):
+    # ComfyUI's cache skips unchanged nodes: a fresh prefix makes the save node run every time.
+    return load_workflow("plumbing_video").render(
+        {"width": width, "height": height, "num_frames": frames, "fps": fps, "seed": seed},
+        filename_prefix=f"c{next(_prefixes)}",
+    )
+
+
+def with_node(graph, class_type, **inputs):
+    graph = copy.deepcopy(graph)
+    graph["9"] = {"class_type": class_type, "inputs": {"image": ["2", 0], **inputs}}
+    graph["3"]["inputs"]["images"] = ["9", 0]
+    return graph
+
+
+@pytest.fixture(scope="module")
+def comfyui_server(hv_env, session_dirs, tmp_path_factory):
+    server = ComfyUIServer(
+        resolve_comfyui_path(Settings()), session_dirs["models"], tmp_path_factory.mktemp("comfyui-server"),
+        [FIXTURE_CUSTOM_NODES],
+    ).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_runtime(comfyui_server):
+    rt = RemoteRuntime(comfyui_server.url, startup_timeout=300, interrupt_grace=30)
+    try:
+        rt.start()
+    except ComfyUIUnreachable as error:
+        pytest.fail(f"{error}\n--- server log ---\n{comfyui_server.logs()}")
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(params=["embedded", "remote"])
+def backend(request):
+    return request.getfixturevalue("runtime" if request.param == "embedded" else "remote_runtime")
+
+
+# -- the contract --------------------------------------------------------------------------------
+def test_node_schemas_list_core_and_fixture_nodes(backend):
+    schemas = backend.node_schemas()
+    assert {"SaveVideo", "EmptyImage", "HVTestSlowSteps", "HVTestFail"} <= set(schemas)
+    assert schemas["EmptyImage"].inputs["width"].minimum == 1
+
+
+def test_the_hunyuan_workflow_validates(backend):
+    backend.validate(load_workflow("hunyuan_t2v").graph)
+
+
+@pytest.mark.parametrize(
+    "node,field,value,expected",
+    [
+        ("10", "unet_name", "missing_dit.safetensors", "missing_dit.safetensors"),
+        ("11", "type", "not_a_type", "not_a_type"),
+        ("40", "width", 8, "width"),
+        ("41", "sigmas", ["32", 0], "mismatch"),  # a SAMPLER where SIGMAS belong
+    ],
+)
+def test_a_bad_graph_fails_validation_naming_the_node(backend, node, field, value, expected):
+    graph = copy.deepcopy(load_workflow("hunyuan_t2v").graph)
+    graph[node]["inputs"][field] = value
+    with pytest.raises(WorkflowInvalidError) as error:
+        backend.validate(graph)
+    assert f"node {node} ({graph[node]['class_type']})" in str(error.value) and expected in str(error.value)
+    assert node in error.value.node_errors
+
+
+def test_running_a_bad_graph_is_refused_before_it_runs(backend, tmp_path):
+    graph = plumbing()
+    graph["1"]["inputs"]["width"] = 0
+    with pytest.raises(WorkflowInvalidError, match=r"node 1 \(EmptyImage\)") as error:
+        backend.run(graph, tmp_path / "refused")
+    assert "1" in error.value.node_errors
+    assert not list((tmp_path / "refused").glob("*.mp4"))
+
+
+def test_runs_the_plumbing_graph_and_returns_the_video(backend, tmp_path):
+    events = []
+    result = backend.run(plumbing(width=96, height=80, frames=13, fps=8.0), tmp_path / "run", events.append)
+    assert len(result.files) == 1
+    path = result.files[0]
+    assert path.is_absolute() and path.parent == (tmp_path / "run").resolve() and path.is_file()
+    video = probe_video(path)
+    assert (video.frames, video.width, video.height, video.fps) == (13, 96, 80, 8.0)
+    assert [e.class_type for e in events if isinstance(e, NodeStarted)] == [
+        "EmptyImage", "ImageAddNoise", "CreateVideo", "SaveVideo",
+    ]
+    assert result.execution_seconds > 0
+
+
+def test_step_progress_arrives_in_order(backend, tmp_path):
+    events = []
+    backend.run(with_node(plumbing(), "HVTestSlowSteps", steps=5, seconds_per_step=0.0), tmp_path, events.append)
+    steps = [(e.step, e.total, e.node_id, e.class_type) for e in events if isinstance(e, StepProgress)]
+    assert steps == [(i, 5, "9", "HVTestSlowSteps") for i in range(1, 6)]
+    nodes = [e.node_id for e in events if isinstance(e, NodeStarted)]
+    assert nodes.index("9") < nodes.index("3")  # the slow node reports before the video is made
+
+
+def test_a_failing_node_is_reported_and_the_runtime_stays_usable(backend, tmp_path):
+    with pytest.raises(NodeExecutionError) as error:
+        backend.run(with_node(plumbing(), "HVTestFail", message="boom at frame 3"), tmp_path / "bad")
+    failure = error.value.failure
+    assert (failure.node_id, failure.class_type) == ("9", "HVTestFail")
+    assert failure.message == "boom at frame 3" and "boom at frame 3" in str(error.value)
+    after = backend.run(plumbing(), tmp_path / "good")
+    assert probe_video(after.files[0]).frames == 9
+
+
+def test_interrupt_mid_run_then_the_next_run_succeeds(backend, tmp_path):
+    graph = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)  # ~20 s uninterrupted
+    events = []
+
+    def on_progress(event):
+        events.append(event)
+        if isinstance(event, StepProgress) and event.step == 2:
+            threading.Thread(target=backend.interrupt).start()  # a cancel comes from another thread
+
+    with pytest.raises(ExecutionInterrupted) as error:
+        backend.run(graph, tmp_path / "interrupted", on_progress)
+    assert not isinstance(error.value, RunTimedOut)
+    steps = [e.step for e in events if isinstance(e, StepProgress)]
+    assert 2 <= max(steps) < 400
+    assert not list((tmp_path / "interrupted").glob("*.mp4"))
+    after = backend.run(plumbing(), tmp_path / "after")
+    assert probe_video(after.files[0]).frames == 9
+
+
+def test_a_run_past_its_time_limit_is_stopped(backend, tmp_path):
+    graph = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)
+    with pytest.raises(RunTimedOut, match=r"time limit of 0.5 s.*node 9 \(HVTestSlowSteps\)"):
+        backend.run(graph, tmp_path / "slow", timeout=0.5)
+    after = backend.run(plumbing(), tmp_path / "after")
+    assert probe_video(after.files[0]).frames == 9
+
+
+# -- remote only ---------------------------------------------------------------------------------
+def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, tmp_path):
+    graph = with_node(plumbing(), "HVTestSlowSteps", steps=30, seconds_per_step=0.03)
+    connects_before = remote_runtime.ws_connects
+    events = []
+
+    def on_progress(event):
+        events.append(event)
+        if isinstance(event, StepProgress) and event.step == 3:
+            remote_runtime.drop_websocket()  # as a network failure would: the socket dies under the reader
+
+    result = remote_runtime.run(graph, tmp_path / "dropped", on_progress)
+    assert remote_runtime.ws_connects == connects_before + 1
+    steps = [e.step for e in events if isinstance(e, StepProgress)]
+    assert steps[-1] == 30 and any(step > 4 for step in steps)  # progress came back over the new socket
+    assert probe_video(result.files[0]).frames == 9
+
+
+def test_a_prompt_that_ends_while_the_websocket_is_down_is_reconciled_from_history(remote_runtime, tmp_path, monkeypatch):
+    graph = with_node(plumbing(), "HVTestSlowSteps", steps=10, seconds_per_step=0.03)
+    http = httpx.Client(base_url=remote_runtime.base_url)
+    refused = []
+
+    def reconnect_refused_until_the_prompt_is_done():
+        history = http.get("/history", params={"max_items": 1}).json()
+        done = any(pid == remote_runtime._prompt_id for pid in history)
+        if not done:
+            refused.append(time.monotonic())
+            return False
+        monkeypatch.undo()
+        return remote_runtime._reconnect()
+
+    def on_progress(event):
+        if isinstance(event, StepProgress) and event.step == 1:
+            monkeypatch.setattr(remote_runtime, "_reconnect", reconnect_refused_until_the_prompt_is_done)
+            remote_runtime.drop_websocket()
+
+    result = remote_runtime.run(graph, tmp_path / "gap", on_progress)
+    http.close()
+    assert refused, "the websocket was never down"
+    assert probe_video(result.files[0]).frames == 9 and result.execution_seconds > 0.2
+
+
+def test_start_names_what_it_waited_for(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    started = time.monotonic()
+    with pytest.raises(ComfyUIUnreachable) as error:
+        RemoteRuntime(url, startup_timeout=0.5).start()
+    message = str(error.value)
+    assert url in message and "GET /system_stats" in message and "HV_COMFYUI_STARTUP_TIMEOUT" in message
+    assert time.monotonic() - started >= 0.5
+
+
+def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, comfyui_server, tmp_path):
+    """ComfyUI's interrupt is global: ours must not stop a prompt someone else is running."""
+    other = httpx.Client(base_url=comfyui_server.url)
+    theirs = with_node(plumbing(), "HVTestSlowSteps", steps=40, seconds_per_step=0.05)
+    their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
+    ours = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)
+    outcome = {}
+
+    def run_ours():
+        try:
+            remote_runtime.run(ours, tmp_path / "ours")
+        except BaseException as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+
+    thread = threading.Thread(target=run_ours)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while remote_runtime._prompt_id is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # ours is queued behind theirs now
+    remote_runtime.interrupt()
+    thread.join(timeout=60)
+    assert isinstance(outcome.get("error"), ExecutionInterrupted), outcome
+    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
+        time.sleep(0.1)
+    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+    other.close()
+    assert status["status_str"] == "success", status
+
+
+def test_a_time_limit_passed_in_the_queue_removes_ours_and_spares_theirs(remote_runtime, comfyui_server, tmp_path):
+    other = httpx.Client(base_url=comfyui_server.url)
+    theirs = with_node(plumbing(), "HVTestSlowSteps", steps=30, seconds_per_step=0.05)
+    their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
+    with pytest.raises(RunTimedOut, match="in the queue"):
+        remote_runtime.run(plumbing(), tmp_path / "queued", timeout=0.3)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
+        time.sleep(0.1)
+    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+    queue = other.get("/queue").json()
+    other.close()
+    assert status["status_str"] == "success", status
+    assert queue == {"queue_running": [], "queue_pending": []}
+
+
+def test_upload_strips_folders_from_the_name_and_the_image_is_usable(remote_runtime, comfyui_server, tmp_path):
+    source = tmp_path / "input.png"
+    Image.fromarray(np.full((24, 40, 3), 200, dtype=np.uint8)).save(source)
+    name = remote_runtime.upload_input(source, name="../../outside me.png")
+    assert name == "outside_me.png"
+    assert (comfyui_server.work_dir / "base" / "input" / "outside_me.png").is_file()
+    assert not (comfyui_server.work_dir / "outside me.png").exists()
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": name}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": f"up{next(_prefixes)}"}},
+    }
+    result = remote_runtime.run(graph, tmp_path / "out")
+    assert len(result.files) == 1 and Image.open(result.files[0]).size == (40, 24)
+
+
+@pytest.mark.parametrize("bad", ["..", "", "/", "../"])
+def test_upload_names_that_are_only_a_path_are_refused(bad):
+    with pytest.raises(ValueError, match="plain name"):
+        safe_upload_name(bad)
+
+
+def test_the_renderer_serves_a_video_through_the_remote_backend(remote_runtime, comfyui_server, hv_env, tmp_path):
+    from comfy_runtime.request import VideoRequest
+    from comfy_runtime.service import VideoRenderer
+
+    settings = Settings(backend="remote", comfyui_url=comfyui_server.url, output_dir=tmp_path / "outputs")
+    renderer = VideoRenderer.from_settings(settings)
+    assert isinstance(renderer.runtime, RemoteRuntime)
+    renderer.start()
+    lines = []
+    rendered = renderer.render(VideoRequest(prompt="remote", width=64, height=64, num_frames=9, fps=12, seed=3), lines.append)
+    renderer.close()
+    video = probe_video(rendered.video)
+    assert (video.frames, video.width, video.height) == (9, 64, 64)
+    assert rendered.video.is_relative_to((tmp_path / "outputs").resolve())
+    assert "node 4 SaveVideo" in lines
