@@ -82,6 +82,7 @@ class _RunState:
         self.interrupted = False
         self.current_node: str | None = None
         self.last_step: StepProgress | None = None
+        self.invalid: WorkflowInvalidError | None = None
 
     def class_of(self, node_id: str | None) -> str | None:
         node = self.graph.get(str(node_id)) if node_id is not None else None
@@ -298,7 +299,6 @@ class EmbeddedRuntime:
             raise ComfyRuntimeError(
                 "an earlier run was cancelled or timed out and ComfyUI has not stopped it yet; restart this worker"
             )
-        self.validate(graph)
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
         with self._run_lock:
@@ -328,6 +328,8 @@ class EmbeddedRuntime:
                 if not future.done():
                     self._stuck = future
                 raise
+        if state.invalid is not None:
+            raise state.invalid
         if state.interrupted:
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if state.failure is not None:
@@ -362,22 +364,25 @@ class EmbeddedRuntime:
         # (a second Predictor) would receive this run's steps and its cancel would not land here.
         comfy.comfy_utils.set_progress_bar_global_hook(self._progress_hook)
         self._sink.last_prompt_id = state.prompt_id
-        started = time.perf_counter()
         try:
             if self._cancel.is_set():
                 state.interrupted = True
                 return 0.0
-            outputs = [node_id for node_id, node in state.graph.items() if self._is_output_node(node)]
-            # A client id makes ComfyUI report "executing" per node, which drives our node events.
-            self._executor.execute(state.graph, state.prompt_id, {"client_id": "embedded"}, outputs)
+            # Validation and execution share one event loop on this thread, as ComfyUI's /prompt does them
+            # back to back: a second thread hop and loop per prediction would be pure wrapper overhead.
+            return asyncio.run(self._validate_and_execute(state))
         finally:
             self._sink.attach(None)
-        return time.perf_counter() - started
 
-    @staticmethod
-    def _is_output_node(node: dict[str, Any]) -> bool:
-        cls = _comfy().nodes.NODE_CLASS_MAPPINGS.get(node.get("class_type"))
-        return bool(getattr(cls, "OUTPUT_NODE", False))
+    async def _validate_and_execute(self, state: _RunState) -> float:
+        ok, error, outputs, node_errors = await _comfy().execution.validate_prompt(state.prompt_id, state.graph, None)
+        if not ok:
+            state.invalid = WorkflowInvalidError(_describe_validation_failure(error, node_errors), node_errors)
+            return 0.0
+        started = time.perf_counter()
+        # A client id makes ComfyUI report "executing" per node, which drives our node events.
+        await self._executor.execute_async(state.graph, state.prompt_id, {"client_id": "embedded"}, outputs)
+        return time.perf_counter() - started
 
     def _progress_hook(self, value: int, total: int, preview: Any, prompt_id: str | None = None, node_id: str | None = None) -> None:
         comfy = _comfy()
