@@ -1,7 +1,8 @@
 """Time to READY and per-prediction overhead of the real Cog server on the plumbing graph.
 
 Baseline, measured in the same minute: the same graph run by ComfyUI's executor in-process
-(RunResult.execution_seconds). Prints medians and the ratio HTTP wall time / ComfyUI time.
+(RunResult.execution_seconds), and the encode of the delivered file (Rendered.timings).
+Prints medians and the ratio HTTP wall time / ComfyUI time.
     .venv/bin/python bench/cog_server_latency.py [runs]
 """
 
@@ -39,9 +40,14 @@ def main(runs: int = 20) -> None:
             ready = time.perf_counter() - started
             walls, predict_times = [], []
             for _ in range(runs + 1):
+                # coglet frees its slot a moment after answering a sync prediction: a POST sent at once can get
+                # 409 "at capacity", so each one waits for READY first (outside the timed span).
+                server.wait_for_status({"READY"})
                 t0 = time.perf_counter()
                 body = server.predict(INPUTS).json()
                 walls.append(time.perf_counter() - t0)
+                if body.get("status") != "succeeded":
+                    raise SystemExit(f"prediction failed: {body.get('error')}\n{server.logs()[-2000:]}")
                 predict_times.append(body["metrics"]["predict_time"])
             walls, predict_times = walls[1:], predict_times[1:]  # first one warms caches
 
@@ -54,18 +60,22 @@ def main(runs: int = 20) -> None:
         renderer.start()
         from comfy_runtime.request import VideoRequest
 
-        comfy_times = []
+        comfy_times, encode_times = [], []
         for _ in range(runs + 1):
-            comfy_times.append(renderer.render(VideoRequest(**INPUTS), log_line=lambda _: None).timings["comfyui_seconds"])
-        comfy_times = comfy_times[1:]
+            timings = renderer.render(VideoRequest(**INPUTS), log_line=lambda _: None).timings
+            comfy_times.append(timings["comfyui_seconds"])
+            encode_times.append(timings["encode_seconds"])
+        comfy_times, encode_times = comfy_times[1:], encode_times[1:]
 
-    wall, predict_time, comfy = (statistics.median(x) for x in (walls, predict_times, comfy_times))
+    wall, predict_time, comfy, encode = (statistics.median(x) for x in (walls, predict_times, comfy_times, encode_times))
     print(f"machine: {os.cpu_count()} cores, {sys.platform}; {time.strftime('%Y-%m-%d')}; runs={runs}")
     print(f"time to READY (process start -> READY)       {ready:8.2f} s")
     print(f"median HTTP round trip                        {wall * 1000:8.1f} ms")
     print(f"median predict_time (coglet metric)           {predict_time * 1000:8.1f} ms")
     print(f"median ComfyUI execution (baseline)           {comfy * 1000:8.1f} ms")
+    print(f"median encode of the delivered file           {encode * 1000:8.1f} ms")
     print(f"overhead beyond ComfyUI per prediction        {(wall - comfy) * 1000:8.1f} ms")
+    print(f"  of which not the delivered file's encode    {(wall - comfy - encode) * 1000:8.1f} ms")
     print(f"ratio HTTP round trip / ComfyUI execution     {wall / comfy:8.2f}")
 
 

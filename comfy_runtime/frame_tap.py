@@ -7,8 +7,10 @@ the same frames as CreateVideo: exact 8-bit frames, and the delivered file is en
 zlib level 0 because the file lives only until the delivered one is written: it halves the tap's cost
 against one PNG per frame at SaveImage's level 4 (73 noisy 848x480 frames, 2 busy cores: 5.3 s
 against 10.3 s). Read back, every frame is bit-exact.
-The workflow's own nodes are untouched; a graph without CreateVideo -> SaveVideo gets no tap, and its
-video is re-encoded from its own file instead.
+The tap takes the place of CreateVideo -> SaveVideo in the copy that runs: their h264 file would only
+be thrown away, and at 848x480x73 it costs seconds of x264 per prediction. The bundled workflow files
+keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
+without CreateVideo -> SaveVideo gets no tap, and its video is re-encoded from its own file instead.
 """
 
 from __future__ import annotations
@@ -30,12 +32,13 @@ class FrameTap:
     fps: Fraction
 
 
-def add_frame_tap(graph: Graph, filename_prefix: str) -> tuple[Graph, FrameTap | None]:
+def add_frame_tap(graph: Graph, filename_prefix: str, replace_saver: bool = True) -> tuple[Graph, FrameTap | None]:
     """A copy of graph with a lossless save on the frames of its first CreateVideo -> SaveVideo, or graph as
-    it is when it has none. filename_prefix must be unique per run, and it names the node too: ComfyUI keeps
-    node instances by node id between runs, and a save node's instance keeps the output folder it was made
-    in, so a reused id would write this run's frames into the previous run's folder."""
-    for node in graph.values():
+    it is when it has none. replace_saver drops that SaveVideo (and its CreateVideo, when nothing else reads
+    it): the tap then is the graph's only video output. filename_prefix must be unique per run, and it names
+    the node too: ComfyUI keeps node instances by node id between runs, and a save node's instance keeps the
+    output folder it was made in, so a reused id would write this run's frames into the previous run's folder."""
+    for saver_id, node in graph.items():
         if node.get("class_type") != "SaveVideo":
             continue
         link = node.get("inputs", {}).get("video")
@@ -47,6 +50,10 @@ def add_frame_tap(graph: Graph, filename_prefix: str) -> tuple[Graph, FrameTap |
         if not isinstance(images, list) or isinstance(fps, list) or fps is None or source["inputs"].get("audio"):
             continue
         tapped = copy.deepcopy(graph)
+        if replace_saver:
+            del tapped[saver_id]
+            if not any(_links_to(other, str(link[0])) for other in tapped.values()):
+                del tapped[str(link[0])]
         node_id = f"{TAP_NODE_PREFIX}{filename_prefix}"
         tapped[node_id] = {
             "class_type": "SaveAnimatedPNG",
@@ -56,6 +63,10 @@ def add_frame_tap(graph: Graph, filename_prefix: str) -> tuple[Graph, FrameTap |
         }
         return tapped, FrameTap(node_id, Fraction(float(fps)).limit_denominator(1001))
     return graph, None
+
+
+def _links_to(node: dict[str, Any], node_id: str) -> bool:
+    return any(isinstance(value, list) and value and str(value[0]) == node_id for value in node.get("inputs", {}).values())
 
 
 def tapped_file(tap: FrameTap, ui_outputs: dict[str, Any], files: list[Path]) -> Path | None:

@@ -144,17 +144,24 @@ class VideoRenderer:
         graph, tap = add_frame_tap(self.workflow.render(values, filename_prefix=prefix), f"{prefix}_frame")
         try:
             result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
-            videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
-            if not videos:
-                raise RenderFailed(
-                    f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
-                    "its output node must be a video saver such as SaveVideo"
-                )
-            frames = tapped_file(tap, result.ui_outputs, result.files) if tap else None
-            if frames is not None:
-                video = encode_frames(frames, tap.fps, videos[0], request.output_format, request.crf)
+            encode_started = time.perf_counter()
+            if tap is not None:
+                frames = tapped_file(tap, result.ui_outputs, result.files)
+                if frames is None:
+                    raise RenderFailed(
+                        f"workflow {self.workflow.name!r} finished but its frames were not saved (files: "
+                        f"{result.files}); check the ComfyUI log for node {tap.node_id} (SaveAnimatedPNG)"
+                    )
+                video = encode_frames(frames, tap.fps, run_dir / f"{prefix}.mp4", request.output_format, request.crf)
             else:
+                videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
+                if not videos:
+                    raise RenderFailed(
+                        f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
+                        "its output node must be a video saver such as SaveVideo"
+                    )
                 video = transcode(videos[0], request.output_format, request.crf)
+            encode_seconds = time.perf_counter() - encode_started
         except OutOfMemory as error:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise RenderOutOfMemory(out_of_memory_advice(error, request)) from error
@@ -169,7 +176,7 @@ class VideoRenderer:
             seed=int(request.seed),
             run_dir=run_dir,
             files=result.files,
-            timings={"comfyui_seconds": result.execution_seconds, "total_seconds": total},
+            timings={"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total},
         )
 
     def cancel(self) -> None:

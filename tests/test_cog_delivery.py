@@ -146,7 +146,7 @@ def test_async_prediction_sends_webhooks_logs_progress_and_returns_an_s3_url(ser
     assert any("node 9 HVTestSlowSteps" in logs and steps_logged(logs) for logs in running_logs), running_logs
     assert any(steps_logged(logs) and max(steps_logged(logs)) < 20 for logs in running_logs), running_logs
     assert steps_logged(final["logs"]) == list(range(1, 21))
-    assert "SaveVideo" in final["logs"] and "seed: 1" in final["logs"]
+    assert "HVTestSlowSteps" in final["logs"] and "seed: 1" in final["logs"]
 
     url = final["output"]
     key = object_key(url)

@@ -26,7 +26,7 @@ def test_sync_prediction_returns_a_video_that_decodes(server, tmp_path):
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "succeeded", body
-    assert "seed: 1" in body["logs"] and "SaveVideo" in body["logs"]
+    assert "seed: 1" in body["logs"] and "node 2 ImageAddNoise" in body["logs"]
     video = probe_video(write_data_uri(body["output"], tmp_path / "out.mp4"))
     assert (video.frames, video.width, video.height, video.fps) == (17, 128, 96, 8.0)
 

@@ -107,7 +107,7 @@ def test_the_delivered_file_is_encoded_from_the_exact_frames_not_from_savevideos
     with the same seed must deliver far closer to the exact frames than SaveVideo's file is."""
     workflow = load_workflow("plumbing_video")
     values = REQUEST.model_dump(exclude={"output_format", "crf", "prompt"})
-    graph, tap = add_frame_tap(workflow.render(values, filename_prefix="control"), "control_frame")
+    graph, tap = add_frame_tap(workflow.render(values, filename_prefix="control"), "control_frame", replace_saver=False)
     result = runtime.run(graph, tmp_path / "control")
     exact = frames_to_savevideo[0]
     with Image.open(tapped_file(tap, result.ui_outputs, result.files)) as tapped:
@@ -117,17 +117,28 @@ def test_the_delivered_file_is_encoded_from_the_exact_frames_not_from_savevideos
     (savevideo,) = [path for path in result.files if path.suffix == ".mp4"]
 
     delivered = renderer.render(REQUEST.model_copy(update={"crf": 1}), QUIET).video
-    assert np.array_equal(frames_to_savevideo[1], exact), "same seed, same frames"
+    assert len(frames_to_savevideo) == 1, "the service's graph must not run SaveVideo: the tap replaces it"
     delivered_error = np.abs(decoded_luma(delivered) - exact_luma).mean()
     savevideo_error = np.abs(decoded_luma(savevideo) - exact_luma).mean()
     print(f"mean |luma error|: delivered at crf 1 {delivered_error:.2f}/255, SaveVideo's own file {savevideo_error:.2f}/255")
     assert delivered_error < 1.0 and savevideo_error > 3 * delivered_error
 
 
-def test_a_graph_without_createvideo_to_savevideo_or_with_audio_gets_no_tap():
+def test_the_tap_replaces_createvideo_and_savevideo_unless_asked_to_keep_them():
     graph = load_workflow("plumbing_video").graph
     tapped, tap = add_frame_tap(graph, "p")
     assert tap is not None and tapped[tap.node_id]["inputs"]["images"] == graph["3"]["inputs"]["images"]
+    assert [node["class_type"] for node in tapped.values()] == ["EmptyImage", "ImageAddNoise", "SaveAnimatedPNG"]
+    kept, _ = add_frame_tap(graph, "p", replace_saver=False)
+    assert set(kept) == set(graph) | {tap.node_id}
+    # A CreateVideo that another node also reads stays; only the SaveVideo goes.
+    shared = {**graph, "9": {"class_type": "GetVideoComponents", "inputs": {"video": ["3", 0]}}}
+    tapped, _ = add_frame_tap(shared, "p")
+    assert "3" in tapped and "4" not in tapped
+
+
+def test_a_graph_without_createvideo_to_savevideo_or_with_audio_gets_no_tap():
+    graph = load_workflow("plumbing_video").graph
     with_audio = {**graph, "3": {**graph["3"], "inputs": {**graph["3"]["inputs"], "audio": ["8", 0]}}}
     assert add_frame_tap(with_audio, "p") == (with_audio, None)
     no_video = {key: node for key, node in graph.items() if node["class_type"] != "SaveVideo"}

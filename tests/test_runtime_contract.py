@@ -309,4 +309,4 @@ def test_the_renderer_serves_a_video_through_the_remote_backend(remote_runtime, 
     video = probe_video(rendered.video)
     assert (video.frames, video.width, video.height) == (9, 64, 64)
     assert rendered.video.is_relative_to((tmp_path / "outputs").resolve())
-    assert "node 4 SaveVideo" in lines
+    assert "node 2 ImageAddNoise" in lines
