@@ -208,8 +208,9 @@ def cog_run_steps(lock: Lock) -> list[str]:
     clone = f"git clone -q --depth 1 --branch {comfy.tag} {comfy.repo} {IMAGE_COMFYUI_PATH}"
     if comfy.commit:
         clone += f' && test "$(git -C {IMAGE_COMFYUI_PATH} rev-parse HEAD)" = "{comfy.commit}"'
-    else:
-        clone += f" && echo 'WARNING: ComfyUI {comfy.tag} is not pinned to a commit; run `{LOCK_COMMAND}`'"
+    else:  # a tag can be moved: an image is built from a full commit or not at all
+        clone += (f" && echo 'ERROR: ComfyUI {comfy.tag} is not pinned to a commit in custom_nodes.lock: run "
+                  f"`{LOCK_COMMAND}` (needs GitHub), then build again' && exit 1")
     steps = [clone]
     for node in lock.nodes:
         check_pin(node)

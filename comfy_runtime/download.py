@@ -118,7 +118,7 @@ def _fetch_locked(
                           limits=httpx.Limits(max_connections=connections + 1)) as client:
             total, ranged, final_url = _probe(client, url, dest, hint, headers)
             # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
-            if _origin(final_url) != _origin(url):
+            if url_origin(final_url) != url_origin(url):
                 headers = {}
             if size and total != size:
                 raise DownloadError(
@@ -150,7 +150,7 @@ def _fetch_locked(
     return Fetched(path=dest, size=actual_size, sha256=digest, bytes_transferred=transferred)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def url_origin(url: str) -> tuple[str, str, int | None]:
     parsed = httpx.URL(url)
     return parsed.scheme, parsed.host, parsed.port
 

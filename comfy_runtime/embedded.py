@@ -22,6 +22,7 @@ from typing import Any, Literal
 from .node_schema import node_schema_from_object_info
 from .outputs import collect_output_files
 from .runtime import (
+    INTERRUPT_GRACE_SECONDS,
     ComfyRuntimeError,
     ExecutionInterrupted,
     Graph,
@@ -35,14 +36,14 @@ from .runtime import (
     RunTimedOut,
     StepProgress,
     WorkflowInvalidError,
+    describe_validation_failure,
+    is_out_of_memory,
 )
 
 log = logging.getLogger(__name__)
 
 _BOOT_LOCK = threading.Lock()
 _booted_from: Path | None = None
-# How long a cancel waits for ComfyUI to reach its next interrupt check before giving up on it.
-INTERRUPT_GRACE_SECONDS = 120.0
 
 
 class _EventSink:
@@ -198,7 +199,6 @@ class EmbeddedRuntime:
         self.work_dir = Path(work_dir).resolve()
         self.device = device
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
-        self.custom_node_import_failures: list[str] = []
         self._started = False
         self._sink = _EventSink()
         self._executor: Any = None
@@ -216,7 +216,6 @@ class EmbeddedRuntime:
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
         self._on_thread(self._load_nodes).result()
-        comfy.comfy_utils.set_progress_bar_global_hook(self._progress_hook)
         self._install_prompt_server_stand_in()
         self._executor = comfy.execution.PromptExecutor(
             self._sink, cache_type=comfy.execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
@@ -246,11 +245,7 @@ class EmbeddedRuntime:
             getattr(folder_paths, f"set_{kind}_directory")(str(folder))
 
     async def _init_nodes(self) -> None:
-        nodes = _comfy().nodes
-        builtin_before = set(nodes.NODE_CLASS_MAPPINGS)
-        import_failed = await nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)
-        self.builtin_import_failures = list(import_failed or [])
-        self.custom_node_classes = set(nodes.NODE_CLASS_MAPPINGS) - builtin_before
+        await _comfy().nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)
 
     def _load_nodes(self) -> None:
         if not _comfy().nodes.NODE_CLASS_MAPPINGS.get("SaveVideo"):
@@ -287,8 +282,9 @@ class EmbeddedRuntime:
         ok, error, _outputs, node_errors = self._on_thread(
             lambda: asyncio.run(validation(uuid.uuid4().hex, graph, None))
         ).result()
-        if not ok:
-            raise WorkflowInvalidError(_describe_validation_failure(error, node_errors), node_errors)
+        invalid = _validation_error(ok, error, node_errors)
+        if invalid is not None:
+            raise invalid
 
     # -- running ---------------------------------------------------------------------------
     def run(
@@ -310,9 +306,9 @@ class EmbeddedRuntime:
                 seconds = _wait_interruptibly(future, deadline)
             except _DeadlinePassed:
                 self.interrupt()
-                try:
-                    seconds = future.result(timeout=INTERRUPT_GRACE_SECONDS)
-                except TimeoutError:
+                try:  # interruptibly too: a Cog cancel during the grace period must land at once
+                    seconds = _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+                except _DeadlinePassed:
                     self._stuck = future
                     raise RunTimedOut(_timed_out_message(timeout, state, stopped=False)) from None
                 if state.interrupted:
@@ -322,8 +318,8 @@ class EmbeddedRuntime:
                 # Cog delivers cancel as an exception in this thread: stop ComfyUI before giving up the GPU.
                 self.interrupt()
                 try:
-                    future.result(timeout=INTERRUPT_GRACE_SECONDS)
-                except BaseException:
+                    _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+                except BaseException:  # the run's own outcome, the grace passing, or a second cancel
                     pass
                 if not future.done():
                     self._stuck = future
@@ -333,7 +329,7 @@ class EmbeddedRuntime:
         if state.interrupted:
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if state.failure is not None:
-            if _is_out_of_memory(state.failure):
+            if is_out_of_memory(state.failure):
                 self._on_thread(self._free_memory).result()
                 raise OutOfMemory(state.failure)
             raise NodeExecutionError(state.failure)
@@ -376,8 +372,8 @@ class EmbeddedRuntime:
 
     async def _validate_and_execute(self, state: _RunState) -> float:
         ok, error, outputs, node_errors = await _comfy().execution.validate_prompt(state.prompt_id, state.graph, None)
-        if not ok:
-            state.invalid = WorkflowInvalidError(_describe_validation_failure(error, node_errors), node_errors)
+        state.invalid = _validation_error(ok, error, node_errors)
+        if state.invalid is not None:
             return 0.0
         started = time.perf_counter()
         # A client id makes ComfyUI report "executing" per node, which drives our node events.
@@ -417,14 +413,6 @@ def _wait_interruptibly(future: Future, deadline: float | None = None) -> float:
                 raise _DeadlinePassed() from None
 
 
-# torch.cuda.OutOfMemoryError is an alias of torch.OutOfMemoryError; ComfyUI reports the type by name.
-_OOM_TYPES = {"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"}
-
-
-def _is_out_of_memory(failure: NodeFailure) -> bool:
-    return failure.exception_type in _OOM_TYPES or failure.exception_type.endswith("OutOfMemoryError")
-
-
 def _timed_out_message(timeout: float | None, state: _RunState, stopped: bool) -> str:
     where = ""
     if state.current_node is not None:
@@ -440,12 +428,9 @@ def _timed_out_message(timeout: float | None, state: _RunState, stopped: bool) -
     )
 
 
-def _describe_validation_failure(error: dict[str, Any] | None, node_errors: dict[str, Any]) -> str:
-    lines = []
-    for node_id, info in (node_errors or {}).items():
-        for reason in info.get("errors", []):
-            details = reason.get("details") or ""
-            lines.append(f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {details}".rstrip(": "))
-    if not lines and error:
-        lines.append(f"{error.get('message')}: {error.get('details')}".rstrip(": "))
-    return "ComfyUI rejected the workflow:\n  " + "\n  ".join(lines or ["unknown validation error"])
+def _validation_error(ok: bool, error: dict[str, Any] | None, node_errors: dict[str, Any]) -> WorkflowInvalidError | None:
+    # validate_prompt says ok when at least one output node is valid and silently drops the others; a graph
+    # that would run only in part is as wrong as one that would not run (and the remote check refuses it too).
+    if ok and not node_errors:
+        return None
+    return WorkflowInvalidError(describe_validation_failure(error, node_errors), node_errors)

@@ -20,7 +20,7 @@ import av
 import numpy as np
 from PIL import Image, ImageSequence
 
-DEFAULT_CRF = 18  # x264's "visually lossless" point; the graph's own file is CRF 23
+DEFAULT_CRF = 18  # x264's "visually lossless" point; SaveVideo (x264's default) is CRF 23
 MIN_CRF, MAX_CRF = 1, 51  # 0 would switch x264 to a lossless profile most players refuse
 VP9_MAX_CRF = 63
 # Fixed, not per-core: x264's frame threading changes the bitstream with the thread count.
@@ -63,9 +63,9 @@ def codec_options(output_format: str, crf: int) -> dict[str, str]:
     raise ValueError(f"output_format={output_format!r} is not one of {sorted(FORMATS)}")
 
 
-def encode_frames(frames: Path, fps: Fraction, target: Path, output_format: str, crf: int = DEFAULT_CRF) -> Path:
-    """Encode the frames of a lossless (animated) PNG into target's folder as output_format at fps; the file
-    takes target's name with the format's suffix, replacing a file of that name."""
+def encode_frames(frames: Path, fps: Fraction, stem: Path, output_format: str, crf: int = DEFAULT_CRF) -> Path:
+    """Encode the frames of a lossless (animated) PNG as output_format at fps into `<stem>.<format>`,
+    replacing a file of that name."""
 
     def decoded(image: Image.Image) -> Iterator[av.VideoFrame]:
         for frame in ImageSequence.Iterator(image):
@@ -73,7 +73,7 @@ def encode_frames(frames: Path, fps: Fraction, target: Path, output_format: str,
 
     with Image.open(frames) as image:
         width, height = image.size
-        return _encode(decoded(image), Fraction(fps), width, height, target.with_suffix(f".{output_format}"),
+        return _encode(decoded(image), fps, width, height, stem.with_name(f"{stem.name}.{output_format}"),
                        output_format, crf)
 
 
@@ -94,18 +94,22 @@ def _encode(frames: Iterable[av.VideoFrame], rate: Fraction, width: int, height:
     options = codec_options(output_format, crf)
     # Written aside, then renamed: the target may be the very file being read, and a reader never sees half a file.
     partial = target.with_name(f"{target.stem}.partial{target.suffix}")
-    with av.open(str(partial), mode="w", format=output_format, options=spec.container_options) as dst:
-        stream = dst.add_stream(spec.codec, rate=rate, options=options)
-        stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
-        frame_time = 1 / rate
-        for index, frame in enumerate(frames):
-            image = frame.reformat(format=spec.pix_fmt) if frame.format.name != spec.pix_fmt else frame
-            # The muxer picks its own time base (GIF counts in 1/100 s); frames say theirs.
-            image.pts = index
-            image.time_base = frame_time
-            for packet in stream.encode(image):
+    try:
+        with av.open(str(partial), mode="w", format=output_format, options=spec.container_options) as dst:
+            stream = dst.add_stream(spec.codec, rate=rate, options=options)
+            stream.width, stream.height, stream.pix_fmt = width, height, spec.pix_fmt
+            frame_time = 1 / rate
+            for index, frame in enumerate(frames):
+                image = frame.reformat(format=spec.pix_fmt) if frame.format.name != spec.pix_fmt else frame
+                # The muxer picks its own time base (GIF counts in 1/100 s); frames say theirs.
+                image.pts = index
+                image.time_base = frame_time
+                for packet in stream.encode(image):
+                    dst.mux(packet)
+            for packet in stream.encode():
                 dst.mux(packet)
-        for packet in stream.encode():
-            dst.mux(packet)
+    except BaseException:  # a failed or cancelled encode leaves no half file behind
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)
     return target

@@ -23,11 +23,12 @@ from typing import Any
 import httpx
 import websocket
 
-from .embedded import INTERRUPT_GRACE_SECONDS, _describe_validation_failure, _is_out_of_memory
 from .graph_check import check_graph
 from .node_schema import node_schema_from_object_info
 from .outputs import collect_output_files
+from .redact import url_without_credentials
 from .runtime import (
+    INTERRUPT_GRACE_SECONDS,
     ComfyRuntimeError,
     ExecutionInterrupted,
     Graph,
@@ -41,6 +42,8 @@ from .runtime import (
     RunTimedOut,
     StepProgress,
     WorkflowInvalidError,
+    describe_validation_failure,
+    is_out_of_memory,
 )
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,7 @@ class RemoteRuntime:
         interrupt_grace: float = INTERRUPT_GRACE_SECONDS,
     ):
         self.base_url = base_url.rstrip("/")
+        self.shown_url = url_without_credentials(self.base_url)  # for logs and errors
         self.ws_url = re.sub(r"^http", "ws", self.base_url) + "/ws"
         self.startup_timeout = startup_timeout
         self.request_timeout = request_timeout
@@ -146,7 +150,7 @@ class RemoteRuntime:
                 last_error = f"{type(error).__name__}: {error}"
             if time.monotonic() >= deadline:
                 raise ComfyUIUnreachable(
-                    f"ComfyUI at {self.base_url} did not answer GET /system_stats with 200 within "
+                    f"ComfyUI at {self.shown_url} did not answer GET /system_stats with 200 within "
                     f"{self.startup_timeout:g} s (HV_COMFYUI_STARTUP_TIMEOUT); last error: {last_error}. "
                     "Check that the server runs and that this worker can reach HV_COMFYUI_URL; if it is still "
                     "loading its nodes, raise HV_COMFYUI_STARTUP_TIMEOUT"
@@ -177,7 +181,7 @@ class RemoteRuntime:
     def validate(self, graph: Graph) -> None:
         error, node_errors = check_graph(graph, self.object_info())
         if error is not None:
-            raise WorkflowInvalidError(_describe_validation_failure(error, node_errors), node_errors)
+            raise WorkflowInvalidError(describe_validation_failure(error, node_errors), node_errors)
 
     def upload_input(self, path: Path, name: str | None = None) -> str:
         """Put a media file into the server's input folder; return the name a LoadImage-style node takes."""
@@ -233,11 +237,11 @@ class RemoteRuntime:
         if response.status_code == 400:
             body = _json_or_empty(response)
             raise WorkflowInvalidError(
-                _describe_validation_failure(body.get("error"), body.get("node_errors") or {}), body.get("node_errors") or {}
+                describe_validation_failure(body.get("error"), body.get("node_errors") or {}), body.get("node_errors") or {}
             )
         if response.status_code != 200:
             raise ComfyRuntimeError(
-                f"ComfyUI at {self.base_url} answered POST /prompt with HTTP {response.status_code}: "
+                f"ComfyUI at {self.shown_url} answered POST /prompt with HTTP {response.status_code}: "
                 f"{response.text[:500]}. Check the server's log"
             )
 
@@ -261,7 +265,7 @@ class RemoteRuntime:
                 if timed_out:
                     raise RunTimedOut(_timed_out_message(timeout, watch, stopped=False, grace=self.interrupt_grace))
                 raise ExecutionInterrupted(
-                    f"ComfyUI at {self.base_url} did not stop prompt {watch.prompt_id} within "
+                    f"ComfyUI at {self.shown_url} did not stop prompt {watch.prompt_id} within "
                     f"{self.interrupt_grace:g} s of the interrupt; check the server, it may still be running it"
                 )
 
@@ -289,14 +293,14 @@ class RemoteRuntime:
                 except httpx.TransportError as error:
                     entry = None
                     lost_since = lost_since or time.monotonic()
-                    log.warning("ComfyUI at %s did not answer: %s", self.base_url, error)
+                    log.warning("ComfyUI at %s did not answer: %s", self.shown_url, error)
                 if entry is not None:
                     return entry, timed_out
                 if watch.finished:
                     time.sleep(0.005)  # the terminal event can beat the history entry by a moment
             if lost_since is not None and time.monotonic() - lost_since > self.reconnect_timeout:
                 raise ComfyUIUnreachable(
-                    f"lost ComfyUI at {self.base_url} for more than {self.reconnect_timeout:g} s while prompt "
+                    f"lost ComfyUI at {self.shown_url} for more than {self.reconnect_timeout:g} s while prompt "
                     f"{watch.prompt_id} ran (neither /ws nor /history answered); check the server. The prompt may "
                     "still finish there; its files would be in the server's output folder"
                 )
@@ -306,7 +310,7 @@ class RemoteRuntime:
             if timed_out is not None:
                 raise RunTimedOut(
                     f"the prediction waited past its time limit of {timed_out:g} s (HV_PREDICT_TIMEOUT) in the queue of "
-                    f"ComfyUI at {self.base_url}, behind other prompts; it was removed from the queue. Add ComfyUI "
+                    f"ComfyUI at {self.shown_url}, behind other prompts; it was removed from the queue. Add ComfyUI "
                     "servers, or raise HV_PREDICT_TIMEOUT"
                 )
             raise ExecutionInterrupted("the run was cancelled before ComfyUI started it; nothing was saved")
@@ -324,7 +328,7 @@ class RemoteRuntime:
                 message=str(data.get("exception_message", "")).strip(),
                 traceback=list(data.get("traceback") or []),
             )
-            if _is_out_of_memory(failure):
+            if is_out_of_memory(failure):
                 self._free_server_memory()
                 raise OutOfMemory(failure)
             raise NodeExecutionError(failure)
@@ -351,10 +355,10 @@ class RemoteRuntime:
     def _reconnect(self) -> bool:
         try:
             self._open_ws()
-            log.info("reconnected the websocket to %s", self.base_url)
+            log.info("reconnected the websocket to %s", self.shown_url)
             return True
         except (OSError, websocket.WebSocketException) as error:
-            log.warning("websocket to %s is down, retrying: %s", self.base_url, error)
+            log.warning("websocket to %s is down, retrying: %s", self.shown_url, error)
             return False
 
     def _close_ws(self) -> None:
@@ -378,7 +382,7 @@ class RemoteRuntime:
         except websocket.WebSocketTimeoutException:
             return
         except (OSError, websocket.WebSocketException) as error:
-            log.warning("websocket to %s dropped during prompt %s: %s", self.base_url, watch.prompt_id, error)
+            log.warning("websocket to %s dropped during prompt %s: %s", self.shown_url, watch.prompt_id, error)
             self._close_ws()
             return
         if not message:
@@ -414,13 +418,13 @@ class RemoteRuntime:
                 # at /queue and this call (another client's prompt may have started in it).
                 self._http.post("/interrupt", json={"prompt_id": prompt_id})
         except httpx.HTTPError as error:
-            log.warning("could not stop prompt %s on %s: %s", prompt_id, self.base_url, error)
+            log.warning("could not stop prompt %s on %s: %s", prompt_id, self.shown_url, error)
 
     def _free_server_memory(self) -> None:
         try:
             self._http.post("/free", json={"unload_models": True, "free_memory": True})
         except httpx.HTTPError as error:
-            log.warning("could not ask %s to free memory: %s", self.base_url, error)
+            log.warning("could not ask %s to free memory: %s", self.shown_url, error)
 
     def _download_outputs(self, ui_outputs: dict[str, Any], folders: dict[str, Path]) -> None:
         for node_output in ui_outputs.values():
@@ -446,7 +450,7 @@ class RemoteRuntime:
         with self._http.stream("GET", "/view", params=params) as response:
             if response.status_code != 200:
                 raise ComfyRuntimeError(
-                    f"ComfyUI at {self.base_url} could not serve output {params} (HTTP {response.status_code}); "
+                    f"ComfyUI at {self.shown_url} could not serve output {params} (HTTP {response.status_code}); "
                     "was it removed from the server's output folder?"
                 )
             with partial.open("wb") as handle:

@@ -123,3 +123,26 @@ class ComfyRuntime(Protocol):
 
     def close(self) -> None:
         """Release what start() acquired."""
+
+
+# How long a cancel waits for ComfyUI to reach its next interrupt check before giving up on it.
+INTERRUPT_GRACE_SECONDS = 120.0
+
+
+# torch.cuda.OutOfMemoryError is an alias of torch.OutOfMemoryError; ComfyUI reports the type by name.
+_OOM_TYPES = {"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"}
+
+
+def is_out_of_memory(failure: NodeFailure) -> bool:
+    return failure.exception_type in _OOM_TYPES or failure.exception_type.endswith("OutOfMemoryError")
+
+
+def describe_validation_failure(error: dict[str, Any] | None, node_errors: dict[str, Any]) -> str:
+    lines = []
+    for node_id, info in (node_errors or {}).items():
+        for reason in info.get("errors", []):
+            details = reason.get("details") or ""
+            lines.append(f"node {node_id} ({info.get('class_type')}): {reason.get('message')}: {details}".rstrip(": "))
+    if not lines and error:
+        lines.append(f"{error.get('message')}: {error.get('details')}".rstrip(": "))
+    return "ComfyUI rejected the workflow:\n  " + "\n  ".join(lines or ["unknown validation error"])

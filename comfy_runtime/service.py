@@ -81,6 +81,10 @@ class VideoRenderer:
         self.output_root = Path(output_root).resolve()
         self.limits = limits or JobLimits.default()
         self.supply: SupplyChain | None = None  # weights + locked nodes, checked in start() (from_settings sets it)
+        # The lossless frame tap (frame_tap.py) is ~90 MB at 848x480x73: cheap as a local file deleted at once,
+        # but a remote server would keep every one (ComfyUI has no delete API) and send each over /view.
+        # A remote run keeps its SaveVideo file instead, re-encoded for delivery.
+        self.tap_frames = True
         # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
         # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
         self._previous_run: Path | None = None
@@ -116,6 +120,7 @@ class VideoRenderer:
         )
         # The weights and locked nodes live with the ComfyUI that runs the graph: a remote one has its own.
         renderer.supply = SupplyChain.from_settings(settings) if settings.backend == "embedded" else None
+        renderer.tap_frames = settings.backend == "embedded"
         return renderer
 
     def start(self) -> None:
@@ -141,7 +146,8 @@ class VideoRenderer:
         run_dir = self.output_root / run_id
         values = request.model_dump(exclude={"output_format", "crf"})
         prefix = f"{self.workflow.name}_{run_id[:12]}"
-        graph, tap = add_frame_tap(self.workflow.render(values, filename_prefix=prefix), f"{prefix}_frame")
+        graph = self.workflow.render(values, filename_prefix=prefix)
+        graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
         try:
             result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
             encode_started = time.perf_counter()
@@ -152,7 +158,7 @@ class VideoRenderer:
                         f"workflow {self.workflow.name!r} finished but its frames were not saved (files: "
                         f"{result.files}); check the ComfyUI log for node {tap.node_id} (SaveAnimatedPNG)"
                     )
-                video = encode_frames(frames, tap.fps, run_dir / f"{prefix}.mp4", request.output_format, request.crf)
+                video = encode_frames(frames, tap.fps, run_dir / prefix, request.output_format, request.crf)
             else:
                 videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
                 if not videos:
@@ -168,7 +174,7 @@ class VideoRenderer:
         except BaseException:  # failure, time limit, or Cog's cancel: nothing of this run is worth keeping
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
-        _keep_only(run_dir, video)  # intermediates (the mp4 behind a webm, previews, temp files) go now
+        _keep_only(run_dir, video)  # intermediates (the tap's frames or the workflow's own video, temp files) go now
         self._previous_run = run_dir
         total = time.perf_counter() - started
         return Rendered(

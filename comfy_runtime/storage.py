@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import boto3
 from boto3.exceptions import S3UploadFailedError
@@ -23,6 +22,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
+from .redact import url_without_credentials
 from .settings import Settings
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".json": "application/json"}
@@ -71,8 +71,7 @@ class StorageConfig:
         """The endpoint as it may be shown: without any user:password@ a URL could carry."""
         if not self.endpoint_url:
             return f"AWS S3 ({self.region})"
-        parts = urlsplit(self.endpoint_url)
-        return urlunsplit(parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else "")))
+        return url_without_credentials(self.endpoint_url)
 
     @property
     def where(self) -> str:

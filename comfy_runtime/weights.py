@@ -25,7 +25,7 @@ from typing import Any, Literal
 import httpx
 
 from .comfyui_source import sha256_of
-from .download import DownloadError, fetch, partial_path
+from .download import DownloadError, fetch, partial_path, url_origin
 from .manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,8 @@ def source_url(entry: WeightEntry) -> str:
 
 def _auth_headers(url: str) -> dict[str, str]:
     token = os.environ.get("HF_TOKEN", "")
-    return {"Authorization": f"Bearer {token}"} if token and url.startswith(hf_endpoint()) else {}
+    # Same origin, not a prefix: "https://huggingface.co.example.net/..." starts with the endpoint too.
+    return {"Authorization": f"Bearer {token}"} if token and url_origin(url) == url_origin(hf_endpoint()) else {}
 
 
 # -- which weights a workflow needs --------------------------------------------------------------

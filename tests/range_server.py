@@ -1,7 +1,8 @@
 """A real HTTP file server on 127.0.0.1 with Range support, for the download tests and bench.
 
-Serves files from a folder; counts the body bytes it sends; can slow each chunk down (so a test can
-kill a client half-way) and add headers per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
+Serves files from a folder; counts the body bytes it sends; can slow each chunk down, or hold every
+body once `hold_after` bytes have gone out until the test sets `release` (so a test can kill a client
+half-way, at a point that does not depend on timing), and add headers per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
 Run `python tests/range_server.py <folder> <port> [seconds of delay per 64 KiB chunk]` to serve from
 another process (the bench does; the delay caps each connection's rate, as a CDN's per-connection limit does).
 """
@@ -26,9 +27,11 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class RangeServer:
-    def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0):
+    def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0, hold_after: int | None = None):
         self.root = Path(root)
         self.delay_per_chunk = delay_per_chunk
+        self.hold_after = hold_after  # once this many body bytes went out, bodies wait for `release`
+        self.release = threading.Event()
         self.extra_headers: dict[str, dict[str, str]] = {}
         self.aliases: dict[str, str] = {}  # url path -> file name under root
         self.redirects: dict[str, str] = {}  # url path -> absolute URL answered with 302
@@ -47,6 +50,7 @@ class RangeServer:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release.set()  # held handlers end (their clients are gone or done)
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread:
@@ -107,6 +111,8 @@ class RangeServer:
                         handle.seek(start)
                         left = end - start + 1
                         while left > 0:
+                            if server.hold_after is not None and server.bytes_sent >= server.hold_after:
+                                server.release.wait()
                             data = handle.read(min(CHUNK, left))
                             if not data:
                                 break

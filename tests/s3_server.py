@@ -43,13 +43,16 @@ class MotoS3Server:
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log_path.read_text(errors="replace")[-4000:]
+            if self.process.poll() is not None:
+                raise AssertionError(f"moto server exited with {self.process.returncode}: "
+                                     + self.log_path.read_text(errors="replace")[-4000:])
             try:
                 httpx.get(f"{self.url}/moto-api/", timeout=1)
                 return
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise AssertionError(f"moto server did not start on {self.url}")
+        self.stop()  # the process we started must not outlive the failed start
+        raise AssertionError(f"moto server did not start on {self.url}: " + self.log_path.read_text(errors="replace")[-4000:])
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

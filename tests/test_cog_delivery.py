@@ -131,7 +131,9 @@ def test_async_prediction_sends_webhooks_logs_progress_and_returns_an_s3_url(ser
     prediction_id = start_async(served, webhooks, steps=20)  # 20 x 0.1 s
     statuses = set()
     final = None
+    deadline = time.monotonic() + 120
     while final is None:
+        assert time.monotonic() < deadline, f"no final webhook after 120 s: {webhooks.for_prediction(prediction_id)}"
         statuses.add(served.health()["status"])
         events = webhooks.for_prediction(prediction_id)
         final = next((e for e in events if e["status"] in {"succeeded", "failed", "canceled"}), None)

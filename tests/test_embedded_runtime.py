@@ -2,7 +2,6 @@
 
 import copy
 import threading
-import time
 
 import pytest
 
@@ -92,14 +91,13 @@ def test_interrupt_ends_the_run_and_the_next_one_succeeds(runtime, tmp_path):
     graph = with_slow_node(plumbing(prefix="i"), steps=400, seconds_per_step=0.05)  # ~20 s if not interrupted
     events = []
     timer = threading.Timer(0.5, runtime.interrupt)
-    started = time.monotonic()
     timer.start()
     with pytest.raises(ExecutionInterrupted):
         runtime.run(graph, tmp_path / "interrupted", events.append)
-    elapsed = time.monotonic() - started
-    assert elapsed < 10, f"interrupt took {elapsed:.1f}s"
     assert not list((tmp_path / "interrupted").glob("*.mp4"))
-    assert any(isinstance(e, StepProgress) for e in events)
+    steps = [e.step for e in events if isinstance(e, StepProgress)]
+    # Stopped inside the node, far from its last step (0.5 s into a ~20 s run), not after running it out.
+    assert steps and max(steps) < 200, steps[-5:]
     after = runtime.run(plumbing(prefix="i2"), tmp_path / "after")
     assert probe_video(after.files[0]).frames == 9
 

@@ -1,10 +1,10 @@
 """Bad input and faults through the real Cog HTTP server (coglet) with the real predict.py.
 
 The server serves a derived plumbing workflow in which `steps` drives a slow, interruptible fixture
-node (HVTestSlowSteps, 0.05 s a step), with a tight memory budget and time limit, so that refusals,
-the time limit and cancel can all be seen over HTTP."""
+node (HVTestSlowSteps, 0.05 s a step), with a tight memory budget and time limit, so that refusals
+and the time limit can be seen over HTTP; cancel runs on a second server without a time limit."""
 
-import json
+import re
 import time
 import uuid
 
@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
+from tests.contract_helpers import WebhookReceiver, write_slow_workflow
 from tests.helpers import CogServer, probe_video, write_data_uri
 
 pytestmark = pytest.mark.cog_server
@@ -21,24 +22,21 @@ TIMEOUT_S = 2.0
 SECONDS_PER_STEP = 0.05
 
 
-@pytest.fixture(scope="module")
-def served(hv_env, tmp_path_factory):
-    root = tmp_path_factory.mktemp("hardening")
-    workflows, outputs = root / "workflows", root / "outputs"
-    workflows.mkdir()
-    graph = json.loads((__import__("comfy_runtime.workflow").workflow.WORKFLOWS_DIR / "plumbing_video.json").read_text())
-    graph["9"] = {"class_type": "HVTestSlowSteps",
-                  "inputs": {"image": ["2", 0], "steps": 1, "seconds_per_step": SECONDS_PER_STEP}}
-    graph["3"]["inputs"]["images"] = ["9", 0]
-    (workflows / "plumbing_slow.json").write_text(json.dumps(graph))
-    bindings = (__import__("comfy_runtime.workflow").workflow.WORKFLOWS_DIR / "plumbing_video.bindings.toml").read_text()
-    (workflows / "plumbing_slow.bindings.toml").write_text(bindings + 'steps = [{ node = "9", input = "steps" }]\n')
+def slow_server(hv_env, root, seconds_per_step=SECONDS_PER_STEP, **env):
+    """A Cog server on 127.0.0.1 serving plumbing_slow (stopped on exit); yields it with its outputs folder."""
+    workflows, outputs = write_slow_workflow(root / "workflows", seconds_per_step=seconds_per_step), root / "outputs"
     env = {**hv_env, "HV_WORKFLOW": "plumbing_slow", "HV_WORKFLOWS_DIR": str(workflows), "HV_OUTPUT_DIR": str(outputs),
-           "HV_MAX_PIXEL_FRAMES": str(BUDGET), "HV_PREDICT_TIMEOUT": str(TIMEOUT_S)}
+           **env}
     with CogServer(env, root / "server.log") as server:
         body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
         assert body["status"] == "READY", server.logs()
         yield server, outputs
+
+
+@pytest.fixture(scope="module")
+def served(hv_env, tmp_path_factory):
+    yield from slow_server(hv_env, tmp_path_factory.mktemp("hardening"),
+                           HV_MAX_PIXEL_FRAMES=str(BUDGET), HV_PREDICT_TIMEOUT=str(TIMEOUT_S))
 
 
 def predict(server, inputs, **kwargs):
@@ -94,11 +92,11 @@ def test_past_the_bounds_gets_422_naming_the_field(served, inputs, field):
 def test_a_job_over_the_memory_budget_fails_at_once_with_what_to_lower(served):
     server, outputs = served
     before = run_folders(outputs)
-    started = time.monotonic()
     body = predict(server, ok_inputs(num_frames=13)).json()
     assert body["status"] == "failed", body
     assert "memory budget of 36,864" in body["error"] and "lower num_frames to 9" in body["error"]
-    assert time.monotonic() - started < 5
+    # Refused before ComfyUI ran anything: no node started (a run logs `node <id> <class>` per node).
+    assert not re.search(r"^node ", body.get("logs") or "", re.MULTILINE), body["logs"]
     assert run_folders(outputs) == before
 
 
@@ -114,33 +112,53 @@ def test_a_path_in_an_unknown_input_reaches_no_path(served, tmp_path):
 
 def test_a_prediction_past_the_time_limit_fails_clearly_and_the_next_succeeds(served, tmp_path):
     server, outputs = served
-    started = time.monotonic()
     body = predict(server, ok_inputs(steps=100)).json()  # 100 x 0.05 s: past the 2 s limit
-    elapsed = time.monotonic() - started
     assert body["status"] == "failed", body
     assert f"time limit of {TIMEOUT_S:g} s (HV_PREDICT_TIMEOUT) in node 9 (HVTestSlowSteps)" in body["error"]
-    assert elapsed < TIMEOUT_S + 5
     assert run_folders(outputs) == []
     body = predict(server, ok_inputs(steps=2)).json()
     assert body["status"] == "succeeded", body
     assert probe_video(write_data_uri(body["output"], tmp_path / "after.mp4")).frames == 9
 
 
-def test_cancel_over_http_removes_the_prediction_folder(served):
-    server, outputs = served
+@pytest.fixture(scope="module")
+def untimed(hv_env, tmp_path_factory):
+    """No time limit and 0.5 s a step: a long run can only end by finishing (50 s at 100 steps) or by the cancel."""
+    yield from slow_server(hv_env, tmp_path_factory.mktemp("untimed"), seconds_per_step=0.5, HV_PREDICT_TIMEOUT="0")
+
+
+@pytest.fixture(scope="module")
+def webhooks():
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+def steps_logged(logs: str) -> list[int]:
+    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
+
+
+def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untimed, webhooks):
+    server, outputs = untimed
     kept = run_folders(outputs)  # the previous prediction's folder, kept for Cog until this one starts
     prediction_id = uuid.uuid4().hex
     server.wait_for_status({"READY"}, timeout=30)
     response = server.client.post(
-        "/predictions", json={"id": prediction_id, "input": ok_inputs(steps=30)}, headers={"Prefer": "respond-async"}
-    )
+        "/predictions", headers={"Prefer": "respond-async"},
+        json={"id": prediction_id, "input": ok_inputs(steps=100), "webhook": f"{webhooks.url}/hook",
+              "webhook_events_filter": ["start", "logs", "completed"]},
+    )  # 100 x 0.5 s = 50 s: it cannot finish before the cancel lands
     assert response.status_code == 202, response.text
-    deadline = time.monotonic() + 10
-    while run_folders(outputs) in ([], kept) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while not any(steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
+        assert time.monotonic() < deadline, (webhooks.for_prediction(prediction_id), server.logs())
         time.sleep(0.05)
     running = run_folders(outputs)
-    assert running and running != kept, "the prediction never started"
+    assert running and running != kept, "the prediction has no folder of its own while it runs"
     assert server.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
+    final = webhooks.wait_final(prediction_id)
+    assert final["status"] == "canceled", final
+    assert max(steps_logged(final["logs"])) < 100, "ComfyUI stopped inside the node"
     deadline = time.monotonic() + 10
     while run_folders(outputs) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -25,6 +25,8 @@ def s3(tmp_path_factory):
 def credentials(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "storage-test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "storage-test")
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)  # only these keys may reach boto3
 
 
 def test_a_large_file_goes_up_in_parts_with_its_content_type_and_bytes(s3, credentials, tmp_path):
