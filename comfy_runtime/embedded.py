@@ -38,6 +38,7 @@ from .runtime import (
     WorkflowInvalidError,
     describe_validation_failure,
     is_out_of_memory,
+    timed_out_message,
 )
 
 log = logging.getLogger(__name__)
@@ -310,9 +311,11 @@ class EmbeddedRuntime:
                     seconds = _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
                 except _DeadlinePassed:
                     self._stuck = future
-                    raise RunTimedOut(_timed_out_message(timeout, state, stopped=False)) from None
+                    raise RunTimedOut(timed_out_message(
+                        timeout, state, stuck=f"ComfyUI did not stop within {INTERRUPT_GRACE_SECONDS:g} s; restart this worker"
+                    )) from None
                 if state.interrupted:
-                    raise RunTimedOut(_timed_out_message(timeout, state, stopped=True)) from None
+                    raise RunTimedOut(timed_out_message(timeout, state)) from None
                 # Otherwise it ended on its own while the interrupt was on its way: keep what it made.
             except BaseException:
                 # Cog delivers cancel as an exception in this thread: stop ComfyUI before giving up the GPU.
@@ -411,21 +414,6 @@ def _wait_interruptibly(future: Future, deadline: float | None = None) -> float:
         except TimeoutError:
             if deadline is not None and time.monotonic() >= deadline:
                 raise _DeadlinePassed() from None
-
-
-def _timed_out_message(timeout: float | None, state: _RunState, stopped: bool) -> str:
-    where = ""
-    if state.current_node is not None:
-        where = f" in node {state.current_node} ({state.class_of(state.current_node)})"
-        if state.last_step is not None and state.last_step.node_id == state.current_node:
-            where += f" at step {state.last_step.step}/{state.last_step.total}"
-    outcome = "it was interrupted; nothing was saved" if stopped else (
-        f"ComfyUI did not stop within {INTERRUPT_GRACE_SECONDS:g} s; restart this worker"
-    )
-    return (
-        f"the prediction ran past its time limit of {timeout:g} s (HV_PREDICT_TIMEOUT){where}: {outcome}. "
-        "Lower steps, num_frames or the size, or raise HV_PREDICT_TIMEOUT"
-    )
 
 
 def _validation_error(ok: bool, error: dict[str, Any] | None, node_errors: dict[str, Any]) -> WorkflowInvalidError | None:

@@ -25,7 +25,7 @@ import websocket
 
 from .graph_check import check_graph
 from .node_schema import node_schema_from_object_info
-from .outputs import collect_output_files
+from .outputs import collect_output_files, output_items
 from .redact import url_without_credentials
 from .runtime import (
     INTERRUPT_GRACE_SECONDS,
@@ -44,6 +44,7 @@ from .runtime import (
     WorkflowInvalidError,
     describe_validation_failure,
     is_out_of_memory,
+    timed_out_message,
 )
 
 log = logging.getLogger(__name__)
@@ -263,7 +264,8 @@ class RemoteRuntime:
                 stop_sent = now
             if stop_sent is not None and now - stop_sent > self.interrupt_grace:
                 if timed_out:
-                    raise RunTimedOut(_timed_out_message(timeout, watch, stopped=False, grace=self.interrupt_grace))
+                    stuck = f"ComfyUI did not stop within {self.interrupt_grace:g} s; check the server, it may still be running it"
+                    raise RunTimedOut(timed_out_message(timeout, watch, stuck))
                 raise ExecutionInterrupted(
                     f"ComfyUI at {self.shown_url} did not stop prompt {watch.prompt_id} within "
                     f"{self.interrupt_grace:g} s of the interrupt; check the server, it may still be running it"
@@ -317,7 +319,7 @@ class RemoteRuntime:
         messages = dict((event, data) for event, data in (entry.get("status") or {}).get("messages", []))
         if "execution_interrupted" in messages:
             if timed_out is not None:
-                raise RunTimedOut(_timed_out_message(timed_out, watch, stopped=True, grace=self.interrupt_grace))
+                raise RunTimedOut(timed_out_message(timed_out, watch))
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if "execution_error" in messages:
             data = messages["execution_error"]
@@ -427,21 +429,8 @@ class RemoteRuntime:
             log.warning("could not ask %s to free memory: %s", self.shown_url, error)
 
     def _download_outputs(self, ui_outputs: dict[str, Any], folders: dict[str, Path]) -> None:
-        for node_output in ui_outputs.values():
-            for items in node_output.values():
-                if not isinstance(items, list):
-                    continue
-                for item in items:
-                    if not isinstance(item, dict) or "filename" not in item:
-                        continue
-                    base = folders.get(item.get("type", "output"))
-                    if base is None:
-                        continue
-                    target = (base / item.get("subfolder", "") / item["filename"]).resolve()
-                    if base.resolve() not in target.parents:  # a reported name must not lead out of the run folder
-                        log.warning("skipping output %r: it would land outside %s", item, base)
-                        continue
-                    self._download(item, target)
+        for item, target in output_items(ui_outputs, folders):
+            self._download(item, target)
 
     def _download(self, item: dict[str, Any], target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -483,18 +472,3 @@ def _execution_seconds(messages: dict[str, dict[str, Any]]) -> float:
     if start is None or end is None:
         return 0.0
     return max(0.0, (end - start) / 1000.0)
-
-
-def _timed_out_message(timeout: float | None, watch: _Watch, stopped: bool, grace: float) -> str:
-    where = ""
-    if watch.current_node is not None:
-        where = f" in node {watch.current_node} ({watch.class_of(watch.current_node)})"
-        if watch.last_step is not None and watch.last_step.node_id == watch.current_node:
-            where += f" at step {watch.last_step.step}/{watch.last_step.total}"
-    outcome = "it was interrupted; nothing was saved" if stopped else (
-        f"ComfyUI did not stop within {grace:g} s; check the server, it may still be running it"
-    )
-    return (
-        f"the prediction ran past its time limit of {timeout or 0:g} s (HV_PREDICT_TIMEOUT){where}: {outcome}. "
-        "Lower steps, num_frames or the size, or raise HV_PREDICT_TIMEOUT"
-    )

@@ -146,3 +146,18 @@ def describe_validation_failure(error: dict[str, Any] | None, node_errors: dict[
     if not lines and error:
         lines.append(f"{error.get('message')}: {error.get('details')}".rstrip(": "))
     return "ComfyUI rejected the workflow:\n  " + "\n  ".join(lines or ["unknown validation error"])
+
+
+def timed_out_message(timeout: float | None, run: Any, stuck: str | None = None) -> str:
+    """Why a run failed its time limit: where it was (run: .current_node, .class_of(), .last_step) and, when
+    ComfyUI did not stop (stuck says what then), what to do about the worker."""
+    where = ""
+    if run.current_node is not None:
+        where = f" in node {run.current_node} ({run.class_of(run.current_node)})"
+        if run.last_step is not None and run.last_step.node_id == run.current_node:
+            where += f" at step {run.last_step.step}/{run.last_step.total}"
+    outcome = stuck or "it was interrupted; nothing was saved"
+    return (
+        f"the prediction ran past its time limit of {timeout or 0:g} s (HV_PREDICT_TIMEOUT){where}: {outcome}. "
+        "Lower steps, num_frames or the size, or raise HV_PREDICT_TIMEOUT"
+    )
