@@ -1,6 +1,5 @@
 """Cog adapter: typed inputs in, video out. The work happens in comfy_runtime."""
 
-
 from cog import BasePredictor, Input, Path
 
 from comfy_runtime import VideoRenderer, VideoRequest

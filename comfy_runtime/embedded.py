@@ -158,9 +158,11 @@ def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) ->
         sys.path.insert(0, str(comfyui_path))
         # ComfyUI's nodes.py puts ComfyUI/comfy first on sys.path, which shadows the top-level
         # `utils` package with comfy/utils.py. main.py dodges that by importing utils first; so do we.
+        import utils.extra_config  # noqa: F401
+
+        # isort: split
         import comfy.options  # noqa: F401  (leaves argument parsing off: we set args ourselves)
         import torch
-        import utils.extra_config  # noqa: F401
         from comfy.cli_args import args
 
         use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
