@@ -83,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
                        ("flow_shift", float), ("fps", int), ("seed", int)):
         render.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     render.add_argument("--output-format", dest="output_format", choices=["mp4", "webm", "gif"])
-    render.add_argument("--crf", type=int, help="quality of the mp4/webm, 1-51, lower is better (default 18)")
+    from .encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
+
+    render.add_argument(
+        "--crf", type=int, help=f"quality of the mp4/webm, {MIN_CRF}-{MAX_CRF}, lower is better (default {DEFAULT_CRF})"
+    )
     render.add_argument("--out", help="where to copy the video (default: its name, in this folder)")
     render.set_defaults(fn=_cmd_render)
     return parser

@@ -66,7 +66,8 @@ class Rendered:
     video: Path
     seed: int
     run_dir: Path
-    files: list[Path]
+    # Every file the run produced, as a record: all but `video` are deleted once it is written.
+    produced_files: list[Path]
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -181,7 +182,7 @@ class VideoRenderer:
             video=video,
             seed=int(request.seed),
             run_dir=run_dir,
-            files=result.files,
+            produced_files=result.files,
             timings={"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total},
         )
 

@@ -222,10 +222,10 @@ def test_a_finished_folder_holds_only_the_video_and_is_kept_for_cog_until_the_ne
     workflow.graph["95"] = {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}}  # writes temp files
     renderer = renderer_for(runtime, tmp_path, workflow)
     first = renderer.render(REQUEST.model_copy(update={"output_format": "webm"}), QUIET)
-    previews = [path for path in first.files if path.parent == first.run_dir / "temp" and path.suffix == ".png"]
-    taps = [path for path in first.files if path.parent == first.run_dir and "_frame_" in path.name]
-    assert previews, f"node 95 (PreviewImage) wrote its temp files: {first.files}"
-    assert len(taps) == 1 and taps[0].suffix == ".png", f"the frame tap wrote its animated PNG: {first.files}"
+    previews = [path for path in first.produced_files if path.parent == first.run_dir / "temp" and path.suffix == ".png"]
+    taps = [path for path in first.produced_files if path.parent == first.run_dir and "_frame_" in path.name]
+    assert previews, f"node 95 (PreviewImage) wrote its temp files: {first.produced_files}"
+    assert len(taps) == 1 and taps[0].suffix == ".png", f"the frame tap wrote its animated PNG: {first.produced_files}"
     assert not any(path.exists() for path in previews + taps), "the previews and the tap's frames are removed"
     assert sorted(first.run_dir.iterdir()) == [first.video], "only the delivered video is left"
     assert probe_video(first.video).codec == "vp9", "Cog takes the file after predict() returns"
