@@ -34,6 +34,7 @@ from .runtime import (
     ProgressCallback,
     RunResult,
     RunTimedOut,
+    RunTracker,
     StepProgress,
     WorkflowInvalidError,
     describe_validation_failure,
@@ -72,32 +73,16 @@ class _EventSink:
         pass
 
 
-class _RunState:
+class _RunState(RunTracker):
     """Events of one run, gathered from ComfyUI's callbacks (executor thread)."""
 
     def __init__(self, prompt_id: str, graph: Graph, on_progress: ProgressCallback | None, cancel: threading.Event):
+        super().__init__(graph, on_progress)
         self.prompt_id = prompt_id
-        self.graph = graph
-        self.on_progress = on_progress
         self.cancel = cancel
         self.failure: NodeFailure | None = None
         self.interrupted = False
-        self.current_node: str | None = None
-        self.last_step: StepProgress | None = None
         self.invalid: WorkflowInvalidError | None = None
-
-    def class_of(self, node_id: str | None) -> str | None:
-        node = self.graph.get(str(node_id)) if node_id is not None else None
-        return node.get("class_type") if node else None
-
-    def emit(self, event: Any) -> None:
-        if isinstance(event, StepProgress):
-            self.last_step = event
-        if self.on_progress is not None:
-            try:
-                self.on_progress(event)
-            except Exception:  # a broken log sink must not fail the render
-                log.exception("progress callback failed")
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
         if event == "execution_start" and self.cancel.is_set():

@@ -40,6 +40,7 @@ from .runtime import (
     ProgressCallback,
     RunResult,
     RunTimedOut,
+    RunTracker,
     StepProgress,
     WorkflowInvalidError,
     describe_validation_failure,
@@ -64,29 +65,12 @@ class ComfyUIUnreachable(ComfyRuntimeError):
 
 
 @dataclass
-class _Watch:
+class _Watch(RunTracker):
     """What the websocket told us about one prompt."""
 
-    prompt_id: str
-    graph: Graph
-    on_progress: ProgressCallback | None
-    current_node: str | None = None
-    last_step: StepProgress | None = None
+    prompt_id: str = field(kw_only=True)
     finished: bool = False  # a terminal event arrived; /history will (soon) hold the outcome
     events: list[str] = field(default_factory=list)
-
-    def class_of(self, node_id: str | None) -> str | None:
-        node = self.graph.get(str(node_id)) if node_id is not None else None
-        return node.get("class_type") if node else None
-
-    def emit(self, event: NodeStarted | StepProgress) -> None:
-        if isinstance(event, StepProgress):
-            self.last_step = event
-        if self.on_progress is not None:
-            try:
-                self.on_progress(event)
-            except Exception:  # a broken log sink must not fail the render
-                log.exception("progress callback failed")
 
     def on_message(self, kind: str, data: dict[str, Any]) -> None:
         if data.get("prompt_id") != self.prompt_id:
@@ -209,7 +193,7 @@ class RemoteRuntime:
         output_dir.mkdir(parents=True, exist_ok=True)
         with self._run_lock:
             self._cancel.clear()
-            watch = _Watch(uuid.uuid4().hex, graph, on_progress)
+            watch = _Watch(graph, on_progress, prompt_id=uuid.uuid4().hex)
             self._open_ws()  # before submitting: ComfyUI sends events only to a socket open at that moment
             self._prompt_id = watch.prompt_id
             try:

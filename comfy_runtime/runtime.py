@@ -6,6 +6,7 @@ rest of the product never sees ComfyUI's own event dictionaries.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -102,6 +103,30 @@ class RunTimedOut(ExecutionInterrupted):
     """The run passed its time limit and was interrupted."""
 
 
+@dataclass
+class RunTracker:
+    """Where one run is (node, last step) and where its progress goes: what both backends report, and what a
+    time-limit message names. Each backend's run state extends it with what its own transport needs."""
+
+    graph: Graph
+    on_progress: ProgressCallback | None
+    current_node: str | None = field(default=None, init=False)
+    last_step: StepProgress | None = field(default=None, init=False)
+
+    def class_of(self, node_id: str | None) -> str | None:
+        node = self.graph.get(str(node_id)) if node_id is not None else None
+        return node.get("class_type") if node else None
+
+    def emit(self, event: ProgressEvent) -> None:
+        if isinstance(event, StepProgress):
+            self.last_step = event
+        if self.on_progress is not None:
+            try:
+                self.on_progress(event)
+            except Exception:  # a broken log sink must not fail the render
+                logging.getLogger(__name__).exception("progress callback failed")
+
+
 class ComfyRuntime(Protocol):
     def start(self) -> None:
         """Boot ComfyUI and load its nodes; idempotent."""
@@ -148,9 +173,9 @@ def describe_validation_failure(error: dict[str, Any] | None, node_errors: dict[
     return "ComfyUI rejected the workflow:\n  " + "\n  ".join(lines or ["unknown validation error"])
 
 
-def timed_out_message(timeout: float | None, run: Any, stuck: str | None = None) -> str:
-    """Why a run failed its time limit: where it was (run: .current_node, .class_of(), .last_step) and, when
-    ComfyUI did not stop (stuck says what then), what to do about the worker."""
+def timed_out_message(timeout: float | None, run: RunTracker, stuck: str | None = None) -> str:
+    """Why a run failed its time limit: where it was and, when ComfyUI did not stop (stuck says what then),
+    what to do about the worker."""
     where = ""
     if run.current_node is not None:
         where = f" in node {run.current_node} ({run.class_of(run.current_node)})"

@@ -8,12 +8,11 @@ It is stopped by its process group, which it leads (start_new_session).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import free_port
+from tests.helpers import free_port, stop_process_group
 
 
 class ComfyUIServer:
@@ -76,13 +75,7 @@ class ComfyUIServer:
         return self.process is not None and self.process.poll() is None
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # only the group we started
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         if hasattr(self, "_log"):
             self._log.close()
 

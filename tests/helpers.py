@@ -49,6 +49,19 @@ def decode_frames(path: Path) -> list:
         return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
 
+def stop_process_group(process: subprocess.Popen | None, grace: float = 20) -> None:
+    """End a server a test started with start_new_session=True: SIGTERM to its group only (the server and the
+    workers it spawned), SIGKILL after `grace` seconds."""
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,14 +111,7 @@ class CogServer:
 
     def stop(self) -> None:
         self.client.close()
-        if self.process is not None and self.process.poll() is None:
-            # Only the group we started: the server and the worker it spawned.
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         self._log.close()
 
     def health(self) -> dict:

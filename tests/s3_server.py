@@ -7,8 +7,6 @@ way they happen in production: the server stops, the bucket goes, the credential
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,7 +16,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from tests.helpers import free_port
+from tests.helpers import free_port, stop_process_group
 
 
 class MotoS3Server:
@@ -55,13 +53,7 @@ class MotoS3Server:
         raise AssertionError(f"moto server did not start on {self.url}: " + self.log_path.read_text(errors="replace")[-4000:])
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # only the group we started
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process, grace=10)
 
     @property
     def running(self) -> bool:

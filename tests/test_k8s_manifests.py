@@ -21,7 +21,6 @@ import copy
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -37,7 +36,7 @@ import pytest
 import yaml
 
 from comfy_runtime.settings import Settings, env_names
-from tests.helpers import PROJECT_ROOT, free_port
+from tests.helpers import PROJECT_ROOT, free_port, stop_process_group
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
 SCHEMAS = DEPLOY / "schemas"
@@ -536,13 +535,7 @@ class GatedCogServer:
     def __exit__(self, *exc) -> None:
         self.client.close()
         (self.root / "predict_go").touch()  # let a held prediction finish so the worker exits cleanly
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=10)
+        stop_process_group(self.process)
         self._log.close()
 
     def wait_for(self, status: str, timeout: float = 60) -> None:
