@@ -32,7 +32,7 @@ $(COMFYUI_DIR)/.provisioned-from: custom_nodes.lock | $(VENV)/.installed
 
 schema: $(VENV)/.installed ## write .cog/openapi_schema.json from predict.py
 	$(PY) -m comfy_runtime schema
-.cog/openapi_schema.json: predict.py $(wildcard comfy_runtime/*.py) | $(VENV)/.installed
+.cog/openapi_schema.json: predict.py $(shell find comfy_runtime -name "*.py") | $(VENV)/.installed
 	$(PY) -m comfy_runtime schema
 
 test: setup ## run the test suite (CPU, real ComfyUI, real Cog server)

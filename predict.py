@@ -3,9 +3,9 @@
 from cog import BasePredictor, Input, Path
 
 from comfy_runtime import VideoRenderer, VideoRequest
-from comfy_runtime.delivery import Delivery
-from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
-from comfy_runtime.request import (
+from comfy_runtime.delivery.deliverer import Delivery
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
+from comfy_runtime.job.request import (
     CRF,
     DEFAULT_FRAMES,
     DEFAULT_HEIGHT,
@@ -75,7 +75,7 @@ class Predictor(BasePredictor):
             description="Quality of the mp4/webm: lower is better and larger (x264 scale; 18 looks lossless, 23 is "
             "x264's default). Ignored for gif.",
         ),
-    ) -> Path:  # a file, or its object-storage URL as a str: both are a URI to a video (comfy_runtime/delivery.py)
+    ) -> Path:  # a file, or its object-storage URL as a str: both are a URI to a video (comfy_runtime/delivery/deliverer.py)
         request = VideoRequest(
             prompt=prompt, width=width, height=height, num_frames=num_frames, steps=steps, guidance=guidance,
             flow_shift=flow_shift, fps=fps, seed=seed, output_format=output_format, crf=crf,

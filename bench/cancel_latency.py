@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from comfy_runtime.openapi import write_schema  # noqa: E402
+from comfy_runtime.cog_schema import write_schema
 from tests.contract_helpers import WebhookReceiver, write_slow_workflow  # noqa: E402
 from tests.helpers import FIXTURE_CUSTOM_NODES, CogServer  # noqa: E402
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from comfy_runtime.openapi import write_schema  # noqa: E402
+from comfy_runtime.cog_schema import write_schema
 from tests.helpers import FIXTURE_CUSTOM_NODES, CogServer  # noqa: E402
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1}
@@ -53,12 +53,12 @@ def main(runs: int = 20) -> None:
 
         # Baseline: ComfyUI alone, same graph, this process.
         os.environ.update(env)
-        from comfy_runtime.service import VideoRenderer
+        from comfy_runtime.render.renderer import VideoRenderer
         from comfy_runtime.settings import Settings
 
         renderer = VideoRenderer.from_settings(Settings())
         renderer.start()
-        from comfy_runtime.request import VideoRequest
+        from comfy_runtime.job.request import VideoRequest
 
         comfy_times, encode_times = [], []
         for _ in range(runs + 1):

@@ -34,9 +34,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from comfy_runtime.comfyui_source import resolve_comfyui_path  # noqa: E402
+from comfy_runtime.graph.workflow import load_workflow  # noqa: E402
 from comfy_runtime.settings import Settings  # noqa: E402
-from comfy_runtime.workflow import load_workflow  # noqa: E402
+from comfy_runtime.supply.comfyui_source import resolve_comfyui_path  # noqa: E402
 
 POLL_SECONDS = 0.25
 TARGETS = {"ready": 0.5, "overhead": 0.1, "embedded_overhead_ms": 20.0}
@@ -74,7 +74,7 @@ def series(run, runs: int, out_root: Path) -> list[tuple[float, float]]:
 
 
 def embedded_worker(args: argparse.Namespace) -> None:
-    from comfy_runtime.embedded import EmbeddedRuntime
+    from comfy_runtime.backends.embedded import EmbeddedRuntime
 
     rt = EmbeddedRuntime(Path(args.comfyui), Path(args.work) / "models", Path(args.work) / "embedded", device="cpu")
     rt.start()
@@ -89,7 +89,7 @@ def embedded_worker(args: argparse.Namespace) -> None:
 
 
 def remote_worker(args: argparse.Namespace) -> None:
-    from comfy_runtime.remote import RemoteRuntime
+    from comfy_runtime.backends.remote import RemoteRuntime
 
     rt = RemoteRuntime(args.url, startup_timeout=600)
     rt.start()
@@ -110,8 +110,8 @@ def remote_worker(args: argparse.Namespace) -> None:
 
 def poll_run(rt, graph: dict[str, Any], out: Path) -> tuple[list[Path], float]:
     """The plain wrapper way: submit, poll /history at a fixed interval, download what it lists."""
-    from comfy_runtime.outputs import collect_output_files
-    from comfy_runtime.remote import _execution_seconds
+    from comfy_runtime.backends.outputs import collect_output_files
+    from comfy_runtime.backends.remote import _execution_seconds
 
     http = rt._http
     prompt_id = http.post("/prompt", json={"prompt": graph}).raise_for_status().json()["prompt_id"]

@@ -36,15 +36,15 @@ def main() -> None:
         os.environ.update(plumbing_env(Path(tmp)))
         from cog import CancelationException
 
-        import comfy_runtime.embedded as embedded
-        from comfy_runtime.budget import MemoryBudget
-        from comfy_runtime.comfyui_source import resolve_comfyui_path
-        from comfy_runtime.job_limits import JobLimits
-        from comfy_runtime.prompt_text import PromptTokenCounter
-        from comfy_runtime.request import VideoRequest
-        from comfy_runtime.service import VideoRenderer
+        import comfy_runtime.backends.embedded as embedded
+        from comfy_runtime.graph.workflow import load_workflow
+        from comfy_runtime.job.budget import MemoryBudget
+        from comfy_runtime.job.limits import JobLimits
+        from comfy_runtime.job.prompt import PromptTokenCounter
+        from comfy_runtime.job.request import VideoRequest
+        from comfy_runtime.render.renderer import VideoRenderer
         from comfy_runtime.settings import Settings
-        from comfy_runtime.workflow import load_workflow
+        from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
         from tests.test_faults import plumbing_with
 
         settings = Settings()

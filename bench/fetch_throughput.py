@@ -27,10 +27,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from comfy_runtime.comfyui_source import sha256_of  # noqa: E402
-from comfy_runtime.download import fetch  # noqa: E402
-from comfy_runtime.manifest import WeightEntry  # noqa: E402
-from comfy_runtime.weights import check_file  # noqa: E402
+from comfy_runtime.supply.comfyui_source import sha256_of  # noqa: E402
+from comfy_runtime.supply.download import fetch  # noqa: E402
+from comfy_runtime.supply.manifest import WeightEntry  # noqa: E402
+from comfy_runtime.supply.weights import check_file  # noqa: E402
 from tests.helpers import free_port  # noqa: E402
 
 HUNYUAN_BYTES = 25.6e9 + 0.246e9 + 9.1e9 + 0.493e9

@@ -17,11 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from comfy_runtime.comfyui_source import resolve_comfyui_path  # noqa: E402
-from comfy_runtime.embedded import EmbeddedRuntime  # noqa: E402
-from comfy_runtime.frame_tap import add_frame_tap  # noqa: E402
-from comfy_runtime.settings import Settings  # noqa: E402
-from comfy_runtime.workflow import load_workflow  # noqa: E402
+from comfy_runtime.backends.embedded import EmbeddedRuntime
+from comfy_runtime.graph.frame_tap import add_frame_tap
+from comfy_runtime.graph.workflow import load_workflow
+from comfy_runtime.settings import Settings
+from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
 VALUES = {"prompt": "bench", "width": 848, "height": 480, "num_frames": 73, "fps": 24, "seed": 1,
           "steps": 1, "guidance": 6.0, "flow_shift": 7.0}

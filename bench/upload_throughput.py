@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from comfy_runtime.storage import MULTIPART_THRESHOLD, ObjectStore, StorageConfig  # noqa: E402
+from comfy_runtime.delivery.storage import MULTIPART_THRESHOLD, ObjectStore, StorageConfig
 from tests.s3_server import MotoS3Server  # noqa: E402
 
 SIZES = {"video-sized (8 MiB, one PUT)": 8 * 1024 * 1024,

@@ -1,6 +1,6 @@
 """HunyuanVideo on ComfyUI, run in-process: the package behind predict.py."""
 
-from .request import VideoRequest
-from .service import Rendered, VideoRenderer
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import Rendered, VideoRenderer
 
 __all__ = ["Rendered", "VideoRenderer", "VideoRequest"]

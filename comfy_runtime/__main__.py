@@ -1,3 +1,3 @@
-from .cli import main
+from comfy_runtime.cli.main import main
 
 raise SystemExit(main())

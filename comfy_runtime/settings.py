@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     extra_custom_nodes: list[Path] = Field(
         default_factory=list, description="More custom-node folders to load (JSON list of paths)."
     )
-    # Backend (comfy_runtime/embedded.py, remote.py).
+    # Backend (comfy_runtime/backends/embedded.py, remote.py).
     backend: Literal["embedded", "remote"] = Field(
         "embedded",
         description="embedded: ComfyUI runs inside this process; remote: a ComfyUI server at HV_COMFYUI_URL "
@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     comfyui_startup_timeout: float = Field(
         600.0, gt=0, description="Seconds setup waits for the remote ComfyUI to answer before it fails (HV_BACKEND=remote)."
     )
-    # Supply chain (comfy_runtime/weights.py, custom_nodes.py).
+    # Supply chain (comfy_runtime/supply/weights.py, custom_nodes.py).
     weights_mode: Literal["bake", "lazy", "off"] = Field(
         "lazy",
         description="bake: weights are in the image; lazy: setup fetches what is missing (a PVC is filled once); "
@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         3600.0, ge=0,
         description="Seconds one prediction may run before ComfyUI is interrupted and it fails. 0: no limit.",
     )
-    # Object storage (comfy_runtime/storage.py). Unset bucket: predict returns the file itself.
+    # Object storage (comfy_runtime/delivery/storage.py). Unset bucket: predict returns the file itself.
     # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     s3_bucket: str = Field("", description="Bucket the videos are uploaded to. Empty: return the file, no upload.")
     s3_endpoint_url: str = Field(

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from comfy_runtime.manifest import load_manifest
-from comfy_runtime.openapi import write_schema
+from comfy_runtime.cog_schema import write_schema
 from comfy_runtime.settings import Settings
+from comfy_runtime.supply.manifest import load_manifest
 from tests.helpers import FIXTURE_CUSTOM_NODES
 
 
@@ -50,8 +50,8 @@ def hv_env(session_dirs) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def runtime(hv_env):
-    from comfy_runtime.comfyui_source import resolve_comfyui_path
-    from comfy_runtime.embedded import EmbeddedRuntime
+    from comfy_runtime.backends.embedded import EmbeddedRuntime
+    from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
     settings = Settings()
     rt = EmbeddedRuntime(

@@ -8,7 +8,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from comfy_runtime.workflow import WORKFLOWS_DIR
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 
 SECONDS_PER_STEP = 0.1
 

@@ -55,7 +55,7 @@ def format_samples(samples: list[SoakSample], every: int = 10) -> str:
 def plumbing_env(root: Path) -> dict[str, str]:
     """HV_* variables for an in-process Predictor on the plumbing graph under root (as tests/conftest.py
     sets them): placeholder weight files, the test custom-node pack, the CPU."""
-    from comfy_runtime.manifest import load_manifest
+    from comfy_runtime.supply.manifest import load_manifest
     from tests.helpers import FIXTURE_CUSTOM_NODES
 
     models = root / "models"

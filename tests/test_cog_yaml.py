@@ -14,7 +14,9 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from comfy_runtime.custom_nodes import (
+from comfy_runtime.settings import env_names
+from comfy_runtime.supply.lockfile import NodePin, load_lock
+from comfy_runtime.supply.nodes import (
     COG_BEGIN,
     COG_END,
     IMAGE_COMFYUI_PATH,
@@ -22,8 +24,6 @@ from comfy_runtime.custom_nodes import (
     render_cog_block,
     sync_cog_yaml,
 )
-from comfy_runtime.lockfile import NodePin, load_lock
-from comfy_runtime.settings import env_names
 from tests.helpers import PROJECT_ROOT
 
 COG_YAML = PROJECT_ROOT / "cog.yaml"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from comfy_runtime.custom_nodes import (
+from comfy_runtime.supply.lockfile import LOCK_PATH, NodePin, load_lock
+from comfy_runtime.supply.nodes import (
     NodesError,
     install_all,
     install_node,
@@ -20,7 +21,6 @@ from comfy_runtime.custom_nodes import (
     resolve_tag,
     verify_node,
 )
-from comfy_runtime.lockfile import LOCK_PATH, NodePin, load_lock
 from tests.helpers import PROJECT_ROOT
 
 

@@ -1,4 +1,4 @@
-"""comfy_runtime/download.py against a real HTTP server on 127.0.0.1 serving real bytes with Range support."""
+"""comfy_runtime/supply/download.py against a real HTTP server on 127.0.0.1 serving real bytes with Range support."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from comfy_runtime.download import DownloadError, fetch, partial_path
+from comfy_runtime.supply.download import DownloadError, fetch, partial_path
 from tests.helpers import PROJECT_ROOT
 from tests.range_server import RangeServer
 
@@ -57,7 +57,7 @@ def test_a_download_killed_half_way_resumes(served, tmp_path):
     with RangeServer(root, hold_after=SIZE // 2) as server:
         url = f"{server.url}/model.safetensors"
         code = (
-            "import sys; from pathlib import Path; from comfy_runtime.download import fetch; "
+            "import sys; from pathlib import Path; from comfy_runtime.supply.download import fetch; "
             f"fetch({url!r}, Path({str(dest)!r}), size={SIZE}, sha256={digest!r}, connections=4, progress=False, "
             "use_pget=False)"
         )

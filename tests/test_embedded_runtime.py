@@ -5,13 +5,9 @@ import threading
 
 import pytest
 
-from comfy_runtime.runtime import (
-    ExecutionInterrupted,
-    NodeExecutionError,
-    NodeStarted,
-    StepProgress,
-)
-from comfy_runtime.workflow import load_workflow
+from comfy_runtime.backends.contract import NodeStarted, StepProgress
+from comfy_runtime.errors import ExecutionInterrupted, NodeExecutionError
+from comfy_runtime.graph.workflow import load_workflow
 from tests.helpers import probe_video
 
 

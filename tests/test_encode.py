@@ -8,11 +8,11 @@ import pytest
 from PIL import Image, ImageSequence
 from pydantic import ValidationError
 
-from comfy_runtime.encode import MAX_CRF, codec_options
-from comfy_runtime.frame_tap import add_frame_tap, tapped_file
-from comfy_runtime.request import VideoRequest
-from comfy_runtime.service import VideoRenderer
-from comfy_runtime.workflow import load_workflow
+from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
+from comfy_runtime.graph.workflow import load_workflow
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.encode import MAX_CRF, codec_options
+from comfy_runtime.render.renderer import VideoRenderer
 from tests.helpers import decode_frames, probe_video
 
 QUIET = lambda _line: None  # noqa: E731

@@ -14,12 +14,12 @@ import psutil
 import pytest
 from cog import CancelationException
 
-from comfy_runtime.job_limits import JobLimits, RenderOutOfMemory
-from comfy_runtime.request import VideoRequest
-from comfy_runtime.runtime import ComfyRuntimeError, ExecutionInterrupted, NodeExecutionError, RunTimedOut
-from comfy_runtime.service import VideoRenderer
+from comfy_runtime.errors import ComfyRuntimeError, ExecutionInterrupted, NodeExecutionError, RunTimedOut
+from comfy_runtime.graph.workflow import Workflow, load_workflow
+from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.settings import Settings
-from comfy_runtime.workflow import Workflow, load_workflow
 from tests.helpers import probe_video
 from tests.soak_figures import call_predict
 
@@ -125,7 +125,7 @@ def test_a_prediction_past_its_time_limit_is_interrupted_and_fails_clearly(runti
 def test_a_node_that_ignores_the_interrupt_cannot_hang_the_prediction(runtime, tmp_path, monkeypatch):
     """A node that never checks for interruption (one 2 s step): the prediction still fails at the limit
     plus the grace, further runs are refused while ComfyUI is busy, and once it is free they succeed."""
-    import comfy_runtime.embedded as embedded
+    import comfy_runtime.backends.embedded as embedded
 
     monkeypatch.setattr(embedded, "INTERRUPT_GRACE_SECONDS", 0.3)
     root = tmp_path / "outputs"

@@ -11,7 +11,7 @@ import uuid
 import psutil
 import pytest
 
-from comfy_runtime.prompt_text import MAX_PROMPT_CHARS
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
 from tests.contract_helpers import WebhookReceiver, write_slow_workflow
 from tests.helpers import CogServer, probe_video, write_data_uri
 

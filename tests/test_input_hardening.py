@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from comfy_runtime.budget import TRAINED_MAX_PIXEL_FRAMES, MemoryBudget, OverBudget, budget_for
-from comfy_runtime.comfyui_source import resolve_comfyui_path
-from comfy_runtime.job_limits import JobLimits
-from comfy_runtime.outputs import collect_output_files
-from comfy_runtime.prompt_text import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
-from comfy_runtime.request import VideoRequest
-from comfy_runtime.service import VideoRenderer
+from comfy_runtime.backends.outputs import collect_output_files
+from comfy_runtime.graph.workflow import BindingError, Target, Workflow, load_workflow
+from comfy_runtime.job.budget import TRAINED_MAX_PIXEL_FRAMES, MemoryBudget, OverBudget, budget_for
+from comfy_runtime.job.limits import JobLimits
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.settings import Settings
-from comfy_runtime.workflow import BindingError, Target, Workflow, load_workflow
+from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 from tests.helpers import PROJECT_ROOT, probe_video
 
 

@@ -621,8 +621,8 @@ def test_cog_safe_push_cases_follow_the_input_rules():
     Replicate validates with, and every error case is really rejected on the field it names."""
     from pydantic import BaseModel, ConfigDict, ValidationError
 
-    from comfy_runtime.openapi import build_schema
-    from comfy_runtime.request import VideoRequest
+    from comfy_runtime.cog_schema import build_schema
+    from comfy_runtime.job.request import VideoRequest
 
     class Case(BaseModel):
         model_config = ConfigDict(extra="forbid")

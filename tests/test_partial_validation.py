@@ -4,8 +4,8 @@ import copy
 
 import pytest
 
-from comfy_runtime.runtime import WorkflowInvalidError
-from comfy_runtime.workflow import load_workflow
+from comfy_runtime.errors import WorkflowInvalidError
+from comfy_runtime.graph.workflow import load_workflow
 
 
 def graph_with_a_broken_second_output() -> dict:

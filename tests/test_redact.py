@@ -1,8 +1,8 @@
 """Endpoint settings may carry user:password@; nothing shown to a user or a log may."""
 
+from comfy_runtime.backends.remote import RemoteRuntime
+from comfy_runtime.delivery.storage import StorageConfig
 from comfy_runtime.redact import url_without_credentials
-from comfy_runtime.remote import RemoteRuntime
-from comfy_runtime.storage import StorageConfig
 
 
 def test_credentials_are_cut_from_a_url_and_the_rest_is_kept():

@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from comfy_runtime.request import FRAME_CHOICES, SIZE_CHOICES, VideoRequest
+from comfy_runtime.job.request import FRAME_CHOICES, SIZE_CHOICES, VideoRequest
 
 
 def test_defaults_are_the_reference_settings():

@@ -18,18 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from comfy_runtime.comfyui_source import resolve_comfyui_path
-from comfy_runtime.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
-from comfy_runtime.runtime import (
-    ExecutionInterrupted,
-    NodeExecutionError,
-    NodeStarted,
-    RunTimedOut,
-    StepProgress,
-    WorkflowInvalidError,
-)
+from comfy_runtime.backends.contract import NodeStarted, StepProgress
+from comfy_runtime.backends.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
+from comfy_runtime.errors import ExecutionInterrupted, NodeExecutionError, RunTimedOut, WorkflowInvalidError
+from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.settings import Settings
-from comfy_runtime.workflow import load_workflow
+from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 from tests.comfyui_server import ComfyUIServer
 from tests.helpers import FIXTURE_CUSTOM_NODES, free_port, probe_video
 
@@ -307,8 +301,8 @@ def test_upload_names_that_are_only_a_path_are_refused(bad):
 
 
 def test_the_renderer_serves_a_video_through_the_remote_backend(remote_runtime, comfyui_server, hv_env, tmp_path):
-    from comfy_runtime.request import VideoRequest
-    from comfy_runtime.service import VideoRenderer
+    from comfy_runtime.job.request import VideoRequest
+    from comfy_runtime.render.renderer import VideoRenderer
 
     settings = Settings(backend="remote", comfyui_url=comfyui_server.url, output_dir=tmp_path / "outputs")
     renderer = VideoRenderer.from_settings(settings)

@@ -7,8 +7,8 @@ import httpx
 import pytest
 from boto3.s3.transfer import TransferConfig
 
+from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.settings import Settings
-from comfy_runtime.storage import ObjectStore, StorageConfig, StorageError
 from tests.s3_server import MotoS3Server
 
 MIB = 1024 * 1024

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from comfy_runtime.workflow import WORKFLOWS_DIR
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 from tests.helpers import CogServer
 
 pytestmark = pytest.mark.cog_server

@@ -21,9 +21,10 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from comfy_runtime.request import VideoRequest
-from comfy_runtime.runtime import ExecutionInterrupted, StepProgress
-from comfy_runtime.workflow import WORKFLOWS_DIR, load_workflow
+from comfy_runtime.backends.contract import StepProgress
+from comfy_runtime.errors import ExecutionInterrupted
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
+from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
 from tests.helpers import CogServer, VideoProbe, decode_frames, probe_video, write_data_uri
 from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
@@ -256,7 +257,7 @@ def test_same_seed_gives_bit_identical_frames_and_another_seed_does_not(predicto
     assert step_lines(capsys.readouterr().out), "the repeat must really re-sample, not come from ComfyUI's cache"
     # SaveVideo's own mp4 is not always reproducible (libx264 with PyAV's defaults, mbtree on: measured
     # 2026-11-24, 12 distinct streams in 100 encodes of one 848x480 clip), but the delivered file is not
-    # SaveVideo's: it is encoded from the exact frames with pinned options (comfy_runtime/frame_tap.py,
+    # SaveVideo's: it is encoded from the exact frames with pinned options (comfy_runtime/graph/frame_tap.py,
     # encode.py), so the decoded delivered frames match bit for bit (the byte-identical file is tested in
     # tests/test_encode.py); the trap test below compares the frames SaveVideo is handed.
     jitter, seed_change = mean_abs_diff(first, again), mean_abs_diff(first, other)

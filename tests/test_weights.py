@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from comfy_runtime.manifest import WeightEntry, load_manifest
-from comfy_runtime.weights import (
+from comfy_runtime.graph.workflow import load_workflow
+from comfy_runtime.supply.manifest import WeightEntry, load_manifest
+from comfy_runtime.supply.weights import (
     SAMPLE_BYTES,
     WeightsError,
     check_file,
@@ -23,7 +24,6 @@ from comfy_runtime.weights import (
     required_entries,
     sample_offsets,
 )
-from comfy_runtime.workflow import load_workflow
 from tests.helpers import PROJECT_ROOT
 from tests.range_server import RangeServer
 

@@ -4,8 +4,15 @@ import copy
 
 import pytest
 
-from comfy_runtime.service import INPUT_RANGES, INPUT_TYPES
-from comfy_runtime.workflow import BindingError, Target, Workflow, available_workflows, check_bindings, load_workflow
+from comfy_runtime.graph.workflow import (
+    BindingError,
+    Target,
+    Workflow,
+    available_workflows,
+    check_bindings,
+    load_workflow,
+)
+from comfy_runtime.render.renderer import INPUT_RANGES, INPUT_TYPES
 
 
 def test_bundled_workflows_have_sound_bindings(schemas):

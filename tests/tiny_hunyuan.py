@@ -15,8 +15,8 @@ import json
 import shutil
 from pathlib import Path
 
-from comfy_runtime.runtime import Graph
-from comfy_runtime.workflow import WORKFLOWS_DIR
+from comfy_runtime.graph.types import Graph
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 
 TINY_DIT_NAME = "tiny_hunyuan_video_dit.safetensors"
 CONTEXT_DIM = 32

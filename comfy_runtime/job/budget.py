@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .request import FRAME_CHOICES, MIN_SIZE, SIZE_MULTIPLE
+from comfy_runtime.errors import InputRejected
+from comfy_runtime.job.request import FRAME_CHOICES, MIN_SIZE, SIZE_MULTIPLE
 
 # HunyuanVideo's largest trained setting: 1280x720, 129 frames.
 TRAINED_MAX_PIXEL_FRAMES = 1280 * 720 * 129
@@ -22,7 +23,7 @@ GPU_BYTES_PER_PIXEL_FRAME = 290
 GPU_HEADROOM = 0.85
 
 
-class OverBudget(ValueError):
+class OverBudget(InputRejected):
     """The job cannot fit in this server's memory budget."""
 
 

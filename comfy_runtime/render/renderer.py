@@ -14,10 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .encode import encode_frames, transcode
-from .frame_tap import add_frame_tap, tapped_file
-from .job_limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
-from .request import (
+from comfy_runtime.backends.contract import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
+from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
+from comfy_runtime.graph.workflow import Workflow, check_bindings, load_workflow
+from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
+from comfy_runtime.job.request import (
     FLOW_SHIFT,
     FPS,
     GUIDANCE,
@@ -29,10 +31,9 @@ from .request import (
     STEPS,
     VideoRequest,
 )
-from .runtime import ComfyRuntime, NodeStarted, OutOfMemory, ProgressEvent, StepProgress
-from .settings import Settings
-from .supply_chain import SupplyChain
-from .workflow import Workflow, check_bindings, load_workflow
+from comfy_runtime.render.encode import encode_frames, transcode
+from comfy_runtime.settings import Settings
+from comfy_runtime.supply.boot_checks import SupplyChain
 
 log = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
@@ -71,7 +72,7 @@ class Rendered:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class RenderFailed(RuntimeError):
+class RenderFailed(HunyuanVideoError, RuntimeError):
     pass
 
 
@@ -92,14 +93,14 @@ class VideoRenderer:
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VideoRenderer:
-        from .comfyui_source import resolve_comfyui_path
-        from .embedded import EmbeddedRuntime
+        from comfy_runtime.backends.embedded import EmbeddedRuntime
+        from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
         settings = settings or Settings()
         runtime: ComfyRuntime
         if settings.backend == "remote":
-            from .comfyui_source import ComfyUISourceError
-            from .remote import RemoteRuntime
+            from comfy_runtime.backends.remote import RemoteRuntime
+            from comfy_runtime.supply.comfyui_source import ComfyUISourceError
 
             runtime = RemoteRuntime(settings.comfyui_url, startup_timeout=settings.comfyui_startup_timeout)
             try:  # a local copy only lends its tokenizers to the prompt-length check; the server needs none

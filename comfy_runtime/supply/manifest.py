@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .settings import PROJECT_ROOT
+from comfy_runtime.settings import PROJECT_ROOT
 
 MANIFEST_PATH = PROJECT_ROOT / "weights.manifest"
 

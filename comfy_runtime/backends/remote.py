@@ -23,30 +23,31 @@ from typing import Any
 import httpx
 import websocket
 
-from .graph_check import check_graph
-from .node_schema import node_schema_from_object_info
-from .outputs import collect_output_files, output_items
-from .redact import url_without_credentials
-from .runtime import (
+from comfy_runtime.backends.contract import (
     INTERRUPT_GRACE_SECONDS,
-    ComfyRuntimeError,
-    ExecutionInterrupted,
-    Graph,
-    NodeExecutionError,
-    NodeFailure,
-    NodeSchema,
     NodeStarted,
-    OutOfMemory,
     ProgressCallback,
     RunResult,
-    RunTimedOut,
     RunTracker,
     StepProgress,
-    WorkflowInvalidError,
     describe_validation_failure,
     is_out_of_memory,
     timed_out_message,
 )
+from comfy_runtime.backends.outputs import collect_output_files, output_items
+from comfy_runtime.errors import (
+    ComfyRuntimeError,
+    ExecutionInterrupted,
+    NodeExecutionError,
+    NodeFailure,
+    OutOfMemory,
+    RunTimedOut,
+    WorkflowInvalidError,
+)
+from comfy_runtime.graph.check import check_graph
+from comfy_runtime.graph.node_schema import node_schema_from_object_info
+from comfy_runtime.graph.types import Graph, NodeSchema
+from comfy_runtime.redact import url_without_credentials
 
 log = logging.getLogger(__name__)
 

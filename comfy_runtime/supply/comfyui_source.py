@@ -15,14 +15,15 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .lockfile import Lock, load_lock
-from .settings import PROJECT_ROOT, Settings
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.settings import PROJECT_ROOT, Settings
+from comfy_runtime.supply.lockfile import Lock, load_lock
 
 CACHE_DIR = PROJECT_ROOT / ".cache"
 READY_MARKER = ".provisioned-from"
 
 
-class ComfyUISourceError(RuntimeError):
+class ComfyUISourceError(HunyuanVideoError, RuntimeError):
     pass
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import InputSpec, NodeSchema
+from comfy_runtime.graph.types import InputSpec, NodeSchema
 
 
 def input_spec_from_object_info(name: str, spec: Any, required: bool) -> InputSpec:

@@ -13,6 +13,8 @@ import unicodedata
 from functools import lru_cache
 from pathlib import Path
 
+from comfy_runtime.errors import InputRejected
+
 # A cheap guard that the HTTP edge enforces before any tokenizer runs (a 1 MB prompt never gets in).
 MAX_PROMPT_CHARS = 4000
 # HunyuanVideo's prompt length in LLaMA tokens (the reference code's text_len).
@@ -25,7 +27,7 @@ _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 TOKENIZER_RELATIVE_PATH = Path("comfy/text_encoders/llama_tokenizer/tokenizer.json")
 
 
-class PromptTooLong(ValueError):
+class PromptTooLong(InputRejected):
     pass
 
 

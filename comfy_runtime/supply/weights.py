@@ -24,9 +24,10 @@ from typing import Any, Literal
 
 import httpx
 
-from .comfyui_source import sha256_of
-from .download import DownloadError, fetch, partial_path, url_origin
-from .manifest import MANIFEST_PATH, WeightEntry, load_manifest
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
+from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ LOCK_COMMAND = "python -m comfy_runtime weights lock"
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(HunyuanVideoError, RuntimeError):
     pass
 
 

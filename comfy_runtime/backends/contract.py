@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-Graph = dict[str, dict[str, Any]]
+from comfy_runtime.errors import NodeFailure
+from comfy_runtime.graph.types import Graph, NodeSchema
 
 
 @dataclass(frozen=True)
@@ -39,68 +40,6 @@ class RunResult:
     files: list[Path]
     ui_outputs: dict[str, Any]
     execution_seconds: float
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """One node input as ComfyUI's /object_info describes it."""
-
-    name: str
-    type: str
-    required: bool
-    choices: tuple[Any, ...] | None = None
-    minimum: float | None = None
-    maximum: float | None = None
-
-
-@dataclass(frozen=True)
-class NodeSchema:
-    class_type: str
-    inputs: dict[str, InputSpec]
-    outputs: tuple[str, ...]
-
-
-class ComfyRuntimeError(RuntimeError):
-    """Base for everything a backend raises on purpose."""
-
-
-class WorkflowInvalidError(ComfyRuntimeError):
-    """ComfyUI refused the graph before running it."""
-
-    def __init__(self, message: str, node_errors: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.node_errors = node_errors or {}
-
-
-@dataclass
-class NodeFailure:
-    node_id: str
-    class_type: str
-    exception_type: str
-    message: str
-    traceback: list[str] = field(default_factory=list)
-
-
-class NodeExecutionError(ComfyRuntimeError):
-    """A node raised while the graph ran."""
-
-    def __init__(self, failure: NodeFailure):
-        self.failure = failure
-        super().__init__(
-            f"node {failure.node_id} ({failure.class_type}) failed: {failure.exception_type}: {failure.message}"
-        )
-
-
-class OutOfMemory(NodeExecutionError):
-    """A node ran out of (GPU) memory; the backend has already freed its models and caches."""
-
-
-class ExecutionInterrupted(ComfyRuntimeError):
-    """The run was interrupted (cancel, time limit) before it finished."""
-
-
-class RunTimedOut(ExecutionInterrupted):
-    """The run passed its time limit and was interrupted."""
 
 
 @dataclass

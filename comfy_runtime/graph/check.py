@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .runtime import Graph
+from comfy_runtime.graph.types import Graph
 
 Reason = dict[str, Any]
 

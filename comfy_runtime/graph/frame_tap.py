@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .runtime import Graph
+from comfy_runtime.graph.types import Graph
 
 TAP_NODE_PREFIX = "hv_frames_"
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .custom_nodes import NodesError, node_load_report
-from .lockfile import load_lock
-from .runtime import NodeSchema
-from .settings import Settings
-from .weights import WeightsMode, ensure_weights
+from comfy_runtime.graph.types import NodeSchema
+from comfy_runtime.settings import Settings
+from comfy_runtime.supply.lockfile import load_lock
+from comfy_runtime.supply.nodes import NodesError, node_load_report
+from comfy_runtime.supply.weights import WeightsMode, ensure_weights
 
 log = logging.getLogger(__name__)
 

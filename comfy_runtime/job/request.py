@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
-from .prompt_text import prompt_text_problem
+from comfy_runtime.job.prompt import prompt_text_problem
+from comfy_runtime.render.encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
 
 SIZE_MULTIPLE = 16  # the VAE downsamples 8x and the DiT patchifies 2x2
 MIN_SIZE, MAX_SIZE = 64, 1280
@@ -40,7 +40,7 @@ GUIDANCE = Bound(6.0, 1.0, 20.0)
 FLOW_SHIFT = Bound(7.0, 1.0, 20.0)
 FPS = Bound(24, 1, 60)
 DEFAULT_WIDTH, DEFAULT_HEIGHT, DEFAULT_FRAMES = 848, 480, 73
-# Delivered-file quality on x264's scale (comfy_runtime/encode.py maps it for VP9; GIF ignores it).
+# Delivered-file quality on x264's scale (comfy_runtime/render/encode.py maps it for VP9; GIF ignores it).
 CRF = Bound(DEFAULT_CRF, MIN_CRF, MAX_CRF)
 
 

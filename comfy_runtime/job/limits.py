@@ -6,14 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .budget import MemoryBudget, budget_for, fitting_size, gpu_total_bytes
-from .prompt_text import PromptTokenCounter
-from .request import FRAME_CHOICES, VideoRequest
-from .runtime import OutOfMemory
-from .settings import Settings
+from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
+from comfy_runtime.job.budget import MemoryBudget, budget_for, fitting_size, gpu_total_bytes
+from comfy_runtime.job.prompt import PromptTokenCounter
+from comfy_runtime.job.request import FRAME_CHOICES, VideoRequest
+from comfy_runtime.settings import Settings
 
 
-class RenderOutOfMemory(RuntimeError):
+class RenderOutOfMemory(HunyuanVideoError, RuntimeError):
     """The render ran out of memory; models and caches were freed, so the next prediction can run."""
 
 

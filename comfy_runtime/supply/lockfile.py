@@ -6,7 +6,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .settings import PROJECT_ROOT
+from comfy_runtime.settings import PROJECT_ROOT
 
 LOCK_PATH = PROJECT_ROOT / "custom_nodes.lock"
 

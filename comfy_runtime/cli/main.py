@@ -8,16 +8,18 @@ import shutil
 import sys
 from pathlib import Path
 
+from comfy_runtime.settings import PROJECT_ROOT
+
 
 def _cmd_comfyui_provision(args: argparse.Namespace) -> int:
-    from .comfyui_source import provision
+    from comfy_runtime.supply.comfyui_source import provision
 
     print(provision())
     return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
-    from .openapi import write_schema
+    from comfy_runtime.cog_schema import write_schema
 
     print(write_schema(Path(args.output)))
     return 0
@@ -26,9 +28,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from .request import VideoRequest
-    from .service import VideoRenderer
-    from .settings import Settings
+    from comfy_runtime.job.request import VideoRequest
+    from comfy_runtime.render.renderer import VideoRenderer
+    from comfy_runtime.settings import Settings
 
     fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
     try:  # before booting ComfyUI: bad input fails in milliseconds, with the rule and no traceback
@@ -48,13 +50,13 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from .supply_cli import run_weights
+    from comfy_runtime.cli.supply import run_weights
 
     return run_weights(args)
 
 
 def _cmd_nodes(args: argparse.Namespace) -> int:
-    from .supply_cli import run_nodes
+    from comfy_runtime.cli.supply import run_nodes
 
     return run_nodes(args)
 
@@ -69,10 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     schema = commands.add_parser("schema", help="write .cog/openapi_schema.json from predict.py")
-    schema.add_argument("--output", default=str(Path(__file__).resolve().parent.parent / ".cog" / "openapi_schema.json"))
+    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"))
     schema.set_defaults(fn=_cmd_schema)
 
-    from .supply_cli import add_supply_commands
+    from comfy_runtime.cli.supply import add_supply_commands
 
     add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
 
@@ -83,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("flow_shift", float), ("fps", int), ("seed", int)):
         render.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
     render.add_argument("--output-format", dest="output_format", choices=["mp4", "webm", "gif"])
-    from .encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
+    from comfy_runtime.render.encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
 
     render.add_argument(
         "--crf", type=int, help=f"quality of the mp4/webm, {MIN_CRF}-{MAX_CRF}, lower is better (default {DEFAULT_CRF})"

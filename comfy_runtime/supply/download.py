@@ -23,7 +23,8 @@ from pathlib import Path
 import httpx
 from tqdm import tqdm
 
-from .comfyui_source import sha256_of
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.supply.comfyui_source import sha256_of
 
 CHUNK = 1 << 20
 # Headroom over the file itself: a disk filled to the last byte breaks everything else on it.
@@ -32,7 +33,7 @@ STATE_FLUSH_SECONDS = 0.2
 ATTEMPTS_PER_RANGE = 4
 
 
-class DownloadError(RuntimeError):
+class DownloadError(HunyuanVideoError, RuntimeError):
     pass
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from packaging.requirements import InvalidRequirement, Requirement
 
-from .lockfile import Lock, NodePin
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.supply.lockfile import Lock, NodePin
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 INSTALL_COMMAND = "python -m comfy_runtime nodes install"
@@ -30,7 +31,7 @@ COG_BEGIN = "# BEGIN generated from custom_nodes.lock by `python -m comfy_runtim
 COG_END = "# END generated from custom_nodes.lock"
 
 
-class NodesError(RuntimeError):
+class NodesError(HunyuanVideoError, RuntimeError):
     pass
 
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .settings import PROJECT_ROOT
+from comfy_runtime.settings import PROJECT_ROOT
 
 SCHEMA_PATH = PROJECT_ROOT / ".cog" / "openapi_schema.json"
 

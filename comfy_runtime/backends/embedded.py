@@ -19,28 +19,29 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from .node_schema import node_schema_from_object_info
-from .outputs import collect_output_files
-from .runtime import (
+from comfy_runtime.backends.contract import (
     INTERRUPT_GRACE_SECONDS,
-    ComfyRuntimeError,
-    ExecutionInterrupted,
-    Graph,
-    NodeExecutionError,
-    NodeFailure,
-    NodeSchema,
     NodeStarted,
-    OutOfMemory,
     ProgressCallback,
     RunResult,
-    RunTimedOut,
     RunTracker,
     StepProgress,
-    WorkflowInvalidError,
     describe_validation_failure,
     is_out_of_memory,
     timed_out_message,
 )
+from comfy_runtime.backends.outputs import collect_output_files
+from comfy_runtime.errors import (
+    ComfyRuntimeError,
+    ExecutionInterrupted,
+    NodeExecutionError,
+    NodeFailure,
+    OutOfMemory,
+    RunTimedOut,
+    WorkflowInvalidError,
+)
+from comfy_runtime.graph.node_schema import node_schema_from_object_info
+from comfy_runtime.graph.types import Graph, NodeSchema
 
 log = logging.getLogger(__name__)
 

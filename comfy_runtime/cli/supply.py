@@ -7,7 +7,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .settings import PROJECT_ROOT
+from comfy_runtime.settings import PROJECT_ROOT
 
 
 def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callable, nodes: Callable) -> None:
@@ -39,9 +39,16 @@ def _fail(message: str) -> int:
 
 
 def run_weights(args: argparse.Namespace) -> int:
-    from .manifest import load_manifest
-    from .settings import Settings
-    from .weights import WeightsError, fetch_all, leftovers, lock_manifest, unpinned_warning, verify_all
+    from comfy_runtime.settings import Settings
+    from comfy_runtime.supply.manifest import load_manifest
+    from comfy_runtime.supply.weights import (
+        WeightsError,
+        fetch_all,
+        leftovers,
+        lock_manifest,
+        unpinned_warning,
+        verify_all,
+    )
 
     settings = Settings()
     manifest = args.manifest or settings.weights_manifest
@@ -75,9 +82,16 @@ def run_weights(args: argparse.Namespace) -> int:
 
 
 def run_nodes(args: argparse.Namespace) -> int:
-    from .custom_nodes import NodesError, install_all, lock_comfyui_commit, resolve_tag, sync_cog_yaml, verify_all
-    from .lockfile import load_lock
-    from .settings import Settings
+    from comfy_runtime.settings import Settings
+    from comfy_runtime.supply.lockfile import load_lock
+    from comfy_runtime.supply.nodes import (
+        NodesError,
+        install_all,
+        lock_comfyui_commit,
+        resolve_tag,
+        sync_cog_yaml,
+        verify_all,
+    )
 
     settings = Settings()
     lock_path = args.lock or settings.nodes_lock
@@ -105,6 +119,6 @@ def run_nodes(args: argparse.Namespace) -> int:
 
 
 def _default_target(settings) -> Path:
-    from .comfyui_source import resolve_comfyui_path
+    from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
     return resolve_comfyui_path(settings) / "custom_nodes"

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runtime import Graph, NodeSchema
-from .settings import PROJECT_ROOT
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.graph.types import Graph, NodeSchema
+from comfy_runtime.settings import PROJECT_ROOT
 
 WORKFLOWS_DIR = PROJECT_ROOT / "workflows"
 # Python type of each value a binding can carry -> ComfyUI input types that accept it.
@@ -48,7 +49,7 @@ class Workflow:
         return graph
 
 
-class BindingError(ValueError):
+class BindingError(HunyuanVideoError, ValueError):
     pass
 
 

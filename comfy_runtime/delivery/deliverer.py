@@ -13,15 +13,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .request import VideoRequest
-from .service import Rendered, VideoRenderer
-from .settings import Settings
-from .storage import ObjectStore, StorageConfig, StorageError
+from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import Rendered, VideoRenderer
+from comfy_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(HunyuanVideoError, RuntimeError):
     """The video was rendered but could not be delivered; the message names the cause and where it is kept."""
 
 

@@ -22,8 +22,9 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
-from .redact import url_without_credentials
-from .settings import Settings
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.redact import url_without_credentials
+from comfy_runtime.settings import Settings
 
 CONTENT_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".gif": "image/gif", ".json": "application/json"}
 # Parts of 16 MiB: a 73-frame 848x480 mp4 (a few MB) goes in one PUT; long or high-quality renders
@@ -36,7 +37,7 @@ _BAD_CREDENTIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied
 _MISSING_BUCKET = {"NoSuchBucket", "404"}
 
 
-class StorageError(RuntimeError):
+class StorageError(HunyuanVideoError, RuntimeError):
     """The upload did not happen. The message names the cause and what to fix, never a credential."""
 
 

@@ -1,0 +1,27 @@
+"""What a ComfyUI graph and its node schemas are, as the rest of the product sees them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Graph = dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One node input as ComfyUI's /object_info describes it."""
+
+    name: str
+    type: str
+    required: bool
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class NodeSchema:
+    class_type: str
+    inputs: dict[str, InputSpec]
+    outputs: tuple[str, ...]
