@@ -2,5 +2,6 @@
 
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.renderer import Rendered, VideoRenderer
+from comfy_runtime.service import VideoService
 
-__all__ = ["Rendered", "VideoRenderer", "VideoRequest"]
+__all__ = ["Rendered", "VideoRenderer", "VideoRequest", "VideoService"]

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
         3600.0, ge=0,
         description="Seconds one prediction may run before ComfyUI is interrupted and it fails. 0: no limit.",
     )
+    # Caller-given URLs (comfy_runtime/supply/url_fetch.py): start images, LoRAs.
+    url_allow_http: bool = Field(False, description="Also fetch plain http:// URLs (tests; an internal mirror).")
+    url_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Hosts exempt from the public-address check (JSON list). Empty: loopback, private and "
+        "link-local targets are refused.",
+    )
     # Object storage (comfy_runtime/delivery/storage.py). Unset bucket: predict returns the file itself.
     # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     s3_bucket: str = Field("", description="Bucket the videos are uploaded to. Empty: return the file, no upload.")

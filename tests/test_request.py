@@ -1,7 +1,8 @@
 import pytest
 from pydantic import ValidationError
 
-from comfy_runtime.job.request import FRAME_CHOICES, SIZE_CHOICES, VideoRequest
+from comfy_runtime.job.params import FRAMES, SIZE
+from comfy_runtime.job.request import VideoRequest
 
 
 def test_defaults_are_the_reference_settings():
@@ -26,8 +27,8 @@ def test_frame_counts_must_be_4k_plus_1(frames, nearest):
 
 
 def test_grids_cover_the_bounds():
-    assert SIZE_CHOICES[0] == 64 and SIZE_CHOICES[-1] == 1280 and all(s % 16 == 0 for s in SIZE_CHOICES)
-    assert FRAME_CHOICES[0] == 1 and FRAME_CHOICES[-1] == 129 and all((f - 1) % 4 == 0 for f in FRAME_CHOICES)
+    assert SIZE.choices[0] == 64 and SIZE.choices[-1] == 1280 and all(s % 16 == 0 for s in SIZE.choices)
+    assert FRAMES.choices[0] == 1 and FRAMES.choices[-1] == 129 and all((f - 1) % 4 == 0 for f in FRAMES.choices)
 
 
 @pytest.mark.parametrize("field,value", [("steps", 0), ("guidance", 25.0), ("fps", 0), ("seed", -1), ("prompt", "")])

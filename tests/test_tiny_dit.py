@@ -55,7 +55,7 @@ def predictor(tiny_env, runtime):
         predictor = Predictor()
         predictor.setup()  # Settings are read here; the session's own HV_* come back afterwards
     yield predictor
-    predictor.renderer.close()
+    predictor.service.close()
 
 
 @pytest.fixture
@@ -271,7 +271,7 @@ def test_one_progress_line_per_sampling_step_in_order(predictor, capsys):
 
 
 def test_cancel_between_steps_stops_within_one_step_and_the_next_prediction_succeeds(predictor):
-    renderer = predictor.renderer
+    renderer = predictor.service.renderer
     cancel_at, steps = 2, 6
     seen: list[int] = []
 

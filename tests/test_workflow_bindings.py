@@ -12,18 +12,18 @@ from comfy_runtime.graph.workflow import (
     check_bindings,
     load_workflow,
 )
-from comfy_runtime.render.renderer import INPUT_RANGES, INPUT_TYPES
+from comfy_runtime.job.params import graph_input_ranges, graph_input_types
 
 
 def test_bundled_workflows_have_sound_bindings(schemas):
     assert {"hunyuan_t2v", "plumbing_video"} <= set(available_workflows())
     for name in ("hunyuan_t2v", "plumbing_video"):
-        check_bindings(load_workflow(name), schemas, INPUT_TYPES, INPUT_RANGES)
+        check_bindings(load_workflow(name), schemas, graph_input_types(), graph_input_ranges())
 
 
 def test_hunyuan_binds_every_input_and_uses_core_nodes_only(schemas):
     workflow = load_workflow("hunyuan_t2v")
-    assert set(workflow.bindings) == set(INPUT_TYPES)
+    assert set(workflow.bindings) == set(graph_input_types())
     core = {
         "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "ModelSamplingSD3",
         "BasicGuider", "KSamplerSelect", "BasicScheduler", "RandomNoise", "EmptyHunyuanLatentVideo",
@@ -58,7 +58,7 @@ def _with_binding(workflow: Workflow, name: str, target: Target) -> Workflow:
 def test_a_bad_binding_fails_naming_it(schemas, target, expected):
     workflow = _with_binding(load_workflow("hunyuan_t2v"), "steps", target)
     with pytest.raises(BindingError) as error:
-        check_bindings(workflow, schemas, INPUT_TYPES, INPUT_RANGES)
+        check_bindings(workflow, schemas, graph_input_types(), graph_input_ranges())
     assert expected in str(error.value) and "binding 'steps'" in str(error.value)
 
 
@@ -67,14 +67,14 @@ def test_an_unknown_class_or_input_name_fails(schemas):
     graph = copy.deepcopy(workflow.graph)
     graph["33"]["class_type"] = "BasicSchedulerTypo"
     with pytest.raises(BindingError, match="no node class 'BasicSchedulerTypo'"):
-        check_bindings(Workflow("w", graph, workflow.bindings), schemas, INPUT_TYPES, INPUT_RANGES)
+        check_bindings(Workflow("w", graph, workflow.bindings), schemas, graph_input_types(), graph_input_ranges())
     with pytest.raises(BindingError, match="no predict\\(\\) input has that name"):
-        check_bindings(_with_binding(workflow, "stepz", Target("33", "steps")), schemas, INPUT_TYPES, INPUT_RANGES)
+        check_bindings(_with_binding(workflow, "stepz", Target("33", "steps")), schemas, graph_input_types(), graph_input_ranges())
 
 
 def test_a_declared_range_the_node_cannot_take_fails(schemas):
     with pytest.raises(BindingError, match="predict\\(\\) allows 1..500"):
-        check_bindings(load_workflow("hunyuan_t2v"), schemas, INPUT_TYPES, {**INPUT_RANGES, "fps": (1, 500)})
+        check_bindings(load_workflow("hunyuan_t2v"), schemas, graph_input_types(), {**graph_input_ranges(), "fps": (1, 500)})
 
 
 def test_render_sets_bound_values_and_a_unique_prefix():

@@ -61,6 +61,33 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
     return run_nodes(args)
 
 
+def add_input_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per input of job/params.py, its help generated from the input's rule; the defaults shown are
+    the configured workflow's (HV_WORKFLOW). A flag left out takes the rendering workflow's default."""
+    from comfy_runtime.job.params import PARAMS, Choices
+
+    shown = _configured_defaults()
+    for param in PARAMS:
+        default = "required" if param.required else f"default: {shown.get(param.name)}"
+        parser.add_argument(
+            param.flag, dest=param.name, type=param.kind, required=param.required,
+            choices=param.rule.values if isinstance(param.rule, Choices) else None,
+            help=f"{param.description()} ({default})".replace("%", "%%"),
+        )
+
+
+def _configured_defaults() -> dict:
+    from comfy_runtime.errors import HunyuanVideoError
+    from comfy_runtime.job.params import defaults
+
+    try:
+        from comfy_runtime.cog_inputs import configured_defaults
+
+        return configured_defaults()
+    except (HunyuanVideoError, ImportError):  # a broken HV_WORKFLOW must not break --help; render names it
+        return defaults()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfy_runtime", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -79,17 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
 
     render = commands.add_parser("render", help="render one video in this process and copy it to --out")
-    render.add_argument("--prompt", required=True)
     render.add_argument("--workflow", help="workflow name (default: HV_WORKFLOW)")
-    for name, kind in (("width", int), ("height", int), ("num_frames", int), ("steps", int), ("guidance", float),
-                       ("flow_shift", float), ("fps", int), ("seed", int)):
-        render.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind)
-    render.add_argument("--output-format", dest="output_format", choices=["mp4", "webm", "gif"])
-    from comfy_runtime.render.encode import DEFAULT_CRF, MAX_CRF, MIN_CRF
-
-    render.add_argument(
-        "--crf", type=int, help=f"quality of the mp4/webm, {MIN_CRF}-{MAX_CRF}, lower is better (default {DEFAULT_CRF})"
-    )
+    add_input_flags(render)
     render.add_argument("--out", help="where to copy the video (default: its name, in this folder)")
     render.set_defaults(fn=_cmd_render)
     return parser
@@ -98,4 +116,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.fn(args)
+    from comfy_runtime.errors import HunyuanVideoError, InputRejected
+    from comfy_runtime.graph.workflow import BindingError
+
+    try:
+        return args.fn(args)
+    except HunyuanVideoError as error:  # raised on purpose: its message names the fix; a traceback adds nothing
+        print(f"error: {error}", file=sys.stderr)
+        return 2 if isinstance(error, InputRejected | BindingError) else 1

@@ -11,49 +11,78 @@ files (previewed on its page, FileOutput objects in its clients), where a `str` 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.render.renderer import Rendered, VideoRenderer
+from comfy_runtime.render.renderer import Rendered
 from comfy_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+LogSink = Callable[[str], None]
 
 
 class DeliveryFailed(HunyuanVideoError, RuntimeError):
     """The video was rendered but could not be delivered; the message names the cause and where it is kept."""
 
 
-class Delivery:
-    def __init__(self, store: ObjectStore | None):
-        self.store = store
+@dataclass(frozen=True)
+class Delivered:
+    """Where the caller gets the video: `url` when it went to object storage, else the `file` Cog sends."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> Delivery:
-        config = StorageConfig.from_settings(settings or Settings())
-        return cls(ObjectStore(config) if config else None)
+    file: Path
+    url: str = ""
+    key: str = ""
+
+    @property
+    def elsewhere(self) -> bool:
+        return bool(self.url)
+
+
+class Delivery(Protocol):
+    def check(self) -> None:
+        """At setup: a destination that cannot take videos stops the boot."""
+
+    def deliver(self, rendered: Rendered, log_line: LogSink = print) -> Delivered:
+        """Raise DeliveryFailed naming the cause; the file stays where the message says."""
+
+
+class FileDelivery:
+    """No object storage: the file itself, which Cog sends (or uploads to --upload-url)."""
 
     def check(self) -> None:
-        """At setup: a bucket that is missing, unreachable or refuses the credentials stops the boot."""
-        if self.store is not None:
-            self.store.check()
+        pass
 
-    def deliver(self, renderer: VideoRenderer, rendered: Rendered, request: VideoRequest, log_line=print) -> Path | str:
-        if self.store is None:
-            return rendered.video
+    def deliver(self, rendered: Rendered, log_line: LogSink = print) -> Delivered:
+        return Delivered(file=rendered.video)
+
+
+class ObjectStoreDelivery:
+    def __init__(self, store: ObjectStore):
+        self.store = store
+
+    def check(self) -> None:
+        """A bucket that is missing, unreachable or refuses the credentials stops the boot."""
+        self.store.check()
+
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, run_id: str | None = None) -> Delivered:
         metadata = {
-            "inputs": request.model_dump(mode="json"),
+            "inputs": rendered.request.model_dump(mode="json"),
             "seed": rendered.seed,
             "timings": rendered.timings,
         }
         try:
-            uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata)
+            uploaded = self.store.upload(rendered.video, run_id=run_id or rendered.run_dir.name, metadata=metadata)
         except StorageError as error:
-            renderer.keep(rendered)  # the message points at the file: it must outlive the next prediction
             raise DeliveryFailed(str(error)) from None
         # The key, not the URL: a presigned URL is a bearer token for the object until it expires.
         log_line(f"uploaded s3://{self.store.config.bucket}/{uploaded.key} ({uploaded.size} bytes, {uploaded.content_type})")
-        renderer.discard(rendered)  # the bucket has it now; nothing of this prediction stays on the disk
-        return uploaded.url
+        return Delivered(file=rendered.video, url=uploaded.url, key=uploaded.key)
+
+
+def delivery_from_settings(settings: Settings | None = None) -> Delivery:
+    config = StorageConfig.from_settings(settings or Settings())
+    return ObjectStoreDelivery(ObjectStore(config)) if config else FileDelivery()

@@ -6,7 +6,7 @@ import copy
 import json
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,9 @@ class Workflow:
     name: str
     graph: Graph
     bindings: dict[str, tuple[Target, ...]]
+    # The model family's own reference values for inputs the caller leaves unset (the bindings file's
+    # [defaults] table), checked against the inputs' rules when the workflow loads.
+    defaults: dict[str, Any] = field(default_factory=dict)
 
     def render(self, values: dict[str, Any], filename_prefix: str) -> Graph:
         """A copy of the graph with the bound inputs set and every save node writing under filename_prefix.
@@ -69,12 +72,27 @@ def load_workflow(name: str, directory: Path = WORKFLOWS_DIR) -> Workflow:
     if not bindings_path.is_file():
         raise BindingError(f"workflow {name!r} has no bindings file {bindings_path.name}")
     graph = json.loads(graph_path.read_text())
-    raw = tomllib.loads(bindings_path.read_text()).get("bindings", {})
+    declared = tomllib.loads(bindings_path.read_text())
+    raw = declared.get("bindings", {})
     bindings = {
         input_name: tuple(Target(node=str(t["node"]), input=str(t["input"])) for t in targets)
         for input_name, targets in raw.items()
     }
-    return Workflow(name=name, graph=graph, bindings=bindings)
+    defaults = declared.get("defaults", {})
+    _check_defaults(name, bindings_path, defaults)
+    return Workflow(name=name, graph=graph, bindings=bindings, defaults=defaults)
+
+
+def _check_defaults(name: str, bindings_path: Path, defaults: dict[str, Any]) -> None:
+    from pydantic import ValidationError
+
+    from comfy_runtime.job.request import VideoRequest
+
+    try:
+        VideoRequest(**{"prompt": "a default check", **defaults})
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise BindingError(f"workflow {name!r}: [defaults] in {bindings_path.name} breaks the input rules: {problems}") from None
 
 
 def check_bindings(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from comfy_runtime.errors import InputRejected
-from comfy_runtime.job.request import FRAME_CHOICES, MIN_SIZE, SIZE_MULTIPLE
+from comfy_runtime.job.params import FRAMES, SIZE
 
 # HunyuanVideo's largest trained setting: 1280x720, 129 frames.
 TRAINED_MAX_PIXEL_FRAMES = 1280 * 720 * 129
@@ -43,7 +43,7 @@ class MemoryBudget:
         if needed <= self.max_pixel_frames:
             return
         options = []
-        fitting_frames = [f for f in FRAME_CHOICES if width * height * f <= self.max_pixel_frames]
+        fitting_frames = [f for f in FRAMES.choices if width * height * f <= self.max_pixel_frames]
         if fitting_frames:
             options.append(f"num_frames to {fitting_frames[-1]}")
         smaller = fitting_size(width, height, frames, self.max_pixel_frames)
@@ -59,13 +59,13 @@ class MemoryBudget:
 def fitting_size(width: int, height: int, frames: int, max_pixel_frames: int) -> tuple[int, int] | None:
     """The largest on-grid size with about this aspect ratio that fits, or None."""
     scale = (max_pixel_frames / (width * height * frames)) ** 0.5
-    w = max(MIN_SIZE, int(width * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    h = max(MIN_SIZE, int(height * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE)
-    while w * h * frames > max_pixel_frames and (w > MIN_SIZE or h > MIN_SIZE):
-        if w >= h and w > MIN_SIZE:
-            w -= SIZE_MULTIPLE
+    w = max(SIZE.start, int(width * scale) // SIZE.step * SIZE.step)
+    h = max(SIZE.start, int(height * scale) // SIZE.step * SIZE.step)
+    while w * h * frames > max_pixel_frames and (w > SIZE.start or h > SIZE.start):
+        if w >= h and w > SIZE.start:
+            w -= SIZE.step
         else:
-            h -= SIZE_MULTIPLE
+            h -= SIZE.step
     return (w, h) if w * h * frames <= max_pixel_frames else None
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
 from comfy_runtime.job.budget import MemoryBudget, budget_for, fitting_size, gpu_total_bytes
+from comfy_runtime.job.params import FRAMES
 from comfy_runtime.job.prompt import PromptTokenCounter
-from comfy_runtime.job.request import FRAME_CHOICES, VideoRequest
+from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.settings import Settings
 
 
@@ -50,7 +51,7 @@ def out_of_memory_advice(error: OutOfMemory, request: VideoRequest) -> str:
     smaller = fitting_size(width, height, frames, half)
     if smaller and smaller != (width, height):
         options.append(f"the size (for example {smaller[0]}x{smaller[1]})")
-    fewer = [f for f in FRAME_CHOICES if width * height * f <= half]
+    fewer = [f for f in FRAMES.choices if width * height * f <= half]
     if fewer:
         options.append(f"num_frames (for example {fewer[-1]})")
     if "Decode" in failure.class_type:  # VAEDecode, VAEDecodeTiled ...: the tile size bounds its memory

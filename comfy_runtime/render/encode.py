@@ -20,8 +20,10 @@ import av
 import numpy as np
 from PIL import Image, ImageSequence
 
-DEFAULT_CRF = 18  # x264's "visually lossless" point; SaveVideo (x264's default) is CRF 23
-MIN_CRF, MAX_CRF = 1, 51  # 0 would switch x264 to a lossless profile most players refuse
+from comfy_runtime.job.params import BY_NAME, CRF
+
+DEFAULT_CRF = BY_NAME["crf"].default
+MIN_CRF, MAX_CRF = int(CRF.ge), int(CRF.le)
 VP9_MAX_CRF = 63
 # Fixed, not per-core: x264's frame threading changes the bitstream with the thread count.
 X264_THREADS = 4

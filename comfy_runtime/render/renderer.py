@@ -15,57 +15,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfy_runtime.backends.contract import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
 from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
 from comfy_runtime.graph.workflow import Workflow, check_bindings, load_workflow
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
-from comfy_runtime.job.request import (
-    FLOW_SHIFT,
-    FPS,
-    GUIDANCE,
-    MAX_FRAMES,
-    MAX_SEED,
-    MAX_SIZE,
-    MIN_FRAMES,
-    MIN_SIZE,
-    STEPS,
-    VideoRequest,
-)
+from comfy_runtime.job.params import graph_input_ranges, graph_input_types
+from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
 from comfy_runtime.settings import Settings
-from comfy_runtime.supply.boot_checks import SupplyChain
+from comfy_runtime.supply.boot_checks import NO_SUPPLY_CHECKS, SupplyChain, SupplyChecks
 
 log = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
 
-INPUT_TYPES: dict[str, type] = {
-    "prompt": str,
-    "width": int,
-    "height": int,
-    "num_frames": int,
-    "steps": int,
-    "guidance": float,
-    "flow_shift": float,
-    "fps": int,
-    "seed": int,
-}
-INPUT_RANGES = {
-    "width": (MIN_SIZE, MAX_SIZE),
-    "height": (MIN_SIZE, MAX_SIZE),
-    "num_frames": (MIN_FRAMES, MAX_FRAMES),
-    "steps": (STEPS.ge, STEPS.le),
-    "guidance": (GUIDANCE.ge, GUIDANCE.le),
-    "flow_shift": (FLOW_SHIFT.ge, FLOW_SHIFT.le),
-    "fps": (FPS.ge, FPS.le),
-    "seed": (0, MAX_SEED),
-}
-
-
 @dataclass(frozen=True)
 class Rendered:
     video: Path
     seed: int
+    request: VideoRequest  # as rendered: the workflow's defaults filled in, the seed concrete
     run_dir: Path
     # Every file the run produced, as a record: all but `video` are deleted once it is written.
     produced_files: list[Path]
@@ -77,76 +46,62 @@ class RenderFailed(HunyuanVideoError, RuntimeError):
 
 
 class VideoRenderer:
-    def __init__(self, runtime: ComfyRuntime, workflow: Workflow, output_root: Path, limits: JobLimits | None = None):
+    def __init__(
+        self,
+        runtime: ComfyRuntime,
+        workflow: Workflow,
+        output_root: Path,
+        limits: JobLimits | None = None,
+        supply: SupplyChecks = NO_SUPPLY_CHECKS,
+        tap_frames: bool = True,
+    ):
         self.runtime = runtime
         self.workflow = workflow
         self.output_root = Path(output_root).resolve()
         self.limits = limits or JobLimits.default()
-        self.supply: SupplyChain | None = None  # weights + locked nodes, checked in start() (from_settings sets it)
+        self.supply = supply  # weights + locked nodes, checked in start()
         # The lossless frame tap (frame_tap.py) is ~90 MB at 848x480x73: cheap as a local file deleted at once,
         # but a remote server would keep every one (ComfyUI has no delete API) and send each over /view.
         # A remote run keeps its SaveVideo file instead, re-encoded for delivery.
-        self.tap_frames = True
+        self.tap_frames = tap_frames
         # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
         # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
         self._previous_run: Path | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VideoRenderer:
-        from comfy_runtime.backends.embedded import EmbeddedRuntime
-        from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-
         settings = settings or Settings()
-        runtime: ComfyRuntime
-        if settings.backend == "remote":
-            from comfy_runtime.backends.remote import RemoteRuntime
-            from comfy_runtime.supply.comfyui_source import ComfyUISourceError
-
-            runtime = RemoteRuntime(settings.comfyui_url, startup_timeout=settings.comfyui_startup_timeout)
-            try:  # a local copy only lends its tokenizers to the prompt-length check; the server needs none
-                comfyui_path = resolve_comfyui_path(settings)
-            except ComfyUISourceError:
-                comfyui_path = None
-        else:
-            comfyui_path = resolve_comfyui_path(settings)
-            runtime = EmbeddedRuntime(
-                comfyui_path=comfyui_path,
-                models_dir=settings.models_dir,
-                work_dir=settings.output_dir / ".work",
-                device=settings.device,
-                extra_custom_nodes=settings.extra_custom_nodes,
-            )
-        renderer = cls(
-            runtime, load_workflow(settings.workflow, settings.workflows_dir), settings.output_dir,
-            JobLimits.from_settings(settings, comfyui_path),
+        backend = backend_from_settings(settings)
+        return cls(
+            backend.runtime,
+            load_workflow(settings.workflow, settings.workflows_dir),
+            settings.output_dir,
+            JobLimits.from_settings(settings, backend.comfyui_path),
+            # The weights and locked nodes live with the ComfyUI that runs the graph: a remote one has its own.
+            supply=SupplyChain.from_settings(settings) if backend.local else NO_SUPPLY_CHECKS,
+            tap_frames=backend.local,
         )
-        # The weights and locked nodes live with the ComfyUI that runs the graph: a remote one has its own.
-        renderer.supply = SupplyChain.from_settings(settings) if settings.backend == "embedded" else None
-        renderer.tap_frames = settings.backend == "embedded"
-        return renderer
 
     def start(self) -> None:
-        if self.supply is not None:
-            self.supply.before_boot(self.workflow.graph)
+        self.supply.before_boot(self.workflow.graph)
         self.runtime.start()
         schemas = self.runtime.node_schemas()
-        if self.supply is not None:
-            self.supply.after_boot(self.workflow.graph, self.runtime, schemas)
-        check_bindings(self.workflow, schemas, INPUT_TYPES, INPUT_RANGES)
+        self.supply.after_boot(self.workflow.graph, self.runtime, schemas)
+        check_bindings(self.workflow, schemas, graph_input_types(), graph_input_ranges())
         self.runtime.validate(self.workflow.graph)
-        unbound = sorted(set(INPUT_TYPES) - set(self.workflow.bindings))
+        unbound = sorted(set(graph_input_types()) - set(self.workflow.bindings))
         if unbound:
             log.warning("workflow %s ignores these inputs: %s", self.workflow.name, ", ".join(unbound))
 
     def render(self, request: VideoRequest, log_line: LogSink = print) -> Rendered:
         started = time.perf_counter()
-        request = request.with_seed()
+        request = request.with_defaults(self.workflow.defaults).with_seed()
         self.limits.check(request)  # before anything runs: a job that cannot fit fails in milliseconds
         log_line(f"seed: {request.seed}")
         self._discard_previous()
         run_id = uuid.uuid4().hex
         run_dir = self.output_root / run_id
-        values = request.model_dump(exclude={"output_format", "crf"})
+        values = request.model_dump(include=set(graph_input_types()))
         prefix = f"{self.workflow.name}_{run_id[:12]}"
         graph = self.workflow.render(values, filename_prefix=prefix)
         graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
@@ -182,6 +137,7 @@ class VideoRenderer:
         return Rendered(
             video=video,
             seed=int(request.seed),
+            request=request,
             run_dir=run_dir,
             produced_files=result.files,
             timings={"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total},
@@ -192,6 +148,12 @@ class VideoRenderer:
 
     def discard(self, rendered: Rendered) -> None:
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
+
+    def settle(self, rendered: Rendered, delivered_elsewhere: bool) -> None:
+        """After delivery: a video that now lives elsewhere (a bucket) leaves the disk at once; a file Cog still
+        has to send stays until the next prediction starts."""
+        if delivered_elsewhere:
+            self.discard(rendered)
 
     def keep(self, rendered: Rendered) -> None:
         """Exempt this prediction's folder from retention, e.g. when its upload failed and the error names

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from comfy_runtime.graph.types import NodeSchema
 from comfy_runtime.settings import Settings
@@ -14,6 +14,25 @@ from comfy_runtime.supply.nodes import NodesError, node_load_report
 from comfy_runtime.supply.weights import WeightsMode, ensure_weights
 
 log = logging.getLogger(__name__)
+
+
+class SupplyChecks(Protocol):
+    def before_boot(self, graph: dict[str, Any]) -> None: ...
+
+    def after_boot(self, graph: dict[str, Any], runtime: Any, schemas: dict[str, NodeSchema]) -> None: ...
+
+
+class NoSupplyChecks:
+    """For a ComfyUI that owns its weights and nodes (the remote backend): nothing to check here."""
+
+    def before_boot(self, graph: dict[str, Any]) -> None:
+        pass
+
+    def after_boot(self, graph: dict[str, Any], runtime: Any, schemas: dict[str, NodeSchema]) -> None:
+        pass
+
+
+NO_SUPPLY_CHECKS = NoSupplyChecks()
 
 
 @dataclass(frozen=True)

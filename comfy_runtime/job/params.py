@@ -1,0 +1,158 @@
+"""Every input a caller can set, declared once.
+
+VideoRequest's fields (job/request.py), predict.py's Cog Inputs (cog_inputs.py), the CLI's render
+flags and the workflow binding checks are all built from PARAMS: adding an input is one Param here
+plus its bindings. A workflow may override a default (its model family's reference settings) in its
+bindings file; the rules stay the same for every workflow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
+
+REQUIRED: Any = ...  # the default of an input the caller must give
+
+
+@dataclass(frozen=True)
+class Range:
+    ge: float
+    le: float
+
+    def text(self) -> str:
+        return f"{_number(self.ge)}-{_number(self.le)}"
+
+    def bounds(self) -> tuple[float, float]:
+        return self.ge, self.le
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Values on a grid, e.g. multiples of 16. Off-grid values are rejected, not rounded: a silently
+    different resolution is worse than an error that says which values are allowed."""
+
+    start: int
+    stop: int
+    step: int
+    # "below": suggest the allowed value under the one asked for, which never costs more memory than the caller
+    # planned for (sizes); "nearest" otherwise.
+    suggest: Literal["nearest", "below"] = "nearest"
+
+    @property
+    def choices(self) -> list[int]:
+        return list(range(self.start, self.stop + 1, self.step))
+
+    def text(self) -> str:
+        offset = self.start % self.step
+        form = f"a multiple of {self.step}" if offset == 0 else f"{self.step}k+{offset}"
+        return f"{form} from {self.start} to {self.stop}"
+
+    def bounds(self) -> tuple[float, float]:
+        return self.start, self.stop
+
+    def problem(self, name: str, value: int) -> str | None:
+        if value in self.choices:
+            return None
+        if self.suggest == "below":
+            example = max([c for c in self.choices if c <= value] or [self.start])
+        else:
+            example = min(self.choices, key=lambda allowed: abs(allowed - value))
+        return f"{name}={value} is not allowed: use {self.text()} (for example {example})"
+
+
+@dataclass(frozen=True)
+class Choices:
+    values: tuple[str, ...]
+
+    def text(self) -> str:
+        return "one of " + ", ".join(self.values)
+
+
+@dataclass(frozen=True)
+class Text:
+    max_length: int
+
+    def text(self) -> str:
+        return f"plain text, at most {self.max_length} characters"
+
+
+Rule = Range | Grid | Choices | Text
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class Param:
+    """One input: what it is, its type, default and rule. `role` says where its value goes: into the
+    workflow's graph through bindings, or to the encoder of the delivered file."""
+
+    name: str
+    kind: type
+    default: Any
+    summary: str
+    rule: Rule
+    advice: str = ""
+    optional: bool = False  # None is allowed and means "choose for me" (a random seed)
+    role: Literal["graph", "delivery"] = "graph"
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def description(self) -> str:
+        """The one line a caller reads in the Cog schema and the CLI help, generated from the rule."""
+        return f"{self.summary}: {self.rule.text()}." + (f" {self.advice}" if self.advice else "")
+
+
+SIZE = Grid(64, 1280, 16, suggest="below")  # the VAE downsamples 8x and the DiT patchifies 2x2
+FRAMES = Grid(1, 129, 4)  # the causal VAE packs 4 frames per latent frame after the first
+MAX_SEED = 2**32 - 1
+# x264's scale: 18 is its "visually lossless" point, 23 its default (SaveVideo's); 0 would switch x264 to a
+# lossless profile most players refuse. encode.py maps it onto VP9's 0-63; GIF ignores it.
+CRF = Range(1, 51)
+OFF_GRID = "Other values are rejected, not rounded."
+
+PARAMS: tuple[Param, ...] = (
+    Param("prompt", str, REQUIRED, "What the video shows", Text(MAX_PROMPT_CHARS),
+          "At most 256 LLaMA tokens (about 1000 characters of English)."),
+    Param("width", int, 848, "Frame width in pixels", SIZE, OFF_GRID),
+    Param("height", int, 480, "Frame height in pixels", SIZE, OFF_GRID),
+    Param("num_frames", int, 73, "Number of frames", FRAMES, "73 frames at 24 fps is about 3 s. " + OFF_GRID),
+    Param("steps", int, 30, "Sampling steps", Range(1, 100), "20-50 is the useful range; more is slower and sharper."),
+    Param("guidance", float, 6.0, "Guidance strength", Range(1.0, 20.0),
+          "HunyuanVideo is guidance-distilled: this is its embedded guidance, 6.0 the reference."),
+    Param("flow_shift", float, 7.0, "Flow-matching shift of the noise schedule", Range(1.0, 20.0),
+          "Higher spends more steps on coarse motion."),
+    Param("fps", int, 24, "Frames per second of the output video", Range(1, 60)),
+    Param("seed", int, None, "Random seed", Range(0, MAX_SEED),
+          "Leave empty for a random one; the seed used is printed in the logs.", optional=True),
+    Param("output_format", str, "mp4", "Container and codec of the video", Choices(("mp4", "webm", "gif")),
+          role="delivery"),
+    Param("crf", int, 18, "Quality of the mp4/webm, lower is better and larger", CRF,
+          "x264 scale: 18 looks lossless, 23 is x264's default. Ignored for gif.", role="delivery"),
+)
+BY_NAME = {param.name: param for param in PARAMS}
+
+
+def graph_input_types() -> dict[str, type]:
+    """The inputs a workflow may bind, with the Python type each carries (the binding check's view)."""
+    return {p.name: p.kind for p in PARAMS if p.role == "graph"}
+
+
+def graph_input_ranges() -> dict[str, tuple[float, float]]:
+    """The widest value each bindable input may take: the node input it feeds must accept all of it."""
+    return {p.name: p.rule.bounds() for p in PARAMS if p.role == "graph" and isinstance(p.rule, Range | Grid)}
+
+
+def defaults(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every optional input's default, with a workflow's own reference values laid over them."""
+    base = {p.name: p.default for p in PARAMS if not p.required}
+    return {**base, **(overrides or {})}

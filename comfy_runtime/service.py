@@ -1,0 +1,45 @@
+"""VideoService: the one facade predict.py (and the farm's worker) talks to.
+
+start() checks the delivery destination, then boots the renderer; predict() renders a request and
+delivers it; cancel() interrupts the render in flight. The renderer owns what stays on disk: a video
+whose delivery failed is kept where the error says.
+"""
+
+from __future__ import annotations
+
+from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed, LogSink, delivery_from_settings
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.settings import Settings
+
+
+class VideoService:
+    def __init__(self, renderer: VideoRenderer, delivery: Delivery):
+        self.renderer = renderer
+        self.delivery = delivery
+
+    @classmethod
+    def from_settings(cls, settings: Settings | None = None) -> VideoService:
+        settings = settings or Settings()
+        return cls(VideoRenderer.from_settings(settings), delivery_from_settings(settings))
+
+    def start(self) -> None:
+        # Storage first: a wrong bucket or key fails the boot in a second, not after ComfyUI has loaded.
+        self.delivery.check()
+        self.renderer.start()
+
+    def predict(self, request: VideoRequest, log_line: LogSink = print) -> Delivered:
+        rendered = self.renderer.render(request, log_line=log_line)
+        try:
+            delivered = self.delivery.deliver(rendered, log_line)
+        except DeliveryFailed:
+            self.renderer.keep(rendered)  # the message points at the file: it must outlive the next prediction
+            raise
+        self.renderer.settle(rendered, delivered_elsewhere=delivered.elsewhere)
+        return delivered
+
+    def cancel(self) -> None:
+        self.renderer.cancel()
+
+    def close(self) -> None:
+        self.renderer.close()
