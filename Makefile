@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 COMFYUI_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' custom_nodes.lock | head -1)
 COMFYUI_DIR := .cache/comfyui-$(COMFYUI_VERSION)
+COMFY_CLI_VENV := .cache/comfy-cli-venv
 PORT ?= 5000
 prompt ?= a red fox running through fresh snow, cinematic
 # The prompt reaches the CLI through the environment, unexpanded ($(value)), not pasted into the shell
@@ -18,12 +19,20 @@ export prompt_verbatim
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json ## venv with pinned deps + the pinned ComfyUI + the Cog input schema
+setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json $(COMFY_CLI_VENV)/.installed ## venv with pinned deps + the pinned ComfyUI + the Cog input schema + comfy-cli
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: comfy-cli
+comfy-cli: $(COMFY_CLI_VENV)/.installed ## comfy-cli (what cog.yaml installs ComfyUI with) in a venv of its own: its pins clash with the runtime's
+$(COMFY_CLI_VENV)/.installed: requirements-comfy-cli.txt
+	rm -rf $(COMFY_CLI_VENV)
+	$(PYTHON) -m venv $(COMFY_CLI_VENV)
+	$(COMFY_CLI_VENV)/bin/pip install --quiet --no-deps -r requirements-comfy-cli.txt
 	touch $@
 
 comfyui: $(COMFYUI_DIR)/.provisioned-from ## download, verify and extract the pinned ComfyUI

@@ -91,12 +91,13 @@ def test_requirements_are_pinned_and_cog_is_the_tested_sdk(cog):
 
 def test_install_steps_equal_the_lock(cog):
     text = COG_YAML.read_text()
-    assert render_cog_block(load_lock()) in text, "cog.yaml is out of step with custom_nodes.lock: run `python -m comfy_runtime nodes lock`"
+    assert render_cog_block(load_lock()) in text, "cog.yaml is out of step with custom_nodes.lock: run `python -m comfy_runtime nodes sync-cog-yaml`"
     steps = cog["build"]["run"]
     lock = load_lock()
     assert [s for s in steps if s in cog_run_steps(lock)] == cog_run_steps(lock)
-    clone = cog_run_steps(lock)[0]
-    assert f"--branch {lock.comfyui.tag} {lock.comfyui.repo} {IMAGE_COMFYUI_PATH}" in clone
+    install = cog_run_steps(lock)[1]
+    assert f"--workspace {IMAGE_COMFYUI_PATH} install --url {lock.comfyui.repo} --version nightly --commit {lock.comfyui.commit} " in install
+    assert "exit 1" not in text  # no deliberate build failure left
     assert lock.comfyui.version in lock.comfyui.tag
     assert any("pget" in step for step in steps)
 
@@ -106,6 +107,12 @@ def test_the_image_environment_is_settings_the_code_reads(cog):
     assert set(env) <= set(env_names().values())
     assert env["HV_COMFYUI_PATH"] == IMAGE_COMFYUI_PATH
     assert env.get("HV_WEIGHTS_MODE", "lazy") in {"bake", "lazy", "off"}
+
+
+def test_an_unpinned_comfyui_cannot_build(tmp_path):
+    lock = replace(load_lock(), comfyui=replace(load_lock().comfyui, commit=""))
+    steps = cog_run_steps(lock)
+    assert len(steps) == 1 and "exit 1" in steps[0] and "nodes lock" in steps[0]
 
 
 def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
@@ -118,7 +125,7 @@ def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
     assert sync_cog_yaml(copy, lock) is True
     assert sync_cog_yaml(copy, lock) is False  # idempotent
     steps = yaml.safe_load(copy.read_text())["build"]["run"]
-    assert any(f'rev-parse HEAD)" = "{commit}"' in s for s in steps)
+    assert any(f'rev-parse HEAD)" = "{commit}"' in s and f"--commit {commit} " in s for s in steps)
     assert any(f"{IMAGE_COMFYUI_PATH}/custom_nodes/ComfyUI-Example" in s and node.commit in s for s in steps)
     assert "pip install --no-cache-dir 'somepkg==1.2.3'" in steps
     assert copy.read_text().count(COG_BEGIN) == 1 and copy.read_text().count(COG_END) == 1

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND
 
 CHUNK = 1 << 20
 # Headroom over the file itself: a disk filled to the last byte breaks everything else on it.
@@ -124,7 +125,7 @@ def _fetch_locked(
             if size and total != size:
                 raise DownloadError(
                     f"{dest.name}: the server reports {total} bytes, the manifest pins {size}. The source changed "
-                    f"or the manifest is wrong: check {url}, then re-pin with `python -m comfy_runtime weights lock`.{hint}"
+                    f"or the manifest is wrong: check {url}, then re-pin with `{WEIGHTS_LOCK_COMMAND}`.{hint}"
                 )
             if not size:
                 _check_space(dest, total - _resumable_bytes(partial, state_file, total), hint)
@@ -144,7 +145,7 @@ def _fetch_locked(
         raise DownloadError(
             f"{dest.name}: checksum mismatch: expected sha256 {sha256.lower()}, got {digest} ({url}). "
             f"The download was removed; nothing was written under {dest}. If the source really changed, "
-            f"re-pin with `python -m comfy_runtime weights lock`.{hint}"
+            f"re-pin with `{WEIGHTS_LOCK_COMMAND}`.{hint}"
         )
     os.replace(partial, dest)
     state_file.unlink(missing_ok=True)

@@ -26,6 +26,9 @@ import httpx
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND as FETCH_COMMAND
+from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND as LOCK_COMMAND
+from comfy_runtime.supply.commands import WEIGHTS_VERIFY_COMMAND
 from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
 from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
@@ -36,8 +39,6 @@ RECORD_DIR = ".verified"
 SAMPLES = 64
 SAMPLE_BYTES = 64 << 10
 RECORD_VERSION = 1
-FETCH_COMMAND = "python -m comfy_runtime weights fetch"
-LOCK_COMMAND = "python -m comfy_runtime weights lock"
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
@@ -118,7 +119,7 @@ def write_record(models_dir: Path, entry: WeightEntry, path: Path, sha256: str) 
         log.warning(
             "cannot write the verification record %s (%s): every boot will hash %s in full. Run `%s` where the "
             "models folder is writable (or bake the weights) so the record exists.", target, error, path.name,
-            "python -m comfy_runtime weights verify",
+            WEIGHTS_VERIFY_COMMAND,
         )
         return False
     return True
