@@ -105,17 +105,22 @@ IMAGE ?= hunyuan-video:$(shell git rev-parse --short HEAD 2>/dev/null || echo de
 model ?=
 COG_CLI = command -v cog >/dev/null || { echo "the cog CLI is not on PATH: install it from the replicate/cog releases (pip's cog package is only the Python SDK)"; exit 1; }
 
+# Weights baked into the image (`make weights` fills ./models, which cog copies to /src/models) go into their own
+# layers, so a code change re-pushes the code layer and not ~35 GB of weights (docs/image.md).
+BAKED_WEIGHTS ?= $(wildcard models/*/*.safetensors models/*/*.sft models/*/*.pt models/*/*.pth models/*/*.ckpt models/*/*.gguf)
+SEPARATE_WEIGHTS = $(if $(strip $(BAKED_WEIGHTS)),--separate-weights,)
+
 .PHONY: build push k8s-validate
-build: ## build the image with the cog CLI (Docker): make build IMAGE=name:tag
+build: ## build the image with the cog CLI (Docker): make build IMAGE=name:tag (--separate-weights when ./models holds weights)
 	@$(COG_CLI)
 	$(MAKE) schema
-	cog build -t $(IMAGE)
+	cog build -t $(IMAGE) $(SEPARATE_WEIGHTS)
 
 push: ## push to Replicate: make push model=<owner>/<model> (after cog login); see cog-safe-push.yaml for a tested push
 	@test -n "$(model)" || { echo "usage: make push model=<owner>/<model>   (pushes r8.im/<owner>/<model>)"; exit 2; }
 	@$(COG_CLI)
 	$(MAKE) schema
-	cog push r8.im/$(model)
+	cog push r8.im/$(model) $(SEPARATE_WEIGHTS)
 
 k8s-validate: $(VENV)/.installed ## validate deploy/k8s offline: kustomize render, Kubernetes + KEDA schemas, env names, probes on a real Cog server
 	$(PY) -m pytest tests/test_k8s_manifests.py -q
