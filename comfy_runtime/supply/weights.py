@@ -204,11 +204,7 @@ def ensure_weights(
         if problem is None:
             continue
         if mode == "lazy":
-            if problem.kind != "missing":
-                log.warning("%s; fetching it again", problem.detail)
-                # A file that failed its check must not survive under its name if the fetch fails too.
-                problem.path.unlink(missing_ok=True)
-            fetch_entry(models_dir, entry, connections=connections)
+            repair(models_dir, problem, connections=connections)
             continue
         problems.append(problem)
     if problems:
@@ -245,6 +241,15 @@ def fetch_entry(models_dir: Path, entry: WeightEntry, *, connections: int = 8, p
     return dest
 
 
+def repair(models_dir: Path, problem: Problem, *, connections: int = 8, progress: bool = True) -> Path:
+    """Fetch a file that is missing or failed its check (the one re-fetch path of lazy boots and `weights fetch`)."""
+    if problem.kind != "missing":
+        log.warning("%s; fetching it again", problem.detail)
+        # A file that failed its check must not survive under its name if the fetch fails too.
+        problem.path.unlink(missing_ok=True)
+    return fetch_entry(models_dir, problem.entry, connections=connections, progress=progress)
+
+
 def fetch_all(
     models_dir: Path, entries: Iterable[WeightEntry], *, connections: int = 8, progress: bool = True
 ) -> list[Path]:
@@ -254,10 +259,7 @@ def fetch_all(
         if problem is None:
             log.info("%s: present%s", entry.relative_path, " and verified" if entry.pinned else " (unpinned: not verifiable)")
             continue
-        if problem.kind != "missing":
-            log.warning("%s; fetching it again", problem.detail)
-            problem.path.unlink(missing_ok=True)
-        fetched.append(fetch_entry(models_dir, entry, connections=connections, progress=progress))
+        fetched.append(repair(models_dir, problem, connections=connections, progress=progress))
     return fetched
 
 
