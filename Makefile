@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 COMFYUI_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' custom_nodes.lock | head -1)
 COMFYUI_DIR := .cache/comfyui-$(COMFYUI_VERSION)
+COMFY_CLI_VENV := .cache/comfy-cli-venv
 PORT ?= 5000
 prompt ?= a red fox running through fresh snow, cinematic
 # The prompt reaches the CLI through the environment, unexpanded ($(value)), not pasted into the shell
@@ -18,12 +19,20 @@ export prompt_verbatim
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json ## venv with pinned deps + the pinned ComfyUI + the Cog input schema
+setup: $(VENV)/.installed $(COMFYUI_DIR)/.provisioned-from .cog/openapi_schema.json $(COMFY_CLI_VENV)/.installed ## venv with pinned deps + the pinned ComfyUI + the Cog input schema + comfy-cli
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+.PHONY: comfy-cli
+comfy-cli: $(COMFY_CLI_VENV)/.installed ## comfy-cli (what cog.yaml installs ComfyUI with) in a venv of its own: its pins clash with the runtime's
+$(COMFY_CLI_VENV)/.installed: requirements-comfy-cli.txt
+	rm -rf $(COMFY_CLI_VENV)
+	$(PYTHON) -m venv $(COMFY_CLI_VENV)
+	$(COMFY_CLI_VENV)/bin/pip install --quiet --no-deps -r requirements-comfy-cli.txt
 	touch $@
 
 comfyui: $(COMFYUI_DIR)/.provisioned-from ## download, verify and extract the pinned ComfyUI
@@ -96,17 +105,22 @@ IMAGE ?= hunyuan-video:$(shell git rev-parse --short HEAD 2>/dev/null || echo de
 model ?=
 COG_CLI = command -v cog >/dev/null || { echo "the cog CLI is not on PATH: install it from the replicate/cog releases (pip's cog package is only the Python SDK)"; exit 1; }
 
+# Weights baked into the image (`make weights` fills ./models, which cog copies to /src/models) go into their own
+# layers, so a code change re-pushes the code layer and not ~35 GB of weights (docs/image.md).
+BAKED_WEIGHTS ?= $(wildcard models/*/*.safetensors models/*/*.sft models/*/*.pt models/*/*.pth models/*/*.ckpt models/*/*.gguf)
+SEPARATE_WEIGHTS = $(if $(strip $(BAKED_WEIGHTS)),--separate-weights,)
+
 .PHONY: build push k8s-validate
-build: ## build the image with the cog CLI (Docker): make build IMAGE=name:tag
+build: ## build the image with the cog CLI (Docker): make build IMAGE=name:tag (--separate-weights when ./models holds weights)
 	@$(COG_CLI)
 	$(MAKE) schema
-	cog build -t $(IMAGE)
+	cog build -t $(IMAGE) $(SEPARATE_WEIGHTS)
 
 push: ## push to Replicate: make push model=<owner>/<model> (after cog login); see cog-safe-push.yaml for a tested push
 	@test -n "$(model)" || { echo "usage: make push model=<owner>/<model>   (pushes r8.im/<owner>/<model>)"; exit 2; }
 	@$(COG_CLI)
 	$(MAKE) schema
-	cog push r8.im/$(model)
+	cog push r8.im/$(model) $(SEPARATE_WEIGHTS)
 
 k8s-validate: $(VENV)/.installed ## validate deploy/k8s offline: kustomize render, Kubernetes + KEDA schemas, env names, probes on a real Cog server
 	$(PY) -m pytest tests/test_k8s_manifests.py -q

@@ -80,6 +80,8 @@ class RangeServer:
                     self.send_response(302)
                     self.send_header("Location", server.redirects[self.path])
                     self.send_header("Content-Length", "0")
+                    for key, value in server.extra_headers.get(self.path, {}).items():  # Hugging Face's LFS redirects carry them
+                        self.send_header(key, value)
                     self.end_headers()
                     return
                 name = server.aliases.get(self.path, self.path.lstrip("/"))

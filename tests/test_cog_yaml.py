@@ -27,12 +27,15 @@ from comfy_runtime.supply.nodes import (
 from tests.helpers import PROJECT_ROOT
 
 COG_YAML = PROJECT_ROOT / "cog.yaml"
-# cog.yaml's keys per cog's reference (docs/yaml.md, cog 0.23) and its config schema.
-TOP_KEYS = {"build", "image", "predict", "run", "train", "concurrency", "environment", "observability", "tests", "weights"}
+# cog.yaml's keys per cog's config schema (pkg/config/data/config_schema_v1.0.json) and docs/yaml.md, cog 0.23.
+TOP_KEYS = {"build", "concurrency", "environment", "image", "model", "predict", "run", "train", "weights"}
 BUILD_KEYS = {
-    "cuda", "cudnn", "gpu", "python_version", "python_requirements", "python_packages", "run", "system_packages",
-    "sdk_version", "pre_install", "fast", "environment", "python_overrides",
+    "cuda", "cudnn", "gpu", "pre_install", "python_packages", "python_requirements", "python_version", "run",
+    "sdk_version", "system_packages",
 }
+# Deprecated in cog 0.23 (its checkDeprecatedFields): each with what replaces it.
+DEPRECATED = {"predict": "run", "concurrency": "@cog.concurrent", "python_packages": "python_requirements",
+              "pre_install": "build.run"}
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +57,8 @@ def test_it_parses_with_known_keys_only(cog):
     assert set(cog["build"]) <= BUILD_KEYS, set(cog["build"]) - BUILD_KEYS
     assert cog["build"]["gpu"] is True and re.fullmatch(r"\d+\.\d+", cog["build"]["cuda"])
     assert not ("python_packages" in cog["build"] and "python_requirements" in cog["build"])  # cog allows one
+    used = set(cog) | set(cog["build"])
+    assert not used & set(DEPRECATED), {key: DEPRECATED[key] for key in used & set(DEPRECATED)}
 
 
 def test_python_is_the_one_ci_uses(cog):
@@ -64,7 +69,7 @@ def test_python_is_the_one_ci_uses(cog):
 def test_every_file_it_names_exists(cog):
     requirements = PROJECT_ROOT / cog["build"]["python_requirements"]
     assert requirements.is_file()
-    module, _, cls = cog["predict"].partition(":")
+    module, _, cls = cog["run"].partition(":")
     assert (PROJECT_ROOT / module).is_file() and f"class {cls}(" in (PROJECT_ROOT / module).read_text()
     for needed in ("weights.manifest", "custom_nodes.lock", "workflows", "comfy_runtime", module, requirements.name):
         assert (PROJECT_ROOT / needed).exists(), needed
@@ -91,12 +96,13 @@ def test_requirements_are_pinned_and_cog_is_the_tested_sdk(cog):
 
 def test_install_steps_equal_the_lock(cog):
     text = COG_YAML.read_text()
-    assert render_cog_block(load_lock()) in text, "cog.yaml is out of step with custom_nodes.lock: run `python -m comfy_runtime nodes lock`"
+    assert render_cog_block(load_lock()) in text, "cog.yaml is out of step with custom_nodes.lock: run `python -m comfy_runtime nodes sync-cog-yaml`"
     steps = cog["build"]["run"]
     lock = load_lock()
     assert [s for s in steps if s in cog_run_steps(lock)] == cog_run_steps(lock)
-    clone = cog_run_steps(lock)[0]
-    assert f"--branch {lock.comfyui.tag} {lock.comfyui.repo} {IMAGE_COMFYUI_PATH}" in clone
+    install = cog_run_steps(lock)[1]
+    assert f"--workspace {IMAGE_COMFYUI_PATH} install --url {lock.comfyui.repo} --version nightly --commit {lock.comfyui.commit} " in install
+    assert "exit 1" not in text  # no deliberate build failure left
     assert lock.comfyui.version in lock.comfyui.tag
     assert any("pget" in step for step in steps)
 
@@ -106,6 +112,47 @@ def test_the_image_environment_is_settings_the_code_reads(cog):
     assert set(env) <= set(env_names().values())
     assert env["HV_COMFYUI_PATH"] == IMAGE_COMFYUI_PATH
     assert env.get("HV_WEIGHTS_MODE", "lazy") in {"bake", "lazy", "off"}
+    assert env["HV_DEVICE"] == "cuda"  # a GPU image must not fall back to the CPU (tests/test_device.py)
+
+
+def cuda_of_torch_pin(pin: str, installed_version: str, installed_cuda: str | None) -> str | None:
+    """The CUDA a requirements.txt torch pin installs: its +cuXYZ local version, else what the index serves for
+    it, which is the installed build when the installed torch is that pin (make setup installs requirements.txt)."""
+    base, _, local = pin.partition("+")
+    if local.startswith("cu"):
+        return f"{local[2:-1]}.{local[-1]}"
+    if local == "cpu":
+        return None
+    assert installed_version.split("+")[0] == base, f"installed torch {installed_version} is not the pin {pin}: make setup"
+    return installed_cuda
+
+
+def test_the_torch_pin_and_cog_yaml_agree_on_cuda(cog):
+    import torch
+
+    pin = pins(PROJECT_ROOT / "requirements.txt")["torch"]
+    assert cuda_of_torch_pin(pin, torch.__version__, torch.version.cuda) == cog["build"]["cuda"], (
+        f"requirements.txt's torch=={pin} is a CUDA {torch.version.cuda} build, cog.yaml says cuda "
+        f"{cog['build']['cuda']}: change them together (docs/image.md)"
+    )
+    # CI reaches PyPI only: an index that it cannot reach would leave CI testing another torch than the image runs.
+    assert "index-url" not in (PROJECT_ROOT / "requirements.txt").read_text()
+    docs = (PROJECT_ROOT / "docs" / "image.md").read_text()
+    assert f"CUDA {cog['build']['cuda']}" in docs and "580" in docs  # the decision and the driver floor, written down
+
+
+def test_a_disagreeing_torch_pin_is_caught():
+    assert cuda_of_torch_pin("2.14.1+cu128", "2.14.1+cu130", "13.0") == "12.8"
+    assert cuda_of_torch_pin("2.14.1", "2.14.1+cu130", "13.0") == "13.0"
+    assert cuda_of_torch_pin("2.14.1+cpu", "2.14.1+cu130", "13.0") is None
+    with pytest.raises(AssertionError, match="make setup"):
+        cuda_of_torch_pin("2.15.0", "2.14.1+cu130", "13.0")
+
+
+def test_an_unpinned_comfyui_cannot_build(tmp_path):
+    lock = replace(load_lock(), comfyui=replace(load_lock().comfyui, commit=""))
+    steps = cog_run_steps(lock)
+    assert len(steps) == 1 and "exit 1" in steps[0] and "nodes lock" in steps[0]
 
 
 def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
@@ -118,14 +165,14 @@ def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
     assert sync_cog_yaml(copy, lock) is True
     assert sync_cog_yaml(copy, lock) is False  # idempotent
     steps = yaml.safe_load(copy.read_text())["build"]["run"]
-    assert any(f'rev-parse HEAD)" = "{commit}"' in s for s in steps)
+    assert any(f'rev-parse HEAD)" = "{commit}"' in s and f"--commit {commit} " in s for s in steps)
     assert any(f"{IMAGE_COMFYUI_PATH}/custom_nodes/ComfyUI-Example" in s and node.commit in s for s in steps)
     assert "pip install --no-cache-dir 'somepkg==1.2.3'" in steps
     assert copy.read_text().count(COG_BEGIN) == 1 and copy.read_text().count(COG_END) == 1
 
 
 def test_predict_module_imports():
-    # what cog's predict: pointer loads, importable from the project root
+    # what cog's run: pointer loads, importable from the project root
     spec = importlib.util.spec_from_file_location("predict_under_test", PROJECT_ROOT / "predict.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import pty
+import re
+import select
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
 import pytest
 
+from comfy_runtime.supply import download
 from comfy_runtime.supply.download import DownloadError, fetch, partial_path
 from tests.helpers import PROJECT_ROOT
 from tests.range_server import RangeServer
@@ -143,3 +150,40 @@ def test_credentials_go_to_the_source_and_not_to_the_host_it_redirects_to(served
         assert got.sha256 == digest and (tmp_path / "m.st").read_bytes() == data
         assert origin.authorizations and all(auth == "Bearer hf_secret" for _path, auth in origin.authorizations)
         assert len(cdn.authorizations) >= 3 and all(auth is None for _path, auth in cdn.authorizations)
+
+
+def test_progress_in_a_log_is_plain_lines_without_carriage_returns(served, tmp_path, monkeypatch, capsys):
+    # capsys's stderr is not a terminal, like Cog's setup log or a Kubernetes pod log
+    root, _data, digest = served
+    monkeypatch.setattr(download, "PLAIN_PROGRESS_SECONDS", 0.0)  # a line per chunk, so the test need not wait
+    with RangeServer(root) as server:
+        fetch(f"{server.url}/model.safetensors", tmp_path / "m.st", size=SIZE, sha256=digest, connections=2,
+              use_pget=False)
+    err = capsys.readouterr().err
+    assert "\r" not in err and "\x1b" not in err
+    lines = err.splitlines()
+    assert len(lines) >= 3, err
+    assert all(re.fullmatch(r"m\.st: (downloading|done) \d+\.\d\d GiB of 0\.01 GiB \(\d+%\), \d+\.\d MiB/s", line)
+               for line in lines), lines
+    assert lines[-1].startswith("m.st: done 0.01 GiB of 0.01 GiB (100%)")
+
+
+def test_progress_on_a_terminal_is_a_bar(served, tmp_path, monkeypatch):
+    root, _data, digest = served
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))  # a new pty is 0 columns wide
+    terminal = os.fdopen(follower, "w")
+    monkeypatch.setattr(sys, "stderr", terminal)
+    try:
+        with RangeServer(root) as server:
+            fetch(f"{server.url}/model.safetensors", tmp_path / "m.st", size=SIZE, sha256=digest, connections=2,
+                  use_pget=False)
+        terminal.flush()
+        shown = b""
+        while select.select([leader], [], [], 0.5)[0]:
+            shown += os.read(leader, 65536)
+    finally:
+        terminal.close()
+        os.close(leader)
+    text = shown.decode(errors="replace")
+    assert "\r" in text and "m.st:" in text and "100%" in text and "downloading" not in text  # tqdm's bar

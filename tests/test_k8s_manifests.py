@@ -663,7 +663,7 @@ def test_cog_safe_push_cases_follow_the_input_rules():
     failing = [c for c in config.predict.test_cases if c.error_contains is not None]
     assert passing and failing
     for case in passing:
-        assert sum(x is not None for x in (case.exact_string, case.match_url, case.match_prompt)) == 1, case
+        assert sum(x is not None for x in (case.exact_string, case.match_url, case.match_prompt)) <= 1, case
         assert not list(validator.iter_errors(case.inputs)), case.inputs
         VideoRequest(**case.inputs)
     for case in failing:

