@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.contract_helpers import WebhookReceiver, write_slow_workflow
-from tests.helpers import CogServer, probe_video
-from tests.s3_server import MotoS3Server
+from tests.support.cog_server import CogServer
+from tests.support.graphs import write_slow_workflow
+from tests.support.media import probe_video
+from tests.support.s3_server import MotoS3Server
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 

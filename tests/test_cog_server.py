@@ -2,7 +2,8 @@
 
 import pytest
 
-from tests.helpers import CogServer, probe_video, write_data_uri
+from tests.support.cog_server import CogServer
+from tests.support.media import probe_video, write_data_uri
 
 pytestmark = pytest.mark.cog_server
 

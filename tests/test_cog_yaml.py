@@ -24,7 +24,7 @@ from comfy_runtime.supply.nodes import (
     render_cog_block,
     sync_cog_yaml,
 )
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 COG_YAML = PROJECT_ROOT / "cog.yaml"
 # cog.yaml's keys per cog's reference (docs/yaml.md, cog 0.23) and its config schema.

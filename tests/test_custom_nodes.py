@@ -21,7 +21,7 @@ from comfy_runtime.supply.nodes import (
     resolve_tag,
     verify_node,
 )
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 
 def git(*args: str, cwd: Path) -> str:

@@ -2,7 +2,6 @@
 out of memory in the sampler and in the decode, a run past its time limit, Cog's cancel, a failing
 node. Each must fail clearly, leave no folder behind, free what it held, and the next one succeeds."""
 
-import copy
 import ctypes
 import gc
 import re
@@ -15,29 +14,17 @@ import pytest
 from cog import CancelationException
 
 from comfy_runtime.errors import ComfyRuntimeError, ExecutionInterrupted, NodeExecutionError, RunTimedOut
-from comfy_runtime.graph.workflow import Workflow, load_workflow
+from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.settings import Settings
-from tests.helpers import probe_video
-from tests.soak_figures import call_predict
+from tests.support.graphs import plumbing_with
+from tests.support.media import probe_video
+from tests.support.predictor import call_predict
 
 QUIET = lambda _line: None  # noqa: E731
 REQUEST = VideoRequest(prompt="x", width=96, height=64, num_frames=13, fps=12, seed=3)
-
-
-def plumbing_with(*nodes: tuple[str, dict]) -> Workflow:
-    """The plumbing workflow with nodes spliced in between the noise (node 2) and CreateVideo (node 3)."""
-    base = load_workflow("plumbing_video")
-    graph = copy.deepcopy(base.graph)
-    upstream = ["2", 0]
-    for index, (class_type, inputs) in enumerate(nodes):
-        node_id = str(90 + index)
-        graph[node_id] = {"class_type": class_type, "inputs": {"image": upstream, **inputs}}
-        upstream = [node_id, 0]
-    graph["3"]["inputs"]["images"] = upstream
-    return Workflow(name="plumbing_fault", graph=graph, bindings=base.bindings)
 
 
 def faults_module():
@@ -71,7 +58,7 @@ def assert_next_prediction_succeeds(runtime, root):
 @pytest.mark.parametrize(
     "fault,advice",
     [("HVTestOutOfMemory", "Lower the size (for example 176x80), or num_frames (for example 5)"),
-     ("HVTestOutOfMemoryDecode", "Lower the decode tile size (tile_size / temporal_size of node 91 in the workflow), or")],
+     ("HVTestOutOfMemoryDecode", "Lower the decode tile size (tile_size / temporal_size of node 10 in the workflow), or")],
 )
 def test_out_of_memory_frees_models_and_caches_says_what_to_lower_and_the_next_prediction_succeeds(
     runtime, tmp_path, fault, advice
@@ -84,7 +71,7 @@ def test_out_of_memory_frees_models_and_caches_says_what_to_lower_and_the_next_p
     with pytest.raises(RenderOutOfMemory) as error:
         renderer_for(runtime, root, workflow).render(REQUEST.model_copy(update={"width": 256, "height": 128}), QUIET)
     message = str(error.value)
-    assert f"node 91 ({fault})" in message and "256x128, 13 frames" in message
+    assert f"node 10 ({fault})" in message and "256x128, 13 frames" in message
     assert "CUDA out of memory" in message and "next prediction can run" in message
     assert advice in message and "num_frames (for example 5)" in message
     assert isinstance(error.value.__cause__, NodeExecutionError)
@@ -114,7 +101,7 @@ def test_a_prediction_past_its_time_limit_is_interrupted_and_fails_clearly(runti
     with pytest.raises(RunTimedOut) as error:
         renderer_for(runtime, root, slow, timeout=1.0).render(REQUEST, QUIET)
     message = str(error.value)
-    assert "time limit of 1 s (HV_PREDICT_TIMEOUT) in node 90 (HVTestSlowSteps) at step" in message
+    assert "time limit of 1 s (HV_PREDICT_TIMEOUT) in node 9 (HVTestSlowSteps) at step" in message
     assert "interrupted; nothing was saved" in message and "raise HV_PREDICT_TIMEOUT" in message
     # Stopped inside the node, far from its end (1 s of a ~20 s run), not after it ran to completion.
     assert 1 <= step_reached(message, 400) < 200, message

@@ -12,8 +12,10 @@ import psutil
 import pytest
 
 from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
-from tests.contract_helpers import WebhookReceiver, write_slow_workflow
-from tests.helpers import CogServer, probe_video, write_data_uri
+from tests.support.cog_server import CogServer
+from tests.support.graphs import write_slow_workflow
+from tests.support.media import probe_video, write_data_uri
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 

@@ -21,7 +21,8 @@ from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-from tests.helpers import PROJECT_ROOT, probe_video
+from tests.support.media import probe_video
+from tests.support.paths import PROJECT_ROOT
 
 
 @pytest.fixture(scope="module")

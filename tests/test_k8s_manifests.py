@@ -36,7 +36,8 @@ import pytest
 import yaml
 
 from comfy_runtime.settings import Settings, env_names
-from tests.helpers import PROJECT_ROOT, free_port, stop_process_group
+from tests.support.paths import PROJECT_ROOT
+from tests.support.processes import free_port, stop_process_group
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
 SCHEMAS = DEPLOY / "schemas"

@@ -3,7 +3,7 @@
 import pytest
 
 from predict import Predictor
-from tests.helpers import decode_frames, probe_video
+from tests.support.media import decode_frames, probe_video
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """A tiny real HunyuanVideo DiT through the real loaders, samplers, bindings and Predictor.
 
 The graph is workflows/hunyuan_t2v.json with only the text-encoder and VAE loaders swapped for stand-ins
-(tests/tiny_hunyuan.py); UNETLoader, CLIPTextEncode, FluxGuidance, ModelSamplingSD3, BasicGuider,
+(tests/support/tiny_hunyuan.py); UNETLoader, CLIPTextEncode, FluxGuidance, ModelSamplingSD3, BasicGuider,
 KSamplerSelect, BasicScheduler, RandomNoise, EmptyHunyuanLatentVideo, SamplerCustomAdvanced,
 VAEDecodeTiled, CreateVideo and SaveVideo are the production nodes with the production bindings (the service
 runs its lossless frame tap in place of CreateVideo -> SaveVideo, as in production).
@@ -26,8 +26,9 @@ from comfy_runtime.errors import ExecutionInterrupted
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
 from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
-from tests.helpers import CogServer, VideoProbe, decode_frames, probe_video, write_data_uri
-from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+from tests.support.cog_server import CogServer
+from tests.support.media import VideoProbe, decode_frames, probe_video, write_data_uri
+from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 
 BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2,
             guidance=6.0, flow_shift=7.0, fps=24, seed=1234, output_format="mp4", crf=18)

@@ -24,8 +24,8 @@ from comfy_runtime.supply.weights import (
     required_entries,
     sample_offsets,
 )
-from tests.helpers import PROJECT_ROOT
-from tests.range_server import RangeServer
+from tests.support.paths import PROJECT_ROOT
+from tests.support.range_server import RangeServer
 
 SIZE = 8 * (1 << 20) + 777  # larger than the sampled blocks together, so some bytes are not sampled
 
