@@ -65,8 +65,7 @@ def served(hv_env, s3, tmp_path_factory):
     root = tmp_path_factory.mktemp("delivery")
     server = start_cog(cog_env(hv_env, root, s3), root / "server.log")
     try:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         yield server
     finally:
         server.stop()
@@ -92,9 +91,7 @@ def inputs(**overrides):
 
 
 def sync_predict(server: CogServer, **overrides) -> dict:
-    # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
-    server.wait_for_status({"READY"}, timeout=60)
-    response = server.predict(inputs(**overrides))
+    response = server.predict_when_ready(inputs(**overrides))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -253,7 +250,8 @@ def test_a_missing_bucket_fails_setup_with_what_to_do(hv_env, healthy_s3, tmp_pa
         logs = body["setup"]["logs"]
         assert "missing bucket: bucket 'no-such-bucket'" in logs and "create it or fix HV_S3_BUCKET" in logs, logs
         assert_no_credentials(server.log_path.read_text(errors="replace"))
-        assert server.predict(inputs()).status_code != 200
+        refused = server.predict(inputs())  # coglet serves no prediction after a failed setup
+        assert refused.status_code == 503 and refused.json()["status"] == "failed", refused.text
     finally:
         server.stop()
 

@@ -30,8 +30,7 @@ def slow_server(hv_env, root, seconds_per_step=SECONDS_PER_STEP, **env):
     env = {**hv_env, "HV_WORKFLOW": "plumbing_slow", "HV_WORKFLOWS_DIR": str(workflows), "HV_OUTPUT_DIR": str(outputs),
            **env}
     with CogServer(env, root / "server.log") as server:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         yield server, outputs
 
 
@@ -42,9 +41,7 @@ def served(hv_env, tmp_path_factory):
 
 
 def predict(server, inputs, **kwargs):
-    # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
-    server.wait_for_status({"READY"}, timeout=30)
-    return server.predict(inputs, **kwargs)
+    return server.predict_when_ready(inputs, **kwargs)
 
 
 def run_folders(outputs):
@@ -79,6 +76,18 @@ def test_undecodable_prompt_bytes_are_refused_at_the_edge_with_the_field(served,
     assert run_folders(outputs) == before
 
 
+def test_a_prompt_at_the_character_limit_passes_the_schema_and_meets_the_token_rule(served):
+    """The schema's maxLength is the exact edge: one character more is a 422 (below), this many is let in
+    and refused by the next rule, the token count, with that rule's message."""
+    server, outputs = served
+    before = run_folders(outputs)
+    response = predict(server, ok_inputs(prompt="x " * (MAX_PROMPT_CHARS // 2)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "failed" and "tokens long; HunyuanVideo reads at most 256" in body["error"], body
+    assert run_folders(outputs) == before
+
+
 @pytest.mark.parametrize(
     "inputs,field",
     [({"prompt": "x" * (MAX_PROMPT_CHARS + 1)}, "prompt"), ({"prompt": "x", "width": 1296}, "width"),
@@ -103,12 +112,17 @@ def test_a_job_over_the_memory_budget_fails_at_once_with_what_to_lower(served):
 
 
 def test_a_path_in_an_unknown_input_reaches_no_path(served, tmp_path):
+    """coglet drops inputs the schema does not declare, so the predictor never sees filename_prefix (and
+    VideoRequest would refuse it: test_input_hardening); the path-like prompt is only text. The prediction
+    succeeds, its video is where every video goes, and nothing named `escaped` exists anywhere near."""
     server, outputs = served
     response = predict(server, ok_inputs(filename_prefix="../../../escaped", prompt="../../../escaped"))
-    if response.status_code == 200:
-        assert response.json()["status"] == "succeeded"
-    else:
-        assert response.status_code == 422, response.text
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "succeeded", body
+    assert probe_video(write_data_uri(body["output"], tmp_path / "out.mp4")).frames == 9
+    (run,) = run_folders(outputs)
+    assert [p.suffix for p in (outputs / run).iterdir()] == [".mp4"]
     assert not list(outputs.parent.rglob("escaped*")) and not list(outputs.parent.parent.glob("escaped*"))
 
 

@@ -160,9 +160,10 @@ def test_interrupt_mid_run_then_the_next_run_succeeds(backend, tmp_path):
 
 
 def test_a_run_past_its_time_limit_is_stopped(backend, tmp_path):
-    graph = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)
-    with pytest.raises(RunTimedOut, match=r"time limit of 0.5 s.*node 9 \(HVTestSlowSteps\)"):
-        backend.run(graph, tmp_path / "slow", timeout=0.5)
+    graph = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)  # ~20 s uninterrupted
+    # 2 s: long enough for the run to reach node 9 on a busy machine, far short of its end.
+    with pytest.raises(RunTimedOut, match=r"time limit of 2 s.*node 9 \(HVTestSlowSteps\) at step \d+/400"):
+        backend.run(graph, tmp_path / "slow", timeout=2.0)
     after = backend.run(plumbing_graph(), tmp_path / "after")
     assert probe_video(after.files[0]).frames == 9
 
@@ -177,7 +178,8 @@ def test_identical_graphs_each_produce_their_own_file(backend, tmp_path):
 
 # -- remote only ---------------------------------------------------------------------------------
 def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, tmp_path):
-    graph = with_node("HVTestSlowSteps", steps=30, seconds_per_step=0.03)
+    # 100 steps of 0.03 s: ~3 s left after the drop at step 3 for the reconnect to report some of them.
+    graph = with_node("HVTestSlowSteps", steps=100, seconds_per_step=0.03)
     connects_before = remote_runtime.ws_connects
     events = []
 
@@ -189,7 +191,7 @@ def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, t
     result = remote_runtime.run(graph, tmp_path / "dropped", on_progress)
     assert remote_runtime.ws_connects == connects_before + 1
     steps = [e.step for e in events if isinstance(e, StepProgress)]
-    assert steps[-1] == 30 and any(step > 4 for step in steps)  # progress came back over the new socket
+    assert steps[-1] == 100 and any(step > 4 for step in steps)  # progress came back over the new socket
     assert probe_video(result.files[0]).frames == 9
 
 
@@ -239,11 +241,30 @@ def test_start_names_what_it_waited_for(tmp_path, monkeypatch):
     runtime.close()
 
 
+def queue_ids(client: httpx.Client) -> tuple[list[str], list[str]]:
+    """The prompt ids ComfyUI is running and has pending."""
+    queue = client.get("/queue").json()
+    return [item[1] for item in queue["queue_running"]], [item[1] for item in queue["queue_pending"]]
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(0.02)
+
+
+def their_status(client: httpx.Client, prompt_id: str) -> dict:
+    wait_until(lambda: prompt_id in client.get(f"/history/{prompt_id}").json(), "their prompt ending", 120)
+    return client.get(f"/history/{prompt_id}").json()[prompt_id]["status"]
+
+
 def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, comfyui_server, tmp_path):
     """ComfyUI's interrupt is global: ours must not stop a prompt someone else is running."""
     other = httpx.Client(base_url=comfyui_server.url)
-    theirs = with_node("HVTestSlowSteps", steps=40, seconds_per_step=0.05)
+    theirs = with_node("HVTestSlowSteps", steps=100, seconds_per_step=0.05)
     their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
+    wait_until(lambda: queue_ids(other)[0] == [their_id], "their prompt running")
     ours = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)
     outcome = {}
 
@@ -255,30 +276,25 @@ def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, c
 
     thread = threading.Thread(target=run_ours)
     thread.start()
-    deadline = time.monotonic() + 30
-    while remote_runtime._prompt_id is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # ours is queued behind theirs now
+    # Ours is queued behind theirs, which is still running: the interrupt must take ours out and only ours.
+    wait_until(lambda: remote_runtime._prompt_id is not None and queue_ids(other) == ([their_id], [remote_runtime._prompt_id]),
+               "our prompt queued behind theirs")
     remote_runtime.interrupt()
     thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ExecutionInterrupted), outcome
-    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
-        time.sleep(0.1)
-    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+    status = their_status(other, their_id)
     other.close()
     assert status["status_str"] == "success", status
 
 
 def test_a_time_limit_passed_in_the_queue_removes_ours_and_spares_theirs(remote_runtime, comfyui_server, tmp_path):
     other = httpx.Client(base_url=comfyui_server.url)
-    theirs = with_node("HVTestSlowSteps", steps=30, seconds_per_step=0.05)
+    theirs = with_node("HVTestSlowSteps", steps=60, seconds_per_step=0.05)
     their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
+    wait_until(lambda: queue_ids(other)[0] == [their_id], "their prompt running")
     with pytest.raises(RunTimedOut, match="in the queue"):
         remote_runtime.run(plumbing_graph(), tmp_path / "queued", timeout=0.3)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
-        time.sleep(0.1)
-    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+    status = their_status(other, their_id)
     queue = other.get("/queue").json()
     other.close()
     assert status["status_str"] == "success", status
