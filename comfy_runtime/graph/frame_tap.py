@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from comfy_runtime.graph.types import Graph
+from comfy_runtime.graph.types import Graph, is_link
 
 TAP_NODE_PREFIX = "hv_frames_"
 
@@ -44,12 +44,12 @@ def add_frame_tap(graph: Graph, filename_prefix: str, replace_saver: bool = True
         if node.get("class_type") != "SaveVideo":
             continue
         link = node.get("inputs", {}).get("video")
-        source = graph.get(str(link[0])) if isinstance(link, list) else None
+        source = graph.get(str(link[0])) if is_link(link) else None
         if source is None or source.get("class_type") != "CreateVideo":
             continue
         images, fps = source["inputs"].get("images"), source["inputs"].get("fps")
         # Frames from a link and a plain fps value; a video with an audio track keeps its own file (with sound).
-        if not isinstance(images, list) or isinstance(fps, list) or fps is None or source["inputs"].get("audio"):
+        if not is_link(images) or is_link(fps) or fps is None or source["inputs"].get("audio"):
             continue
         tapped = copy.deepcopy(graph)
         if replace_saver:
@@ -68,7 +68,7 @@ def add_frame_tap(graph: Graph, filename_prefix: str, replace_saver: bool = True
 
 
 def _links_to(node: dict[str, Any], node_id: str) -> bool:
-    return any(isinstance(value, list) and value and str(value[0]) == node_id for value in node.get("inputs", {}).values())
+    return any(is_link(value) and value and str(value[0]) == node_id for value in node.get("inputs", {}).values())
 
 
 def tapped_file(tap: FrameTap, ui_outputs: dict[str, Any], files: list[Path]) -> Path | None:
