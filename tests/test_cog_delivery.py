@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.cog_server import CogServer
-from tests.support.graphs import write_slow_workflow
+from tests.support.graphs import slow_steps_logged, write_slow_workflow
 from tests.support.media import probe_video
 from tests.support.s3_server import MotoS3Server
 from tests.support.webhooks import WebhookReceiver
@@ -114,10 +114,6 @@ def object_key(url: str) -> str:
     return path[len(BUCKET) + 2:]
 
 
-def steps_logged(logs: str) -> list[int]:
-    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
-
-
 def assert_no_credentials(*texts: str) -> None:
     for text in texts:
         assert SECRET_KEY not in text and ACCESS_KEY not in text
@@ -144,9 +140,9 @@ def test_async_prediction_sends_webhooks_logs_progress_and_returns_an_s3_url(ser
     assert events[0]["status"] == "processing"  # the start event
     running_logs = [e["logs"] for e in events if e["status"] == "processing" and e.get("logs")]
     # Progress reaches the caller while it runs, not only at the end: node names and step i/N.
-    assert any("node 9 HVTestSlowSteps" in logs and steps_logged(logs) for logs in running_logs), running_logs
-    assert any(steps_logged(logs) and max(steps_logged(logs)) < 20 for logs in running_logs), running_logs
-    assert steps_logged(final["logs"]) == list(range(1, 21))
+    assert any("node 9 HVTestSlowSteps" in logs and slow_steps_logged(logs) for logs in running_logs), running_logs
+    assert any(slow_steps_logged(logs) and max(slow_steps_logged(logs)) < 20 for logs in running_logs), running_logs
+    assert slow_steps_logged(final["logs"]) == list(range(1, 21))
     assert "HVTestSlowSteps" in final["logs"] and "seed: 1" in final["logs"]
 
     url = final["output"]
@@ -175,7 +171,7 @@ def test_each_prediction_gets_its_own_key_and_leaves_nothing_on_disk(served, hea
 def test_cancel_interrupts_comfyui_ends_canceled_and_the_next_prediction_succeeds(served, webhooks, healthy_s3):
     prediction_id = start_async(served, webhooks, steps=100)  # 10 s if nothing stops it
     deadline = time.monotonic() + 60
-    while not any(steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
+    while not any(slow_steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
         assert time.monotonic() < deadline, webhooks.for_prediction(prediction_id)
         time.sleep(0.05)
     assert served.health()["status"] == "BUSY"
@@ -183,10 +179,10 @@ def test_cancel_interrupts_comfyui_ends_canceled_and_the_next_prediction_succeed
     final = webhooks.wait_final(prediction_id)
     assert final["status"] == "canceled", final
     # ComfyUI stopped inside the node: the sampler-like loop never reached its last step.
-    assert max(steps_logged(final["logs"])) < 100
+    assert max(slow_steps_logged(final["logs"])) < 100
     body = sync_predict(served, steps=2)
     assert body["status"] == "succeeded", body
-    assert steps_logged(body["logs"]) == [1, 2]
+    assert slow_steps_logged(body["logs"]) == [1, 2]
 
 
 # -- upload failures: the cause named, the video kept -------------------------------------------

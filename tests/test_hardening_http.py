@@ -13,7 +13,7 @@ import pytest
 
 from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
 from tests.support.cog_server import CogServer
-from tests.support.graphs import write_slow_workflow
+from tests.support.graphs import slow_steps_logged, write_slow_workflow
 from tests.support.media import probe_video, write_data_uri
 from tests.support.webhooks import WebhookReceiver
 
@@ -150,10 +150,6 @@ def webhooks():
     receiver.close()
 
 
-def steps_logged(logs: str) -> list[int]:
-    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
-
-
 def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untimed, webhooks):
     server, outputs = untimed
     kept = run_folders(outputs)  # the previous prediction's folder, kept for Cog until this one starts
@@ -166,7 +162,7 @@ def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untime
     )  # 100 x 0.5 s = 50 s: it cannot finish before the cancel lands
     assert response.status_code == 202, response.text
     deadline = time.monotonic() + 60
-    while not any(steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
+    while not any(slow_steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
         assert time.monotonic() < deadline, (webhooks.for_prediction(prediction_id), server.logs())
         time.sleep(0.05)
     running = run_folders(outputs)
@@ -174,7 +170,7 @@ def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untime
     assert server.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
     final = webhooks.wait_final(prediction_id)
     assert final["status"] == "canceled", final
-    assert max(steps_logged(final["logs"])) < 100, "ComfyUI stopped inside the node"
+    assert max(slow_steps_logged(final["logs"])) < 100, "ComfyUI stopped inside the node"
     deadline = time.monotonic() + 10
     while run_folders(outputs) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -5,12 +5,12 @@ reproducibly. Encoding the delivered file from that file would cap every format'
 carry its run-to-run jitter into our bytes. So the graph a run executes gets a SaveAnimatedPNG on the
 frames CreateVideo would take, instead of CreateVideo -> SaveVideo: exact 8-bit frames, and the
 delivered file is encoded from those.
-zlib level 0 because the file lives only until the delivered one is written: it halves the tap's cost
-against one PNG per frame at SaveImage's level 4 (73 noisy 848x480 frames, 2 busy cores: 5.3 s
-against 10.3 s). Read back, every frame is bit-exact.
+zlib level 0 because the file lives only until the delivered one is written: compressing it harder
+costs time for nothing (bench/savevideo_replaced.py measures it against one PNG per frame at SaveImage's
+level 4; figures in docs/benchmarks.md). Read back, every frame is bit-exact.
 The tap takes the place of CreateVideo -> SaveVideo in the copy that runs: their h264 file would only
-be thrown away, and at 848x480x73 it costs seconds of x264 per prediction. The bundled workflow files
-keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
+be thrown away, and at 848x480x73 it costs seconds of x264 per prediction (same bench). The bundled
+workflow files keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
 without CreateVideo -> SaveVideo gets no tap, and its video is re-encoded from its own file instead.
 Only the embedded backend taps (service.py): a remote server would keep every ~90 MB tap file.
 """

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,8 @@ def write_slow_workflow(folder: Path, seconds_per_step: float = 0.1) -> Path:
         bindings + f'steps = [{{ node = "{FIRST_SPLICED_ID}", input = "steps" }}]\n'
     )
     return folder
+
+
+def slow_steps_logged(logs: str) -> list[int]:
+    """The steps HVTestSlowSteps reported, in order, from a prediction's logs ("HVTestSlowSteps step i/N")."""
+    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
