@@ -15,11 +15,13 @@ from tests.support.processes import free_port, stop_process_group
 
 
 class CogServer:
-    """Started on __enter__, stopped (its whole process group) on __exit__ or stop()."""
+    """Started on __enter__, stopped (its whole process group) on __exit__ or stop(). It serves this repo's
+    predict.py unless `project_dir` names another folder with a predict.py of its own."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, project_dir: Path = PROJECT_ROOT):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.project_dir = project_dir
         venv_bin = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
@@ -29,6 +31,7 @@ class CogServer:
             # coglet starts its worker as `python`: it must be this venv's.
             "PATH": venv_bin + os.pathsep + os.environ.get("PATH", ""),
         }
+        self.env.pop("KUBERNETES_SERVICE_HOST", None)  # else coglet writes /var/run/cog/ready on this machine
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.client = httpx.Client(base_url=self.url, timeout=60)
@@ -37,7 +40,7 @@ class CogServer:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-            cwd=PROJECT_ROOT,
+            cwd=self.project_dir,
             env=self.env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
