@@ -70,7 +70,7 @@ def test_undecodable_prompt_bytes_are_refused_at_the_edge_with_the_field(served,
     server, outputs = served
     before = run_folders(outputs)
     body = b'{"input": {"prompt": ' + raw + b', "width": 64, "height": 64, "num_frames": 9, "steps": 1}}'
-    server.wait_for_status({"READY"}, timeout=30)
+    server.wait_for_status({"READY"}, timeout=60)
     response = server.client.post("/predictions", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "input.prompt" in response.text, response.text
     assert run_folders(outputs) == before
@@ -154,7 +154,7 @@ def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untime
     server, outputs = untimed
     kept = run_folders(outputs)  # the previous prediction's folder, kept for Cog until this one starts
     prediction_id = uuid.uuid4().hex
-    server.wait_for_status({"READY"}, timeout=30)
+    server.wait_for_status({"READY"}, timeout=60)
     response = server.client.post(
         "/predictions", headers={"Prefer": "respond-async"},
         json={"id": prediction_id, "input": ok_inputs(steps=100), "webhook": f"{webhooks.url}/hook",
