@@ -299,8 +299,7 @@ def test_cancel_between_steps_stops_within_one_step_and_the_next_prediction_succ
 @pytest.mark.cog_server
 def test_progress_reaches_the_cog_prediction_logs(tiny_env, tmp_path):
     with CogServer(tiny_env, tmp_path / "server.log") as server:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         response = server.predict({**BASE, "steps": 3})
         assert response.status_code == 200, response.text
         result = response.json()
