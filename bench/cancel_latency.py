@@ -11,7 +11,6 @@ Prints medians over the runs and the ratio latency / step.
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import sys
@@ -20,11 +19,9 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import FIXTURE_CUSTOM_NODES, CogServer, WebhookReceiver, machine_line, write_slow_workflow
 
 from comfy_runtime.cog_schema import write_schema
-from tests.contract_helpers import WebhookReceiver, write_slow_workflow  # noqa: E402
-from tests.helpers import FIXTURE_CUSTOM_NODES, CogServer  # noqa: E402
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1, "steps": 100}
 
@@ -44,9 +41,9 @@ def main(runs: int = 15, seconds_per_step: float = 0.1) -> None:
         }
         to_canceled, to_ready, steps_reached = [], [], []
         with CogServer(env, Path(tmp) / "server.log") as server:
-            server.wait_for_status({"READY"})
+            server.wait_ready()
             for _ in range(runs):
-                server.wait_for_status({"READY"})
+                server.wait_ready()
                 prediction_id = uuid.uuid4().hex
                 server.client.post(
                     "/predictions", headers={"Prefer": "respond-async"},
@@ -61,13 +58,13 @@ def main(runs: int = 15, seconds_per_step: float = 0.1) -> None:
                 final = webhooks.wait_final(prediction_id)
                 assert final["status"] == "canceled", final
                 to_canceled.append(final["received_at"] - started)
-                server.wait_for_status({"READY"})
+                server.wait_ready()
                 to_ready.append(time.monotonic() - started)
                 steps_reached.append(final["logs"].count("HVTestSlowSteps step"))
     webhooks.close()
 
     canceled, ready = statistics.median(to_canceled), statistics.median(to_ready)
-    print(f"machine: {os.cpu_count()} cores, {sys.platform}; {time.strftime('%Y-%m-%d')}; runs={runs}")
+    print(machine_line(runs=runs))
     print(f"step length (baseline)                          {seconds_per_step * 1000:8.1f} ms")
     print(f"median cancel POST -> `canceled` webhook        {canceled * 1000:8.1f} ms "
           f"(min {min(to_canceled) * 1000:.1f}, max {max(to_canceled) * 1000:.1f})")

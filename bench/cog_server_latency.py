@@ -16,10 +16,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from harness import FIXTURE_CUSTOM_NODES, CogServer, machine_line
 
 from comfy_runtime.cog_schema import write_schema
-from tests.helpers import FIXTURE_CUSTOM_NODES, CogServer  # noqa: E402
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1}
 
@@ -36,15 +35,15 @@ def main(runs: int = 20) -> None:
         }
         started = time.perf_counter()
         with CogServer(env, Path(tmp) / "server.log") as server:
-            server.wait_for_status({"READY"})
+            server.wait_ready()
             ready = time.perf_counter() - started
             walls, predict_times = [], []
             for _ in range(runs + 1):
                 # coglet frees its slot a moment after answering a sync prediction: a POST sent at once can get
                 # 409 "at capacity", so each one waits for READY first (outside the timed span).
-                server.wait_for_status({"READY"})
+                server.wait_ready()
                 t0 = time.perf_counter()
-                body = server.predict(INPUTS).json()
+                body = server.predict(INPUTS)
                 walls.append(time.perf_counter() - t0)
                 if body.get("status") != "succeeded":
                     raise SystemExit(f"prediction failed: {body.get('error')}\n{server.logs()[-2000:]}")
@@ -68,7 +67,7 @@ def main(runs: int = 20) -> None:
         comfy_times, encode_times = comfy_times[1:], encode_times[1:]
 
     wall, predict_time, comfy, encode = (statistics.median(x) for x in (walls, predict_times, comfy_times, encode_times))
-    print(f"machine: {os.cpu_count()} cores, {sys.platform}; {time.strftime('%Y-%m-%d')}; runs={runs}")
+    print(machine_line(runs=runs))
     print(f"time to READY (process start -> READY)       {ready:8.2f} s")
     print(f"median HTTP round trip                        {wall * 1000:8.1f} ms")
     print(f"median predict_time (coglet metric)           {predict_time * 1000:8.1f} ms")

@@ -31,12 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from harness import ROOT, ComfyUIServer
 
-from comfy_runtime.graph.workflow import load_workflow  # noqa: E402
-from comfy_runtime.settings import Settings  # noqa: E402
-from comfy_runtime.supply.comfyui_source import resolve_comfyui_path  # noqa: E402
+from comfy_runtime.graph.workflow import load_workflow
+from comfy_runtime.settings import Settings
+from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
 POLL_SECONDS = 0.25
 TARGETS = {"ready": 0.5, "overhead": 0.1, "embedded_overhead_ms": 20.0}
@@ -165,8 +164,6 @@ def boot_embedded(work: Path, runs: int, comfyui: Path) -> tuple[float, dict[str
 
 
 def boot_remote(work: Path, runs: int, comfyui: Path, stock: bool = False) -> tuple[float, dict[str, Any], int]:
-    from tests.comfyui_server import ComfyUIServer
-
     server = ComfyUIServer(comfyui, work / "models", work / ("server-stock" if stock else "server"), stock_flags=stock)
     started = time.perf_counter()
     server.start()

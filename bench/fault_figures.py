@@ -14,18 +14,13 @@ import io
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import psutil  # noqa: E402
-
-from tests.helpers import probe_video  # noqa: E402
-from tests.soak_figures import plumbing_env  # noqa: E402
+import psutil
+from harness import frame_count, machine_line, plumbing_env, plumbing_with
 
 QUIET = lambda _line: None  # noqa: E731
 
@@ -45,7 +40,6 @@ def main() -> None:
         from comfy_runtime.render.renderer import VideoRenderer
         from comfy_runtime.settings import Settings
         from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-        from tests.test_faults import plumbing_with
 
         settings = Settings()
         runtime = embedded.EmbeddedRuntime(resolve_comfyui_path(settings), settings.models_dir,
@@ -98,6 +92,7 @@ def main() -> None:
             ("failing node", lambda: renderer(("HVTestFail", {"message": "boom"})).render(request, QUIET)),
         ]
         process = psutil.Process()
+        print(machine_line())
         print(f"baseline: median successful prediction {baseline * 1000:.0f} ms (256x128, 13 frames)")
         print(f"{'fault':<28} {'error':<22} {'fail s':>7} {'x base':>7} {'left':>5} {'next ok':>8} {'RSS MiB':>14}  message")
         for name, inject in faults:
@@ -116,7 +111,7 @@ def main() -> None:
                 time.sleep(0.05)
             check = renderer()
             rendered = check.render(request, QUIET)
-            next_ok = probe_video(rendered.video).frames == 13
+            next_ok = frame_count(rendered.video) == 13
             check.discard(rendered)
             rss_after = process.memory_info().rss
             if hasattr(error, "errors"):  # pydantic: the rule's own message

@@ -1,7 +1,7 @@
 """Weights supply chain figures: parallel ranged fetch vs one stream, and the boot-time check's cost.
 
-1. Throughput: tests/range_server.py serves a file from ANOTHER process on 127.0.0.1; the same file is
-   fetched by comfy_runtime.download.fetch with N connections and, as the baseline in the same run, by a
+1. Throughput: a Range-capable file server (bench/harness.py) serves a file from ANOTHER process on
+   127.0.0.1; the same file is fetched by comfy_runtime.supply.download.fetch with N connections and, as the baseline in the same run, by a
    single httpx GET stream. Both write to disk and sha256 the result (fetch does that before the rename).
    Run twice: unthrottled loopback, and with each connection capped (a per-chunk delay in the server, the
    way CDNs cap a connection), which is what parallel ranges are for.
@@ -16,22 +16,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from harness import ROOT, machine_line, range_server_process
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from comfy_runtime.supply.comfyui_source import sha256_of  # noqa: E402
-from comfy_runtime.supply.download import fetch  # noqa: E402
-from comfy_runtime.supply.manifest import WeightEntry  # noqa: E402
-from comfy_runtime.supply.weights import check_file  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.download import fetch
+from comfy_runtime.supply.manifest import WeightEntry
+from comfy_runtime.supply.weights import check_file
 
 HUNYUAN_BYTES = 25.6e9 + 0.246e9 + 9.1e9 + 0.493e9
 HUNYUAN_FILES = 4
@@ -69,12 +65,8 @@ def single_stream(url: str, dest: Path) -> float:
 
 
 def throughput(served: Path, name: str, size: int, digest: str, connections: int, delay: float, out: Path) -> None:
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "range_server.py"), str(served), str(port), str(delay)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        server.stdout.readline()  # the URL: it is listening
-        url = f"http://127.0.0.1:{port}/{name}"
+    with range_server_process(served, delay) as base_url:
+        url = f"{base_url}/{name}"
         single_s, parallel_s = [], []
         for _ in range(2):  # alternate, so neither one always gets the warmer cache
             dest = out / "single.bin"
@@ -92,9 +84,6 @@ def throughput(served: Path, name: str, size: int, digest: str, connections: int
         print(f"  single stream     {size / single / 2**20:8.1f} MiB/s  ({single:.2f} s)")
         print(f"  {connections} ranged conns  {size / parallel / 2**20:8.1f} MiB/s  ({parallel:.2f} s)")
         print(f"  ratio parallel/single: {single / parallel:.2f}x")
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
 
 
 def boot_check(path: Path, size: int, digest: str) -> None:
@@ -127,6 +116,7 @@ def boot_check(path: Path, size: int, digest: str) -> None:
 
 
 def main(fetch_mib: int = 256, check_mib: int = 1024, connections: int = 8) -> None:
+    print(machine_line(fetch_mib=fetch_mib, check_mib=check_mib, connections=connections))
     with tempfile.TemporaryDirectory(dir=ROOT / ".cache") as tmp:
         work = Path(tmp)
         served = work / "served"

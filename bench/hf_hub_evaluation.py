@@ -27,8 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from harness import RangeServer  # noqa: E402
+
 from comfy_runtime.supply.download import DownloadError, fetch  # noqa: E402
-from tests.range_server import RangeServer  # noqa: E402
 
 SIZE = 8 * (1 << 20) + 4321
 RESUME_SIZE = 40 * (1 << 20) + 4321
@@ -102,7 +103,7 @@ def rule_resume(work: Path) -> dict[str, str]:
     results = {}
     for client in ("huggingface_hub", "comfy_runtime"):
         target = work / f"resume-{client}"
-        with RangeServer(root, hold_after=size * 3 // 4) as hub:
+        with RangeServer(root, hold_each_after=size * 3 // 4) as hub:
             hub.aliases[RESOLVE] = "v.bin"
             hub.extra_headers[RESOLVE] = hub_headers(data)
             if client == "huggingface_hub":
@@ -121,7 +122,7 @@ def rule_resume(work: Path) -> dict[str, str]:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait(timeout=10)
             first = hub.bytes_sent
-            hub.hold_after = None
+            hub.hold_each_after = None
             hub.release.set()
             before = hub.bytes_sent
             try:

@@ -17,11 +17,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import psutil
+from harness import call_predict, machine_line, plumbing_env
 
-import psutil  # noqa: E402
+MIB = 2**20
 
-from tests.soak_figures import SoakSample, call_predict, disk_bytes, format_samples, plumbing_env  # noqa: E402
+
+def disk_bytes(root: Path, exclude: str | None = None) -> int:
+    """Bytes of every file under root (0 when it does not exist), leaving out the top-level `exclude`."""
+    if not root.exists():
+        return 0
+    return sum(path.stat().st_size for path in root.rglob("*")
+               if path.is_file() and not (exclude and path.relative_to(root).parts[0] == exclude))
 
 
 def main(runs: int = 300) -> None:
@@ -37,19 +44,27 @@ def main(runs: int = 300) -> None:
         predictor = Predictor()
         predictor.setup()
         process = psutil.Process()
-        samples, walls = [], []
+        rows, walls = [], []
+        every = max(10, runs // 15)
         for run in range(1, runs + 1):
             started = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # the per-prediction log lines Cog would capture
                 path = call_predict(predictor, prompt="soak", width=64, height=64, num_frames=9, steps=1, fps=8, seed=run)
             path.read_bytes()
             walls.append(time.perf_counter() - started)
-            samples.append(SoakSample(
-                run=run, rss=process.memory_info().rss, output_bytes=disk_bytes(outputs, exclude=".work"),
-                work_bytes=disk_bytes(outputs / ".work"), temp_bytes=disk_bytes(system_temp),
-                run_folders=sum(1 for p in outputs.iterdir() if p.name != ".work"),
-            ))
-        print(format_samples(samples, every=max(10, runs // 15)))
+            rows.append((run, process.memory_info().rss, disk_bytes(outputs, exclude=".work"),
+                         disk_bytes(outputs / ".work"), disk_bytes(system_temp),
+                         sum(1 for p in outputs.iterdir() if p.name != ".work")))
+        print(machine_line(runs=runs))
+        print(f"{'run':>5} {'RSS MiB':>9} {'outputs KiB':>12} {'work KiB':>9} {'tmp KiB':>8} {'folders':>8}")
+        for run, rss, output_bytes, work_bytes, temp_bytes, folders in rows:
+            if run == 1 or run % every == 0:
+                print(f"{run:>5} {rss / MIB:>9.1f} {output_bytes / 1024:>12.1f} {work_bytes / 1024:>9.1f} "
+                      f"{temp_bytes / 1024:>8.1f} {folders:>8}")
+        first_rss, settled_rss, last_rss = rows[0][1], rows[min(9, len(rows) - 1)][1], rows[-1][1]
+        print(f"RSS growth: run 1->{runs} {(last_rss - first_rss) / MIB:+.1f} MiB, "
+              f"run {min(10, runs)}->{runs} {(last_rss - settled_rss) / MIB:+.1f} MiB; "
+              f"peak outputs {max(row[2] for row in rows) / 1024:.1f} KiB")
         first, last = statistics.median(walls[:10]), statistics.median(walls[-10:])
         print(f"median wall per prediction: first 10 {first * 1000:.0f} ms, last 10 {last * 1000:.0f} ms, "
               f"ratio last/first {last / first:.2f}")

@@ -17,10 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import boto3
+from botocore.config import Config
+from harness import machine_line, moto_s3_server
 
 from comfy_runtime.delivery.storage import MULTIPART_THRESHOLD, ObjectStore, StorageConfig
-from tests.s3_server import MotoS3Server  # noqa: E402
 
 SIZES = {"video-sized (8 MiB, one PUT)": 8 * 1024 * 1024,
          "large (48 MiB, multipart)": 3 * MULTIPART_THRESHOLD}
@@ -38,10 +39,11 @@ def timed(fn, runs: int) -> float:
 def main(runs: int = 5) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    with tempfile.TemporaryDirectory() as tmp, MotoS3Server(Path(tmp) / "moto.log") as s3:
-        s3.client().create_bucket(Bucket="bench")
-        store = ObjectStore(StorageConfig(bucket="bench", endpoint_url=s3.url, sidecar=False))
-        print(f"machine: {os.cpu_count()} cores, {sys.platform}; {time.strftime('%Y-%m-%d')}; runs={runs}")
+    with tempfile.TemporaryDirectory() as tmp, moto_s3_server(Path(tmp) / "moto.log") as s3_url:
+        boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
+                     config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket="bench")
+        store = ObjectStore(StorageConfig(bucket="bench", endpoint_url=s3_url, sidecar=False))
+        print(machine_line(runs=runs))
         for label, size in SIZES.items():
             source = Path(tmp) / "video.mp4"
             source.write_bytes(os.urandom(size))

@@ -16,7 +16,7 @@ import pytest
 from comfy_runtime.cog_schema import write_schema
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.manifest import load_manifest
-from tests.helpers import FIXTURE_CUSTOM_NODES
+from tests.support.paths import FIXTURE_CUSTOM_NODES
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.contract_helpers import WebhookReceiver, write_slow_workflow
-from tests.helpers import CogServer, probe_video
-from tests.s3_server import MotoS3Server
+from tests.support.cog_server import CogServer
+from tests.support.graphs import slow_steps_logged, write_slow_workflow
+from tests.support.media import probe_video
+from tests.support.s3_server import MotoS3Server
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 
@@ -63,8 +65,7 @@ def served(hv_env, s3, tmp_path_factory):
     root = tmp_path_factory.mktemp("delivery")
     server = start_cog(cog_env(hv_env, root, s3), root / "server.log")
     try:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         yield server
     finally:
         server.stop()
@@ -90,9 +91,7 @@ def inputs(**overrides):
 
 
 def sync_predict(server: CogServer, **overrides) -> dict:
-    # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
-    server.wait_for_status({"READY"}, timeout=60)
-    response = server.predict(inputs(**overrides))
+    response = server.predict_when_ready(inputs(**overrides))
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -113,10 +112,6 @@ def object_key(url: str) -> str:
     path = httpx.URL(url).path
     assert path.startswith(f"/{BUCKET}/"), url  # path-style addressing, as MinIO needs
     return path[len(BUCKET) + 2:]
-
-
-def steps_logged(logs: str) -> list[int]:
-    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
 
 
 def assert_no_credentials(*texts: str) -> None:
@@ -145,9 +140,9 @@ def test_async_prediction_sends_webhooks_logs_progress_and_returns_an_s3_url(ser
     assert events[0]["status"] == "processing"  # the start event
     running_logs = [e["logs"] for e in events if e["status"] == "processing" and e.get("logs")]
     # Progress reaches the caller while it runs, not only at the end: node names and step i/N.
-    assert any("node 9 HVTestSlowSteps" in logs and steps_logged(logs) for logs in running_logs), running_logs
-    assert any(steps_logged(logs) and max(steps_logged(logs)) < 20 for logs in running_logs), running_logs
-    assert steps_logged(final["logs"]) == list(range(1, 21))
+    assert any("node 9 HVTestSlowSteps" in logs and slow_steps_logged(logs) for logs in running_logs), running_logs
+    assert any(slow_steps_logged(logs) and max(slow_steps_logged(logs)) < 20 for logs in running_logs), running_logs
+    assert slow_steps_logged(final["logs"]) == list(range(1, 21))
     assert "HVTestSlowSteps" in final["logs"] and "seed: 1" in final["logs"]
 
     url = final["output"]
@@ -176,7 +171,7 @@ def test_each_prediction_gets_its_own_key_and_leaves_nothing_on_disk(served, hea
 def test_cancel_interrupts_comfyui_ends_canceled_and_the_next_prediction_succeeds(served, webhooks, healthy_s3):
     prediction_id = start_async(served, webhooks, steps=100)  # 10 s if nothing stops it
     deadline = time.monotonic() + 60
-    while not any(steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
+    while not any(slow_steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
         assert time.monotonic() < deadline, webhooks.for_prediction(prediction_id)
         time.sleep(0.05)
     assert served.health()["status"] == "BUSY"
@@ -184,10 +179,10 @@ def test_cancel_interrupts_comfyui_ends_canceled_and_the_next_prediction_succeed
     final = webhooks.wait_final(prediction_id)
     assert final["status"] == "canceled", final
     # ComfyUI stopped inside the node: the sampler-like loop never reached its last step.
-    assert max(steps_logged(final["logs"])) < 100
+    assert max(slow_steps_logged(final["logs"])) < 100
     body = sync_predict(served, steps=2)
     assert body["status"] == "succeeded", body
-    assert steps_logged(body["logs"]) == [1, 2]
+    assert slow_steps_logged(body["logs"]) == [1, 2]
 
 
 # -- upload failures: the cause named, the video kept -------------------------------------------
@@ -251,7 +246,8 @@ def test_a_missing_bucket_fails_setup_with_what_to_do(hv_env, healthy_s3, tmp_pa
         logs = body["setup"]["logs"]
         assert "missing bucket: bucket 'no-such-bucket'" in logs and "create it or fix HV_S3_BUCKET" in logs, logs
         assert_no_credentials(server.log_path.read_text(errors="replace"))
-        assert server.predict(inputs()).status_code != 200
+        refused = server.predict(inputs())  # coglet serves no prediction after a failed setup
+        assert refused.status_code == 503 and refused.json()["status"] == "failed", refused.text
     finally:
         server.stop()
 

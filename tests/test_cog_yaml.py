@@ -10,6 +10,7 @@ import re
 import shutil
 import tomllib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import yaml
@@ -24,7 +25,7 @@ from comfy_runtime.supply.nodes import (
     render_cog_block,
     sync_cog_yaml,
 )
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 COG_YAML = PROJECT_ROOT / "cog.yaml"
 # cog.yaml's keys per cog's config schema (pkg/config/data/config_schema_v1.0.json) and docs/yaml.md, cog 0.23.
@@ -104,7 +105,22 @@ def test_install_steps_equal_the_lock(cog):
     assert f"--workspace {IMAGE_COMFYUI_PATH} install --url {lock.comfyui.repo} --version nightly --commit {lock.comfyui.commit} " in install
     assert "exit 1" not in text  # no deliberate build failure left
     assert lock.comfyui.version in lock.comfyui.tag
-    assert any("pget" in step for step in steps)
+
+
+def test_pget_is_installed_from_a_pinned_release_where_the_fetch_finds_it(cog):
+    """download.py hands transfers to `pget` when shutil.which finds it: the image must put a pinned release
+    of it on PATH under that name, executable, and a failed download must fail the build (curl -f), not
+    leave an HTML error page where the binary should be."""
+    installs = [step for step in cog["build"]["run"] if "replicate/pget/releases" in step]
+    assert len(installs) == 1, installs
+    (step,) = installs
+    url = re.search(r"https://github\.com/replicate/pget/releases/download/(\S+)/pget_linux_x86_64", step)
+    assert url and re.fullmatch(r"v\d+\.\d+\.\d+", url.group(1)), f"pin a release tag, not latest: {step}"
+    assert re.search(r"curl -\w*f\w* ", step), f"curl must fail on an HTTP error: {step}"
+    target = re.search(r" -o (\S+) ", step)
+    assert target and Path(target.group(1)).name == "pget", step
+    assert Path(target.group(1)).parent.as_posix() in {"/usr/local/bin", "/usr/bin"}, "on the image's PATH"
+    assert f"chmod +x {target.group(1)}" in step
 
 
 def test_the_image_environment_is_settings_the_code_reads(cog):

@@ -29,7 +29,7 @@ from comfy_runtime.supply.nodes import (
     comfy_cli_requirements,
     comfyui_install_command,
 )
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 from tests.support.recording_proxy import RecordingProxy
 
 COMFY_CLI_VENV = PROJECT_ROOT / ".cache" / "comfy-cli-venv"

@@ -13,7 +13,7 @@ from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import MAX_CRF, codec_options
 from comfy_runtime.render.renderer import VideoRenderer
-from tests.helpers import decode_frames, probe_video
+from tests.support.media import decode_frames, probe_video
 
 QUIET = lambda _line: None  # noqa: E731
 REQUEST = VideoRequest(prompt="x", width=128, height=96, num_frames=17, fps=12, seed=21)

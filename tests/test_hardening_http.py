@@ -12,8 +12,10 @@ import psutil
 import pytest
 
 from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
-from tests.contract_helpers import WebhookReceiver, write_slow_workflow
-from tests.helpers import CogServer, probe_video, write_data_uri
+from tests.support.cog_server import CogServer
+from tests.support.graphs import slow_steps_logged, write_slow_workflow
+from tests.support.media import probe_video, write_data_uri
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 
@@ -28,8 +30,7 @@ def slow_server(hv_env, root, seconds_per_step=SECONDS_PER_STEP, **env):
     env = {**hv_env, "HV_WORKFLOW": "plumbing_slow", "HV_WORKFLOWS_DIR": str(workflows), "HV_OUTPUT_DIR": str(outputs),
            **env}
     with CogServer(env, root / "server.log") as server:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         yield server, outputs
 
 
@@ -40,9 +41,7 @@ def served(hv_env, tmp_path_factory):
 
 
 def predict(server, inputs, **kwargs):
-    # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
-    server.wait_for_status({"READY"}, timeout=30)
-    return server.predict(inputs, **kwargs)
+    return server.predict_when_ready(inputs, **kwargs)
 
 
 def run_folders(outputs):
@@ -71,9 +70,21 @@ def test_undecodable_prompt_bytes_are_refused_at_the_edge_with_the_field(served,
     server, outputs = served
     before = run_folders(outputs)
     body = b'{"input": {"prompt": ' + raw + b', "width": 64, "height": 64, "num_frames": 9, "steps": 1}}'
-    server.wait_for_status({"READY"}, timeout=30)
+    server.wait_for_status({"READY"}, timeout=60)
     response = server.client.post("/predictions", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400 and "input.prompt" in response.text, response.text
+    assert run_folders(outputs) == before
+
+
+def test_a_prompt_at_the_character_limit_passes_the_schema_and_meets_the_token_rule(served):
+    """The schema's maxLength is the exact edge: one character more is a 422 (below), this many is let in
+    and refused by the next rule, the token count, with that rule's message."""
+    server, outputs = served
+    before = run_folders(outputs)
+    response = predict(server, ok_inputs(prompt="x " * (MAX_PROMPT_CHARS // 2)))
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "failed" and "tokens long; HunyuanVideo reads at most 256" in body["error"], body
     assert run_folders(outputs) == before
 
 
@@ -101,12 +112,17 @@ def test_a_job_over_the_memory_budget_fails_at_once_with_what_to_lower(served):
 
 
 def test_a_path_in_an_unknown_input_reaches_no_path(served, tmp_path):
+    """coglet drops inputs the schema does not declare, so the predictor never sees filename_prefix (and
+    VideoRequest would refuse it: test_input_hardening); the path-like prompt is only text. The prediction
+    succeeds, its video is where every video goes, and nothing named `escaped` exists anywhere near."""
     server, outputs = served
     response = predict(server, ok_inputs(filename_prefix="../../../escaped", prompt="../../../escaped"))
-    if response.status_code == 200:
-        assert response.json()["status"] == "succeeded"
-    else:
-        assert response.status_code == 422, response.text
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["status"] == "succeeded", body
+    assert probe_video(write_data_uri(body["output"], tmp_path / "out.mp4")).frames == 9
+    (run,) = run_folders(outputs)
+    assert [p.suffix for p in (outputs / run).iterdir()] == [".mp4"]
     assert not list(outputs.parent.rglob("escaped*")) and not list(outputs.parent.parent.glob("escaped*"))
 
 
@@ -134,15 +150,11 @@ def webhooks():
     receiver.close()
 
 
-def steps_logged(logs: str) -> list[int]:
-    return [int(step) for step in re.findall(r"HVTestSlowSteps step (\d+)/\d+", logs)]
-
-
 def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untimed, webhooks):
     server, outputs = untimed
     kept = run_folders(outputs)  # the previous prediction's folder, kept for Cog until this one starts
     prediction_id = uuid.uuid4().hex
-    server.wait_for_status({"READY"}, timeout=30)
+    server.wait_for_status({"READY"}, timeout=60)
     response = server.client.post(
         "/predictions", headers={"Prefer": "respond-async"},
         json={"id": prediction_id, "input": ok_inputs(steps=100), "webhook": f"{webhooks.url}/hook",
@@ -150,7 +162,7 @@ def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untime
     )  # 100 x 0.5 s = 50 s: it cannot finish before the cancel lands
     assert response.status_code == 202, response.text
     deadline = time.monotonic() + 60
-    while not any(steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
+    while not any(slow_steps_logged(e.get("logs") or "") for e in webhooks.for_prediction(prediction_id)):
         assert time.monotonic() < deadline, (webhooks.for_prediction(prediction_id), server.logs())
         time.sleep(0.05)
     running = run_folders(outputs)
@@ -158,7 +170,7 @@ def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untime
     assert server.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
     final = webhooks.wait_final(prediction_id)
     assert final["status"] == "canceled", final
-    assert max(steps_logged(final["logs"])) < 100, "ComfyUI stopped inside the node"
+    assert max(slow_steps_logged(final["logs"])) < 100, "ComfyUI stopped inside the node"
     deadline = time.monotonic() + 10
     while run_folders(outputs) and time.monotonic() < deadline:
         time.sleep(0.05)

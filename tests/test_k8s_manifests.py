@@ -23,20 +23,20 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from comfy_runtime.settings import Settings, env_names
-from tests.helpers import PROJECT_ROOT, free_port, stop_process_group
+from tests.support.cog_server import CogServer
+from tests.support.paths import PROJECT_ROOT
+from tests.support.processes import free_port
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
 SCHEMAS = DEPLOY / "schemas"
@@ -505,52 +505,21 @@ class Predictor(BasePredictor):
 '''
 
 
-class GatedCogServer:
+class GatedCogServer(CogServer):
     """The real coglet server on 127.0.0.1 with a predictor whose setup and predict wait for files."""
 
     def __init__(self, root: Path):
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         (root / "predict.py").write_text(GATED_PREDICTOR)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = root / "server.log"
-
-    def __enter__(self) -> GatedCogServer:
-        env = {
-            **os.environ,
-            "PORT": str(self.port),
-            "COG_PREDICT_TYPE_STUB": "predict.py:Predictor",
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        }
-        env.pop("KUBERNETES_SERVICE_HOST", None)  # else coglet writes /var/run/cog/ready on this machine
-        self._log = self.log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "cog.server.http", "--host", "127.0.0.1"],
-            cwd=self.root, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.client = httpx.Client(base_url=self.url, timeout=30)
-        return self
+        super().__init__({}, root / "server.log", project_dir=root)
 
     def __exit__(self, *exc) -> None:
-        self.client.close()
         (self.root / "predict_go").touch()  # let a held prediction finish so the worker exits cleanly
-        stop_process_group(self.process)
-        self._log.close()
+        super().__exit__(*exc)
 
     def wait_for(self, status: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        last = None
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()
-            try:
-                last = self.client.get("/health-check").json()["status"]
-            except httpx.TransportError:
-                last = None
-            if last == status:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"still {last} after {timeout}s, wanted {status}:\n{self.log.read_text()}")
+        self.wait_for_status({status}, timeout)
 
 
 def _probe_commands(docs: list[dict[str, Any]]) -> dict[str, list[str]]:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 # The operator's targets (issue 7's list, plus help and demo); others may add theirs beside these.
 DOCUMENTED = {

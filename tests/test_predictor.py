@@ -3,7 +3,7 @@
 import pytest
 
 from predict import Predictor
-from tests.helpers import decode_frames, probe_video
+from tests.support.media import decode_frames, probe_video
 
 
 @pytest.fixture(scope="module")
@@ -40,10 +40,20 @@ def test_seed_is_logged_and_changes_the_pixels(predictor, capsys):
     assert "seed: 11" in capsys.readouterr().out
 
 
-def test_an_empty_seed_is_drawn_and_logged(predictor, capsys):
+def logged_seeds(capsys) -> list[int]:
+    return [int(line.split()[1]) for line in capsys.readouterr().out.splitlines() if line.startswith("seed: ")]
+
+
+def test_an_empty_seed_is_drawn_fresh_logged_and_is_the_seed_the_video_was_made_with(predictor, capsys):
+    drawn = decode_frames(predict(predictor, seed=None))
+    (seed,) = logged_seeds(capsys)
+    assert 0 <= seed <= 2**32 - 1
+    # The logged seed reproduces the video bit for bit: it is the one the render used, not a second draw.
+    again = decode_frames(predict(predictor, seed=seed))
+    assert logged_seeds(capsys) == [seed]
+    assert all((a == b).all() for a, b in zip(drawn, again, strict=True))
     predict(predictor, seed=None)
-    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("seed: ")]
-    assert len(lines) == 1 and int(lines[0].split()[1]) >= 0
+    assert logged_seeds(capsys) != [seed], "each empty seed is a new draw"
 
 
 def test_each_prediction_writes_its_own_folder(predictor):

@@ -11,7 +11,7 @@ import mimetypes
 import yaml
 
 from comfy_runtime.delivery.storage import CONTENT_TYPES
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 JUDGE_MEDIA_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp"}
 JUDGE_MAX_BYTES = 5 * 1024 * 1024

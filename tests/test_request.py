@@ -1,7 +1,6 @@
 import pytest
 from pydantic import ValidationError
 
-from comfy_runtime.job.params import FRAMES, SIZE
 from comfy_runtime.job.request import VideoRequest
 
 
@@ -26,17 +25,43 @@ def test_frame_counts_must_be_4k_plus_1(frames, nearest):
     assert "4k+1" in str(error.value) and f"for example {nearest}" in str(error.value)
 
 
-def test_grids_cover_the_bounds():
-    assert SIZE.choices[0] == 64 and SIZE.choices[-1] == 1280 and all(s % 16 == 0 for s in SIZE.choices)
-    assert FRAMES.choices[0] == 1 and FRAMES.choices[-1] == 129 and all((f - 1) % 4 == 0 for f in FRAMES.choices)
+def accepted(**fields) -> bool:
+    try:
+        VideoRequest(prompt="x", **fields)
+    except ValidationError:
+        return False
+    return True
 
 
-@pytest.mark.parametrize("field,value", [("steps", 0), ("guidance", 25.0), ("fps", 0), ("seed", -1), ("prompt", "")])
-def test_out_of_range_values_are_rejected(field, value):
-    inputs = {"prompt": "x", field: value}
+def test_exactly_the_documented_grid_of_sizes_and_frame_counts_is_accepted():
+    """The rule as the docs state it (multiples of 16 from 64 to 1280; 4k+1 frames from 1 to 129), checked
+    against every value around it, not against the constants the rule is written with."""
+    assert {v for v in range(-32, 1400) if accepted(width=v)} == set(range(64, 1281, 16))
+    assert {v for v in range(-32, 1400) if accepted(height=v)} == set(range(64, 1281, 16))
+    assert {v for v in range(-8, 200) if accepted(num_frames=v)} == set(range(1, 130, 4))
+
+
+@pytest.mark.parametrize(
+    "field,lowest,highest,below,above",
+    [("steps", 1, 100, 0, 101), ("guidance", 1.0, 20.0, 0.99, 20.01), ("flow_shift", 1.0, 20.0, 0.99, 20.01),
+     ("fps", 1, 60, 0, 61), ("seed", 0, 2**32 - 1, -1, 2**32), ("crf", 1, 51, 0, 52)],
+)
+def test_each_bound_is_accepted_and_one_past_it_is_refused_naming_the_field_and_the_bound(
+    field, lowest, highest, below, above
+):
+    assert accepted(**{field: lowest}) and accepted(**{field: highest})
+    for value, bound in ((below, lowest), (above, highest)):
+        with pytest.raises(ValidationError) as error:
+            VideoRequest(prompt="x", **{field: value})
+        (problem,) = error.value.errors()
+        assert problem["loc"] == (field,), problem
+        assert (f"{bound:g}" if isinstance(bound, float) else str(bound)) in problem["msg"], problem
+
+
+def test_an_empty_prompt_is_refused_as_the_prompt_field():
     with pytest.raises(ValidationError) as error:
-        VideoRequest(**inputs)
-    assert field in str(error.value)
+        VideoRequest(prompt="")
+    assert [problem["loc"] for problem in error.value.errors()] == [("prompt",)]
 
 
 def test_missing_seed_becomes_a_concrete_random_one():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
+import uuid
 
 import httpx
 import numpy as np
@@ -19,30 +20,22 @@ import pytest
 from PIL import Image
 
 from comfy_runtime.backends.contract import NodeStarted, StepProgress
+from comfy_runtime.backends.embedded import EmbeddedRuntime
 from comfy_runtime.backends.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
 from comfy_runtime.errors import ExecutionInterrupted, NodeExecutionError, RunTimedOut, WorkflowInvalidError
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-from tests.comfyui_server import ComfyUIServer
-from tests.helpers import FIXTURE_CUSTOM_NODES, free_port, probe_video
-
-_prefixes = iter(range(10**6))
-
-
-def plumbing(width=64, height=64, frames=9, fps=12.0, seed=0):
-    # ComfyUI's cache skips unchanged nodes: a fresh prefix makes the save node run every time.
-    return load_workflow("plumbing_video").render(
-        {"width": width, "height": height, "num_frames": frames, "fps": fps, "seed": seed},
-        filename_prefix=f"c{next(_prefixes)}",
-    )
+from tests.support.comfyui_server import ComfyUIServer
+from tests.support.graphs import plumbing_graph, splice
+from tests.support.media import probe_video
+from tests.support.paths import FIXTURE_CUSTOM_NODES
+from tests.support.processes import free_port
 
 
-def with_node(graph, class_type, **inputs):
-    graph = copy.deepcopy(graph)
-    graph["9"] = {"class_type": class_type, "inputs": {"image": ["2", 0], **inputs}}
-    graph["3"]["inputs"]["images"] = ["9", 0]
-    return graph
+def with_node(class_type, **inputs):
+    """A fresh plumbing graph with one fixture node (node 9) between its frames and CreateVideo."""
+    return splice(plumbing_graph(), (class_type, inputs))
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +93,30 @@ def test_a_bad_graph_fails_validation_naming_the_node(backend, node, field, valu
     assert node in error.value.node_errors
 
 
+def graph_with_a_broken_second_output() -> dict:
+    """A valid plumbing graph plus a second output whose input is below its node's minimum: ComfyUI's own
+    validate_prompt calls such a graph valid (one output is) and would run only that part."""
+    graph = plumbing_graph(frames=5)
+    graph["90"] = {"class_type": "EmptyImage", "inputs": {"width": -64, "height": 64, "batch_size": 1, "color": 0}}
+    graph["91"] = {"class_type": "SaveImage", "inputs": {"images": ["90", 0], "filename_prefix": f"part{uuid.uuid4().hex}"}}
+    return graph
+
+
+def test_a_graph_valid_only_in_part_is_refused_by_validate_and_run(backend, request, tmp_path):
+    if isinstance(backend, RemoteRuntime):
+        request.applymarker(pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
+            "known gap: ComfyUI's /prompt queues the valid part of such a graph and RemoteRuntime.run does not "
+            "check first (a local check would use /object_info cached before uploads); validate() refuses it")))
+    graph = graph_with_a_broken_second_output()
+    with pytest.raises(WorkflowInvalidError, match=r"node 90 \(EmptyImage\)"):
+        backend.validate(graph)
+    with pytest.raises(WorkflowInvalidError, match="node 90"):
+        backend.run(graph, tmp_path / "run")
+    assert not any((tmp_path / "run").rglob("*.mp4")), "nothing of the valid part may have run"
+
+
 def test_running_a_bad_graph_is_refused_before_it_runs(backend, tmp_path):
-    graph = plumbing()
+    graph = plumbing_graph()
     graph["1"]["inputs"]["width"] = 0
     with pytest.raises(WorkflowInvalidError, match=r"node 1 \(EmptyImage\)") as error:
         backend.run(graph, tmp_path / "refused")
@@ -111,7 +126,7 @@ def test_running_a_bad_graph_is_refused_before_it_runs(backend, tmp_path):
 
 def test_runs_the_plumbing_graph_and_returns_the_video(backend, tmp_path):
     events = []
-    result = backend.run(plumbing(width=96, height=80, frames=13, fps=8.0), tmp_path / "run", events.append)
+    result = backend.run(plumbing_graph(width=96, height=80, frames=13, fps=8.0), tmp_path / "run", events.append)
     assert len(result.files) == 1
     path = result.files[0]
     assert path.is_absolute() and path.parent == (tmp_path / "run").resolve() and path.is_file()
@@ -125,7 +140,7 @@ def test_runs_the_plumbing_graph_and_returns_the_video(backend, tmp_path):
 
 def test_step_progress_arrives_in_order(backend, tmp_path):
     events = []
-    backend.run(with_node(plumbing(), "HVTestSlowSteps", steps=5, seconds_per_step=0.0), tmp_path, events.append)
+    backend.run(with_node("HVTestSlowSteps", steps=5, seconds_per_step=0.0), tmp_path, events.append)
     steps = [(e.step, e.total, e.node_id, e.class_type) for e in events if isinstance(e, StepProgress)]
     assert steps == [(i, 5, "9", "HVTestSlowSteps") for i in range(1, 6)]
     nodes = [e.node_id for e in events if isinstance(e, NodeStarted)]
@@ -134,44 +149,59 @@ def test_step_progress_arrives_in_order(backend, tmp_path):
 
 def test_a_failing_node_is_reported_and_the_runtime_stays_usable(backend, tmp_path):
     with pytest.raises(NodeExecutionError) as error:
-        backend.run(with_node(plumbing(), "HVTestFail", message="boom at frame 3"), tmp_path / "bad")
+        backend.run(with_node("HVTestFail", message="boom at frame 3"), tmp_path / "bad")
     failure = error.value.failure
     assert (failure.node_id, failure.class_type) == ("9", "HVTestFail")
     assert failure.message == "boom at frame 3" and "boom at frame 3" in str(error.value)
-    after = backend.run(plumbing(), tmp_path / "good")
+    after = backend.run(plumbing_graph(), tmp_path / "good")
     assert probe_video(after.files[0]).frames == 9
 
 
 def test_interrupt_mid_run_then_the_next_run_succeeds(backend, tmp_path):
-    graph = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)  # ~20 s uninterrupted
+    graph = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)  # ~20 s uninterrupted
     events = []
 
     def on_progress(event):
         events.append(event)
         if isinstance(event, StepProgress) and event.step == 2:
-            threading.Thread(target=backend.interrupt).start()  # a cancel comes from another thread
+            canceller = threading.Thread(target=backend.interrupt)  # a cancel comes from another thread
+            canceller.start()
+            canceller.join()  # ... and has landed before the run goes on
 
     with pytest.raises(ExecutionInterrupted) as error:
         backend.run(graph, tmp_path / "interrupted", on_progress)
     assert not isinstance(error.value, RunTimedOut)
     steps = [e.step for e in events if isinstance(e, StepProgress)]
-    assert 2 <= max(steps) < 400
+    assert steps[:2] == [1, 2] and max(steps) < 400, steps[-5:]  # stopped inside the node, not run out
+    if isinstance(backend, EmbeddedRuntime):
+        # In-process the interrupt is seen at the node's very next step, before that step is reported.
+        assert steps == [1, 2], steps
     assert not list((tmp_path / "interrupted").glob("*.mp4"))
-    after = backend.run(plumbing(), tmp_path / "after")
+    after = backend.run(plumbing_graph(), tmp_path / "after")
     assert probe_video(after.files[0]).frames == 9
 
 
 def test_a_run_past_its_time_limit_is_stopped(backend, tmp_path):
-    graph = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)
-    with pytest.raises(RunTimedOut, match=r"time limit of 0.5 s.*node 9 \(HVTestSlowSteps\)"):
-        backend.run(graph, tmp_path / "slow", timeout=0.5)
-    after = backend.run(plumbing(), tmp_path / "after")
+    graph = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)  # ~20 s uninterrupted
+    # 2 s: long enough for the run to reach node 9 on a busy machine, far short of its end.
+    with pytest.raises(RunTimedOut, match=r"time limit of 2 s.*node 9 \(HVTestSlowSteps\) at step \d+/400"):
+        backend.run(graph, tmp_path / "slow", timeout=2.0)
+    after = backend.run(plumbing_graph(), tmp_path / "after")
     assert probe_video(after.files[0]).frames == 9
+
+
+def test_identical_graphs_each_produce_their_own_file(backend, tmp_path):
+    """ComfyUI's cache skips unchanged nodes; a save node must still run for every prediction."""
+    first = backend.run(plumbing_graph(), tmp_path / "one")
+    second = backend.run(plumbing_graph(), tmp_path / "two")
+    assert first.files[0] != second.files[0] and second.files[0].is_file()
+    assert probe_video(second.files[0]).frames == 9
 
 
 # -- remote only ---------------------------------------------------------------------------------
 def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, tmp_path):
-    graph = with_node(plumbing(), "HVTestSlowSteps", steps=30, seconds_per_step=0.03)
+    # 100 steps of 0.03 s: ~3 s left after the drop at step 3 for the reconnect to report some of them.
+    graph = with_node("HVTestSlowSteps", steps=100, seconds_per_step=0.03)
     connects_before = remote_runtime.ws_connects
     events = []
 
@@ -183,12 +213,12 @@ def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, t
     result = remote_runtime.run(graph, tmp_path / "dropped", on_progress)
     assert remote_runtime.ws_connects == connects_before + 1
     steps = [e.step for e in events if isinstance(e, StepProgress)]
-    assert steps[-1] == 30 and any(step > 4 for step in steps)  # progress came back over the new socket
+    assert steps[-1] == 100 and any(step > 4 for step in steps)  # progress came back over the new socket
     assert probe_video(result.files[0]).frames == 9
 
 
 def test_a_prompt_that_ends_while_the_websocket_is_down_is_reconciled_from_history(remote_runtime, tmp_path, monkeypatch):
-    graph = with_node(plumbing(), "HVTestSlowSteps", steps=10, seconds_per_step=0.03)
+    graph = with_node("HVTestSlowSteps", steps=10, seconds_per_step=0.03)
     http = httpx.Client(base_url=remote_runtime.base_url)
     refused = []
 
@@ -233,12 +263,31 @@ def test_start_names_what_it_waited_for(tmp_path, monkeypatch):
     runtime.close()
 
 
+def queue_ids(client: httpx.Client) -> tuple[list[str], list[str]]:
+    """The prompt ids ComfyUI is running and has pending."""
+    queue = client.get("/queue").json()
+    return [item[1] for item in queue["queue_running"]], [item[1] for item in queue["queue_pending"]]
+
+
+def wait_until(condition, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
+        time.sleep(0.02)
+
+
+def their_status(client: httpx.Client, prompt_id: str) -> dict:
+    wait_until(lambda: prompt_id in client.get(f"/history/{prompt_id}").json(), "their prompt ending", 120)
+    return client.get(f"/history/{prompt_id}").json()[prompt_id]["status"]
+
+
 def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, comfyui_server, tmp_path):
     """ComfyUI's interrupt is global: ours must not stop a prompt someone else is running."""
     other = httpx.Client(base_url=comfyui_server.url)
-    theirs = with_node(plumbing(), "HVTestSlowSteps", steps=40, seconds_per_step=0.05)
+    theirs = with_node("HVTestSlowSteps", steps=100, seconds_per_step=0.05)
     their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
-    ours = with_node(plumbing(), "HVTestSlowSteps", steps=400, seconds_per_step=0.05)
+    wait_until(lambda: queue_ids(other)[0] == [their_id], "their prompt running")
+    ours = with_node("HVTestSlowSteps", steps=400, seconds_per_step=0.05)
     outcome = {}
 
     def run_ours():
@@ -249,30 +298,25 @@ def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, c
 
     thread = threading.Thread(target=run_ours)
     thread.start()
-    deadline = time.monotonic() + 30
-    while remote_runtime._prompt_id is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.3)  # ours is queued behind theirs now
+    # Ours is queued behind theirs, which is still running: the interrupt must take ours out and only ours.
+    wait_until(lambda: remote_runtime._prompt_id is not None and queue_ids(other) == ([their_id], [remote_runtime._prompt_id]),
+               "our prompt queued behind theirs")
     remote_runtime.interrupt()
     thread.join(timeout=60)
     assert isinstance(outcome.get("error"), ExecutionInterrupted), outcome
-    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
-        time.sleep(0.1)
-    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+    status = their_status(other, their_id)
     other.close()
     assert status["status_str"] == "success", status
 
 
 def test_a_time_limit_passed_in_the_queue_removes_ours_and_spares_theirs(remote_runtime, comfyui_server, tmp_path):
     other = httpx.Client(base_url=comfyui_server.url)
-    theirs = with_node(plumbing(), "HVTestSlowSteps", steps=30, seconds_per_step=0.05)
+    theirs = with_node("HVTestSlowSteps", steps=60, seconds_per_step=0.05)
     their_id = other.post("/prompt", json={"prompt": theirs, "client_id": "someone-else"}).json()["prompt_id"]
+    wait_until(lambda: queue_ids(other)[0] == [their_id], "their prompt running")
     with pytest.raises(RunTimedOut, match="in the queue"):
-        remote_runtime.run(plumbing(), tmp_path / "queued", timeout=0.3)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and their_id not in other.get(f"/history/{their_id}").json():
-        time.sleep(0.1)
-    status = other.get(f"/history/{their_id}").json()[their_id]["status"]
+        remote_runtime.run(plumbing_graph(), tmp_path / "queued", timeout=0.3)
+    status = their_status(other, their_id)
     queue = other.get("/queue").json()
     other.close()
     assert status["status_str"] == "success", status
@@ -288,7 +332,7 @@ def test_upload_strips_folders_from_the_name_and_the_image_is_usable(remote_runt
     assert not (comfyui_server.work_dir / "outside me.png").exists()
     graph = {
         "1": {"class_type": "LoadImage", "inputs": {"image": name}},
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": f"up{next(_prefixes)}"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": f"up{uuid.uuid4().hex}"}},
     }
     result = remote_runtime.run(graph, tmp_path / "out")
     assert len(result.files) == 1 and Image.open(result.files[0]).size == (40, 24)

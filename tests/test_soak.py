@@ -7,7 +7,8 @@ import tempfile
 import psutil
 import pytest
 
-from tests.soak_figures import SoakSample, call_predict, disk_bytes, format_samples
+from tests.support.predictor import call_predict
+from tests.support.soak import SoakSample, disk_bytes, format_samples
 
 RUNS = 100
 # Allocator noise and ComfyUI's first-use caches settle in the first runs; after that a leak of even

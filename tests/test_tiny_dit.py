@@ -1,7 +1,7 @@
 """A tiny real HunyuanVideo DiT through the real loaders, samplers, bindings and Predictor.
 
 The graph is workflows/hunyuan_t2v.json with only the text-encoder and VAE loaders swapped for stand-ins
-(tests/tiny_hunyuan.py); UNETLoader, CLIPTextEncode, FluxGuidance, ModelSamplingSD3, BasicGuider,
+(tests/support/tiny_hunyuan.py); UNETLoader, CLIPTextEncode, FluxGuidance, ModelSamplingSD3, BasicGuider,
 KSamplerSelect, BasicScheduler, RandomNoise, EmptyHunyuanLatentVideo, SamplerCustomAdvanced,
 VAEDecodeTiled, CreateVideo and SaveVideo are the production nodes with the production bindings (the service
 runs its lossless frame tap in place of CreateVideo -> SaveVideo, as in production).
@@ -26,8 +26,9 @@ from comfy_runtime.errors import ExecutionInterrupted
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
 from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
-from tests.helpers import CogServer, VideoProbe, decode_frames, probe_video, write_data_uri
-from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+from tests.support.cog_server import CogServer
+from tests.support.media import VideoProbe, decode_frames, probe_video, write_data_uri
+from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 
 BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2,
             guidance=6.0, flow_shift=7.0, fps=24, seed=1234, output_format="mp4", crf=18)
@@ -298,8 +299,7 @@ def test_cancel_between_steps_stops_within_one_step_and_the_next_prediction_succ
 @pytest.mark.cog_server
 def test_progress_reaches_the_cog_prediction_logs(tiny_env, tmp_path):
     with CogServer(tiny_env, tmp_path / "server.log") as server:
-        body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
-        assert body["status"] == "READY", server.logs()
+        server.wait_until_ready()
         response = server.predict({**BASE, "steps": 3})
         assert response.status_code == 200, response.text
         result = response.json()

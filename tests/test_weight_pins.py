@@ -11,7 +11,7 @@ import pytest
 from comfy_runtime.graph.workflow import available_workflows, load_workflow
 from comfy_runtime.supply.manifest import load_manifest
 from comfy_runtime.supply.weights import required_entries, unpinned_warning
-from tests.helpers import PROJECT_ROOT
+from tests.support.paths import PROJECT_ROOT
 
 WEIGHT_FILE = re.compile(r".+\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
 # Files whose size and sha256 are not published yet: each must also be listed as unpinned in the README's

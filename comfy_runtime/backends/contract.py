@@ -97,6 +97,17 @@ INTERRUPT_GRACE_SECONDS = 120.0
 _OOM_TYPES = {"torch.OutOfMemoryError", "torch.cuda.OutOfMemoryError"}
 
 
+def node_failure_from_event(data: dict[str, Any]) -> NodeFailure:
+    """What failed, from the `execution_error` event ComfyUI sends (in-process, over /ws, and in /history)."""
+    return NodeFailure(
+        node_id=str(data.get("node_id")),
+        class_type=str(data.get("node_type")),
+        exception_type=str(data.get("exception_type")),
+        message=str(data.get("exception_message", "")).strip(),
+        traceback=list(data.get("traceback") or []),
+    )
+
+
 def is_out_of_memory(failure: NodeFailure) -> bool:
     return failure.exception_type in _OOM_TYPES or failure.exception_type.endswith("OutOfMemoryError")
 

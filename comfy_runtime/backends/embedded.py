@@ -28,6 +28,7 @@ from comfy_runtime.backends.contract import (
     StepProgress,
     describe_validation_failure,
     is_out_of_memory,
+    node_failure_from_event,
     timed_out_message,
 )
 from comfy_runtime.backends.device import require_cuda
@@ -94,13 +95,7 @@ class _RunState(RunTracker):
             self.current_node = str(data["node"])
             self.emit(NodeStarted(self.current_node, self.class_of(self.current_node) or "?"))
         elif event == "execution_error":
-            self.failure = NodeFailure(
-                node_id=str(data.get("node_id")),
-                class_type=str(data.get("node_type")),
-                exception_type=str(data.get("exception_type")),
-                message=str(data.get("exception_message", "")).strip(),
-                traceback=list(data.get("traceback") or []),
-            )
+            self.failure = node_failure_from_event(data)
         elif event == "execution_interrupted":
             self.interrupted = True
 
@@ -284,41 +279,58 @@ class EmbeddedRuntime:
         self, graph: Graph, output_dir: Path, on_progress: ProgressCallback | None = None, timeout: float | None = None
     ) -> RunResult:
         self.start()
-        if self._stuck is not None and not self._stuck.done():
-            raise ComfyRuntimeError(
-                "an earlier run was cancelled or timed out and ComfyUI has not stopped it yet; restart this worker"
-            )
+        self._refuse_while_stuck()
         output_dir = Path(output_dir).resolve()
         output_dir.mkdir(parents=True, exist_ok=True)
         with self._run_lock:
             self._cancel.clear()
             state = _RunState(uuid.uuid4().hex, graph, on_progress, self._cancel)
             future = self._on_thread(self._execute, state, output_dir)
-            deadline = time.monotonic() + timeout if timeout else None
-            try:
-                seconds = _wait_interruptibly(future, deadline)
-            except _DeadlinePassed:
-                self.interrupt()
-                try:  # interruptibly too: a Cog cancel during the grace period must land at once
-                    seconds = _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
-                except _DeadlinePassed:
-                    self._stuck = future
-                    raise RunTimedOut(timed_out_message(
-                        timeout, state, stuck=f"ComfyUI did not stop within {INTERRUPT_GRACE_SECONDS:g} s; restart this worker"
-                    )) from None
-                if state.interrupted:
-                    raise RunTimedOut(timed_out_message(timeout, state)) from None
-                # Otherwise it ended on its own while the interrupt was on its way: keep what it made.
-            except BaseException:
-                # Cog delivers cancel as an exception in this thread: stop ComfyUI before giving up the GPU.
-                self.interrupt()
-                try:
-                    _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
-                except BaseException:  # the run's own outcome, the grace passing, or a second cancel
-                    pass
-                if not future.done():
-                    self._stuck = future
-                raise
+            seconds = self._wait_for(future, state, timeout)
+        return self._outcome(state, output_dir, seconds)
+
+    def _refuse_while_stuck(self) -> None:
+        if self._stuck is not None and not self._stuck.done():
+            raise ComfyRuntimeError(
+                "an earlier run was cancelled or timed out and ComfyUI has not stopped it yet; restart this worker"
+            )
+
+    def _wait_for(self, future: Future, state: _RunState, timeout: float | None) -> float:
+        """The run's execution seconds once it ends; past the time limit it is stopped (RunTimedOut), and on
+        Cog's cancel (an exception raised into this thread) it is stopped before the exception goes on."""
+        try:
+            return _wait_interruptibly(future, time.monotonic() + timeout if timeout else None)
+        except _DeadlinePassed:
+            return self._stop_past_time_limit(future, state, timeout)
+        except BaseException:
+            self._stop_for_cancel(future)
+            raise
+
+    def _stop_past_time_limit(self, future: Future, state: _RunState, timeout: float | None) -> float:
+        self.interrupt()
+        try:  # interruptibly too: a Cog cancel during the grace period must land at once
+            seconds = _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+        except _DeadlinePassed:
+            self._stuck = future
+            raise RunTimedOut(timed_out_message(
+                timeout, state, stuck=f"ComfyUI did not stop within {INTERRUPT_GRACE_SECONDS:g} s; restart this worker"
+            )) from None
+        if state.interrupted:
+            raise RunTimedOut(timed_out_message(timeout, state)) from None
+        return seconds  # it ended on its own while the interrupt was on its way: keep what it made
+
+    def _stop_for_cancel(self, future: Future) -> None:
+        """Stop ComfyUI before the cancel gives up the GPU; a run that outlives the grace marks this worker stuck."""
+        self.interrupt()
+        try:
+            _wait_interruptibly(future, time.monotonic() + INTERRUPT_GRACE_SECONDS)
+        except BaseException:  # the run's own outcome, the grace passing, or a second cancel
+            pass
+        if not future.done():
+            self._stuck = future
+
+    def _outcome(self, state: _RunState, output_dir: Path, seconds: float) -> RunResult:
+        """The run's files, or the error that says how it ended."""
         if state.invalid is not None:
             raise state.invalid
         if state.interrupted:

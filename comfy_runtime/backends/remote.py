@@ -32,6 +32,7 @@ from comfy_runtime.backends.contract import (
     StepProgress,
     describe_validation_failure,
     is_out_of_memory,
+    node_failure_from_event,
     timed_out_message,
 )
 from comfy_runtime.backends.outputs import collect_output_files, output_items
@@ -39,7 +40,6 @@ from comfy_runtime.errors import (
     ComfyRuntimeError,
     ExecutionInterrupted,
     NodeExecutionError,
-    NodeFailure,
     OutOfMemory,
     RunTimedOut,
     WorkflowInvalidError,
@@ -90,6 +90,26 @@ class _Watch(RunTracker):
             self.emit(StepProgress(node, self.class_of(node), int(data.get("value", 0)), int(data.get("max", 0))))
         elif kind in ("execution_success", "execution_error", "execution_interrupted"):
             self.finished = True
+
+
+@dataclass
+class _FollowLoop:
+    """The clocks of the loop that follows one prompt to its end (time.monotonic() readings)."""
+
+    deadline: float | None  # the time limit, None for none
+    last_look: float  # the last look at /history
+    timed_out: bool = False
+    stop_sent: float | None = None  # when we asked the server to stop our prompt
+    lost_since: float | None = None  # since when neither /ws nor /history answers
+
+    @property
+    def look_every(self) -> float:
+        return CANCEL_CHECK_SECONDS if self.stop_sent is not None else HISTORY_POLL_SECONDS
+
+
+@dataclass(frozen=True)
+class _Ended:
+    entry: dict[str, Any] | None  # None: removed from the queue before it ran
 
 
 class RemoteRuntime:
@@ -234,63 +254,74 @@ class RemoteRuntime:
     def _follow(self, watch: _Watch, timeout: float | None) -> tuple[dict[str, Any] | None, bool]:
         """Wait for the prompt to end; return its /history entry (None: removed before it ran) and
         whether the time limit was passed."""
-        started = time.monotonic()
-        deadline = started + timeout if timeout else None
-        stop_sent: float | None = None
-        timed_out = False
-        last_look = started
-        lost_since: float | None = None
+        loop = _FollowLoop(deadline=time.monotonic() + timeout if timeout else None, last_look=time.monotonic())
         while True:
-            now = time.monotonic()
-            if deadline is not None and not timed_out and now >= deadline:
-                timed_out = True
-            if stop_sent is None and (timed_out or self._cancel.is_set()):
-                self._stop_prompt(watch.prompt_id)
-                stop_sent = now
-            if stop_sent is not None and now - stop_sent > self.interrupt_grace:
-                if timed_out:
-                    stuck = f"ComfyUI did not stop within {self.interrupt_grace:g} s; check the server, it may still be running it"
-                    raise RunTimedOut(timed_out_message(timeout, watch, stuck))
-                raise ExecutionInterrupted(
-                    f"ComfyUI at {self.shown_url} did not stop prompt {watch.prompt_id} within "
-                    f"{self.interrupt_grace:g} s of the interrupt; check the server, it may still be running it"
-                )
+            self._stop_when_due(watch, loop, timeout)
+            self._listen(watch, loop)
+            if watch.finished or time.monotonic() - loop.last_look >= loop.look_every:
+                ended = self._look_at_history(watch, loop)
+                if ended is not None:
+                    return ended.entry, loop.timed_out
+            self._fail_when_lost(watch, loop)
 
-            if self._ws is None:
-                if self._reconnect():
-                    lost_since = None
-                    last_look = 0.0  # events of the gap are lost: ask /history at once
-                else:
-                    lost_since = lost_since or now
-                    time.sleep(0.25)
-            else:
-                self._receive(watch)
+    def _stop_when_due(self, watch: _Watch, loop: _FollowLoop, timeout: float | None) -> None:
+        """Past the time limit or on a cancel, ask the server once to stop our prompt; when it has not within
+        the grace, give up on it with an error that says it may still be running."""
+        now = time.monotonic()
+        if loop.deadline is not None and not loop.timed_out and now >= loop.deadline:
+            loop.timed_out = True
+        if loop.stop_sent is None and (loop.timed_out or self._cancel.is_set()):
+            self._stop_prompt(watch.prompt_id)
+            loop.stop_sent = now
+        if loop.stop_sent is not None and now - loop.stop_sent > self.interrupt_grace:
+            if loop.timed_out:
+                stuck = f"ComfyUI did not stop within {self.interrupt_grace:g} s; check the server, it may still be running it"
+                raise RunTimedOut(timed_out_message(timeout, watch, stuck))
+            raise ExecutionInterrupted(
+                f"ComfyUI at {self.shown_url} did not stop prompt {watch.prompt_id} within "
+                f"{self.interrupt_grace:g} s of the interrupt; check the server, it may still be running it"
+            )
 
-            look_every = CANCEL_CHECK_SECONDS if stop_sent is not None else HISTORY_POLL_SECONDS
-            if watch.finished or time.monotonic() - last_look >= look_every:
-                last_look = time.monotonic()
-                try:
-                    entry = self._history_entry(watch.prompt_id)
-                    if entry is None and stop_sent is not None and not self._is_queued(watch.prompt_id):
-                        # Gone from the queue: finished (look again, history is written first) or deleted.
-                        entry = self._history_entry(watch.prompt_id)
-                        if entry is None:
-                            return None, timed_out
-                    lost_since = None if self._ws is not None else lost_since
-                except httpx.TransportError as error:
-                    entry = None
-                    lost_since = lost_since or time.monotonic()
-                    log.warning("ComfyUI at %s did not answer: %s", self.shown_url, error)
-                if entry is not None:
-                    return entry, timed_out
-                if watch.finished:
-                    time.sleep(0.005)  # the terminal event can beat the history entry by a moment
-            if lost_since is not None and time.monotonic() - lost_since > self.reconnect_timeout:
-                raise ComfyUIUnreachable(
-                    f"lost ComfyUI at {self.shown_url} for more than {self.reconnect_timeout:g} s while prompt "
-                    f"{watch.prompt_id} ran (neither /ws nor /history answered); check the server. The prompt may "
-                    "still finish there; its files would be in the server's output folder"
-                )
+    def _listen(self, watch: _Watch, loop: _FollowLoop) -> None:
+        """One slice of websocket events, or one try at getting the websocket back."""
+        if self._ws is not None:
+            self._receive(watch)
+        elif self._reconnect():
+            loop.lost_since = None
+            loop.last_look = 0.0  # events of the gap are lost: ask /history at once
+        else:
+            loop.lost_since = loop.lost_since or time.monotonic()
+            time.sleep(0.25)
+
+    def _look_at_history(self, watch: _Watch, loop: _FollowLoop) -> _Ended | None:
+        """/history's word on the prompt: its entry once it has ended, an empty end when it was removed from the
+        queue before it ran (after our stop), None while it is still queued or running."""
+        loop.last_look = time.monotonic()
+        try:
+            entry = self._history_entry(watch.prompt_id)
+            if entry is None and loop.stop_sent is not None and not self._is_queued(watch.prompt_id):
+                # Gone from the queue: finished (look again, history is written first) or deleted.
+                entry = self._history_entry(watch.prompt_id)
+                if entry is None:
+                    return _Ended(None)
+            loop.lost_since = None if self._ws is not None else loop.lost_since
+        except httpx.TransportError as error:
+            entry = None
+            loop.lost_since = loop.lost_since or time.monotonic()
+            log.warning("ComfyUI at %s did not answer: %s", self.shown_url, error)
+        if entry is not None:
+            return _Ended(entry)
+        if watch.finished:
+            time.sleep(0.005)  # the terminal event can beat the history entry by a moment
+        return None
+
+    def _fail_when_lost(self, watch: _Watch, loop: _FollowLoop) -> None:
+        if loop.lost_since is not None and time.monotonic() - loop.lost_since > self.reconnect_timeout:
+            raise ComfyUIUnreachable(
+                f"lost ComfyUI at {self.shown_url} for more than {self.reconnect_timeout:g} s while prompt "
+                f"{watch.prompt_id} ran (neither /ws nor /history answered); check the server. The prompt may "
+                "still finish there; its files would be in the server's output folder"
+            )
 
     def _result(self, entry: dict[str, Any] | None, watch: _Watch, output_dir: Path, timed_out: float | None) -> RunResult:
         if entry is None:
@@ -307,14 +338,7 @@ class RemoteRuntime:
                 raise RunTimedOut(timed_out_message(timed_out, watch))
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if "execution_error" in messages:
-            data = messages["execution_error"]
-            failure = NodeFailure(
-                node_id=str(data.get("node_id")),
-                class_type=str(data.get("node_type")),
-                exception_type=str(data.get("exception_type")),
-                message=str(data.get("exception_message", "")).strip(),
-                traceback=list(data.get("traceback") or []),
-            )
+            failure = node_failure_from_event(messages["execution_error"])
             if is_out_of_memory(failure):
                 self._free_server_memory()
                 raise OutOfMemory(failure)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from comfy_runtime.graph.types import Graph
+from comfy_runtime.graph.types import Graph, is_link
 
 Reason = dict[str, Any]
 
@@ -63,7 +63,7 @@ def _check_node(graph: Graph, node_id: str, object_info: dict[str, dict[str, Any
                 continue
             kind, options = _kind_and_options(spec)
             value = inputs[name]
-            if isinstance(value, list):
+            if is_link(value):
                 reason = _check_link(graph, name, value, kind, object_info)
                 if reason is None:
                     upstream.append(str(value[0]))

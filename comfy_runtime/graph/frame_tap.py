@@ -5,12 +5,12 @@ reproducibly. Encoding the delivered file from that file would cap every format'
 carry its run-to-run jitter into our bytes. So the graph a run executes gets a SaveAnimatedPNG on the
 frames CreateVideo would take, instead of CreateVideo -> SaveVideo: exact 8-bit frames, and the
 delivered file is encoded from those.
-zlib level 0 because the file lives only until the delivered one is written: it halves the tap's cost
-against one PNG per frame at SaveImage's level 4 (73 noisy 848x480 frames, 2 busy cores: 5.3 s
-against 10.3 s). Read back, every frame is bit-exact.
+zlib level 0 because the file lives only until the delivered one is written: compressing it harder
+costs time for nothing (bench/savevideo_replaced.py measures it against one PNG per frame at SaveImage's
+level 4; figures in docs/benchmarks.md). Read back, every frame is bit-exact.
 The tap takes the place of CreateVideo -> SaveVideo in the copy that runs: their h264 file would only
-be thrown away, and at 848x480x73 it costs seconds of x264 per prediction. The bundled workflow files
-keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
+be thrown away, and at 848x480x73 it costs seconds of x264 per prediction (same bench). The bundled
+workflow files keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
 without CreateVideo -> SaveVideo gets no tap, and its video is re-encoded from its own file instead.
 Only the embedded backend taps (service.py): a remote server would keep every ~90 MB tap file.
 """
@@ -23,7 +23,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from comfy_runtime.graph.types import Graph
+from comfy_runtime.graph.types import Graph, is_link
 
 TAP_NODE_PREFIX = "hv_frames_"
 
@@ -44,12 +44,12 @@ def add_frame_tap(graph: Graph, filename_prefix: str, replace_saver: bool = True
         if node.get("class_type") != "SaveVideo":
             continue
         link = node.get("inputs", {}).get("video")
-        source = graph.get(str(link[0])) if isinstance(link, list) else None
+        source = graph.get(str(link[0])) if is_link(link) else None
         if source is None or source.get("class_type") != "CreateVideo":
             continue
         images, fps = source["inputs"].get("images"), source["inputs"].get("fps")
         # Frames from a link and a plain fps value; a video with an audio track keeps its own file (with sound).
-        if not isinstance(images, list) or isinstance(fps, list) or fps is None or source["inputs"].get("audio"):
+        if not is_link(images) or is_link(fps) or fps is None or source["inputs"].get("audio"):
             continue
         tapped = copy.deepcopy(graph)
         if replace_saver:
@@ -68,7 +68,7 @@ def add_frame_tap(graph: Graph, filename_prefix: str, replace_saver: bool = True
 
 
 def _links_to(node: dict[str, Any], node_id: str) -> bool:
-    return any(isinstance(value, list) and value and str(value[0]) == node_id for value in node.get("inputs", {}).values())
+    return any(is_link(value) and value and str(value[0]) == node_id for value in node.get("inputs", {}).values())
 
 
 def tapped_file(tap: FrameTap, ui_outputs: dict[str, Any], files: list[Path]) -> Path | None:

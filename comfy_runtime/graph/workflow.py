@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.graph.types import Graph, NodeSchema
+from comfy_runtime.graph.types import Graph, NodeSchema, is_link
 from comfy_runtime.settings import PROJECT_ROOT
 
 WORKFLOWS_DIR = PROJECT_ROOT / "workflows"
@@ -126,7 +126,7 @@ def check_bindings(
                     f"{where}: {schema.class_type} has no input {target.input!r} (it has {sorted(schema.inputs)})"
                 )
                 continue
-            if isinstance(node["inputs"].get(target.input), list):
+            if is_link(node["inputs"].get(target.input)):
                 problems.append(f"{where}: that input is fed by a link; bind a widget input instead")
             if spec.type not in _ACCEPTS.get(expected, set()):
                 problems.append(f"{where}: {schema.class_type}.{target.input} takes {spec.type}, not {expected.__name__}")

@@ -77,7 +77,7 @@ class PromptTokenCounter:
                 f"no LLaMA tokenizer at {self.path}: HV_COMFYUI_PATH must point at a ComfyUI checkout "
                 "(0.3.75 or later), which ships it"
             )
-        _tokenizer(self.path)  # load it now (0.4 s at setup), not in the first prediction
+        _tokenizer(self.path)  # load it now, at setup, not in the first prediction (docs/benchmarks.md)
 
     def count(self, text: str) -> int:
         return len(_tokenizer(self.path).encode(text, add_special_tokens=False).ids)

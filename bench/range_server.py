@@ -1,10 +1,9 @@
-"""A real HTTP file server on 127.0.0.1 with Range support, for the download tests and bench.
+"""A real HTTP file server on 127.0.0.1 with Range support, for the download and weights tests.
 
-Serves files from a folder; counts the body bytes it sends; can slow each chunk down, or hold every
-body once `hold_after` bytes have gone out until the test sets `release` (so a test can kill a client
-half-way, at a point that does not depend on timing), and add headers per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
-Run `python tests/range_server.py <folder> <port> [seconds of delay per 64 KiB chunk]` to serve from
-another process (the bench does; the delay caps each connection's rate, as a CDN's per-connection limit does).
+Serves files from a folder; counts the body bytes it sends; can slow each chunk down, or hold each response
+once it has sent `hold_each_after` bytes of its body until the test sets `release` (so a test can kill a client
+half-way, at a point that depends on neither timing nor how the connections share the bytes), and add headers
+per path (Hugging Face's X-Linked-Etag, X-Repo-Commit).
 """
 
 from __future__ import annotations
@@ -27,10 +26,10 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class RangeServer:
-    def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0, hold_after: int | None = None):
+    def __init__(self, root: Path, port: int = 0, delay_per_chunk: float = 0.0, hold_each_after: int | None = None):
         self.root = Path(root)
         self.delay_per_chunk = delay_per_chunk
-        self.hold_after = hold_after  # once this many body bytes went out, bodies wait for `release`
+        self.hold_each_after = hold_each_after  # once a response sent this many body bytes, it waits for `release`
         self.release = threading.Event()
         self.extra_headers: dict[str, dict[str, str]] = {}
         self.aliases: dict[str, str] = {}  # url path -> file name under root
@@ -112,14 +111,19 @@ class RangeServer:
                     with path.open("rb") as handle:
                         handle.seek(start)
                         left = end - start + 1
+                        sent_here = 0
                         while left > 0:
-                            if server.hold_after is not None and server.bytes_sent >= server.hold_after:
+                            if server.hold_each_after is not None and sent_here >= server.hold_each_after:
                                 server.release.wait()
-                            data = handle.read(min(CHUNK, left))
+                            size = min(CHUNK, left)
+                            if server.hold_each_after is not None and sent_here < server.hold_each_after:
+                                size = min(size, server.hold_each_after - sent_here)  # stop exactly at the hold
+                            data = handle.read(size)
                             if not data:
                                 break
                             self.wfile.write(data)
                             left -= len(data)
+                            sent_here += len(data)
                             with server._lock:
                                 server.bytes_sent += len(data)
                             if server.delay_per_chunk:
@@ -128,10 +132,3 @@ class RangeServer:
                     pass
 
         return Handler
-
-
-if __name__ == "__main__":
-    delay = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
-    with RangeServer(Path(sys.argv[1]), int(sys.argv[2]), delay_per_chunk=delay) as served:
-        print(served.url, flush=True)
-        threading.Event().wait()

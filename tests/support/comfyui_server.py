@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.helpers import free_port, stop_process_group
+from tests.support.processes import free_port, stop_process_group
 
 
 class ComfyUIServer:

@@ -65,7 +65,7 @@ def derive_tiny_graph(production: Graph, dit_name: str = TINY_DIT_NAME) -> Graph
         if len(node_ids) != 1:
             raise AssertionError(
                 f"the production graph has {len(node_ids)} {cls} nodes; the tiny-DiT derivation expects exactly one "
-                "(update tests/tiny_hunyuan.py STAND_INS to match the new graph)"
+                "(update tests/support/tiny_hunyuan.py STAND_INS to match the new graph)"
             )
     for cls, (stand_in, inputs) in STAND_INS.items():
         node = graph[found[cls][0]]
