@@ -136,7 +136,7 @@ OFF_GRID = "Other values are rejected, not rounded."
 LORA_FORMS = "an https:// URL, hf://owner/repo/path.safetensors@revision, or the name of a file under models/loras"
 # EasyCache's reuse_threshold per level: the larger, the more DiT calls are skipped (and the further the video
 # drifts from the uncached one). Measured trade-offs are in docs/lora-and-speed.md.
-CACHE_LEVELS = {"off": None, "fast": 0.2, "faster": 0.5, "fastest": 1.0}
+CACHE_LEVELS = {"off": None, "fast": 0.2, "faster": 0.3, "fastest": 0.5}
 
 PARAMS: tuple[Param, ...] = (
     Param("prompt", str, REQUIRED, "What the video shows", Text(MAX_PROMPT_CHARS),
@@ -157,7 +157,7 @@ PARAMS: tuple[Param, ...] = (
     Param("lora_strength", float, 1.0, "How strongly the LoRA changes the model", Range(-2.0, 2.0),
           "0 leaves the model as it is; negative values push away from the LoRA's style.", role="transform"),
     Param("cache", str, "off", "Reuse DiT results between similar steps (EasyCache)", Choices(tuple(CACHE_LEVELS)),
-          "fast skips a few steps, fastest the most; off renders every step.", role="transform"),
+          "fast skips a few steps (0.2, ComfyUI's default), fastest the most (0.5); off computes every step.", role="transform"),
     Param("output_format", str, "mp4", "Container and codec of the video", Choices(("mp4", "webm", "gif")),
           role="delivery"),
     Param("crf", int, 18, "Quality of the mp4/webm, lower is better and larger", CRF,

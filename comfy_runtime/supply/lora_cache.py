@@ -124,6 +124,7 @@ class ResolvedLora:
     sha256: str  # empty for a file already under models/loras (not hashed per request)
     fetched: bool  # this request downloaded it
     keys: tuple[str, ...]
+    seconds: float = 0.0  # finding (and fetching) it
 
 
 class LoraCache:
