@@ -73,6 +73,8 @@ def cache_levels(sizes: list[tuple[int, int, int]], steps: int) -> None:
             return original(self, *args, **kwargs)
 
         HunyuanVideo._forward = counting
+        # One throw-away render first: the first sampling also moves the model onto the device.
+        service.predict(VideoRequest(prompt="warm", width=64, height=64, num_frames=1, steps=1, seed=0), log_line=lambda line: None)
         print(f"tiny v1 DiT, {steps} steps, {os.cpu_count()} cores (shared), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
         print(f"{'size':>12} {'cache':>8} {'DiT calls':>10} {'skipped':>8} {'sample s':>9} {'x faster':>9} {'mean |diff|':>12}")
         for width, height, frames in sizes:

@@ -231,3 +231,27 @@ def test_the_request_checks_the_form_and_the_defaults_leave_the_model_alone():
         VideoRequest(prompt="a fox", lora_url="file:///etc/passwd")
     with pytest.raises(ValidationError, match="cache"):
         VideoRequest(prompt="a fox", cache="0.7")
+
+
+def test_a_remote_backend_takes_lora_names_but_refuses_urls():
+    from comfy_runtime.job.request import VideoRequest
+    from comfy_runtime.render.lora import LoraSource
+
+    source = LoraSource(None)
+    named = source.resolve(VideoRequest(prompt="a fox", lora_url="styles/anime.safetensors"), print)
+    assert named.name == "styles/anime.safetensors"
+    with pytest.raises(LoraRejected, match="a remote ComfyUI cannot load a LoRA fetched here"):
+        source.resolve(VideoRequest(prompt="a fox", lora_url="https://example.com/a.safetensors"), print)
+    assert source.resolve(VideoRequest(prompt="a fox"), print) is None
+
+
+@pytest.mark.parametrize("naming,label", [
+    ("comfyui", "ComfyUI names"), ("diffusion_pipe", "diffusion-pipe names"), ("kohya", "kohya names"),
+    ("musubi", "musubi-tuner names"), ("diffusers", "diffusers names"), ("bare", "bare module names"),
+])
+def test_the_key_format_is_named_from_the_layer_names(naming, label):
+    from comfy_runtime.backends.lora_fit import key_format, lora_layers
+    from tests.support.tiny_lora import lora_tensors
+
+    layers = lora_layers(lora_tensors(naming))
+    assert len(layers) == 6 and key_format(layers).startswith(label)
