@@ -255,3 +255,36 @@ def test_the_key_format_is_named_from_the_layer_names(naming, label):
 
     layers = lora_layers(lora_tensors(naming))
     assert len(layers) == 6 and key_format(layers).startswith(label)
+
+
+def test_two_processes_sharing_the_volume_download_a_url_once(server, tmp_path):
+    """As two pods on one volume: another process resolves the URL while this one's download is held open."""
+    import subprocess
+    import sys
+
+    from tests.helpers import PROJECT_ROOT
+
+    server.files["/style.safetensors"] = tiny_lora_bytes("comfyui", seed=5)
+    url = _url(server, "/style.safetensors")
+    server.release.clear()
+    results = []
+    here = threading.Thread(target=lambda: results.append(_cache(tmp_path).resolve(url)))
+    here.start()
+    assert server.request_arrived.wait(10)
+    script = (
+        "import sys; from pathlib import Path; from comfy_runtime.supply.lora_cache import LoraCache; "
+        "from comfy_runtime.supply.url_fetch import FetchPolicy; "
+        "policy = FetchPolicy(1 << 20, 10, allow_http=True, allow_hosts=frozenset({'127.0.0.1'})); "
+        "cache = LoraCache(Path(sys.argv[1]), policy, 1 << 30); print('resolving', flush=True); "
+        "r = cache.resolve(sys.argv[2]); print(r.fetched, r.path)"
+    )
+    other = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "models"), url], cwd=PROJECT_ROOT,
+                             stdout=subprocess.PIPE, text=True)
+    assert other.stdout.readline().strip() == "resolving"
+    time.sleep(0.3)  # let it reach the URL's lock while this download is held open (no assertion on time)
+    server.release.set()
+    here.join(30)
+    out, _ = other.communicate(timeout=60)
+    assert other.returncode == 0
+    assert results[0].fetched and out.split() == ["False", str(results[0].path)]
+    assert [path for path, _ in server.seen] == ["/style.safetensors"]

@@ -47,7 +47,8 @@ class LoraSource:
         resolved = self.cache.resolve(text)
         resolved = dataclasses.replace(resolved, seconds=time.perf_counter() - started)
         how = "fetched" if resolved.fetched else "cached"
-        log_line(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s), {len(resolved.keys)} tensors")
+        log_line(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s) as {resolved.name}, "
+                 f"{len(resolved.keys)} tensors")
         return resolved
 
     def report(self, request: VideoRequest, lora: ResolvedLora | None, fits: tuple[LoraFit, ...],
@@ -64,7 +65,7 @@ class LoraSource:
         if not fits:
             log.warning("LoRA %s: its fit was not measured (a remote backend reports no patches)", lora.name)
             return metrics
-        fit = fits[0]
+        fit = dataclasses.replace(fits[0], lora_name=url_without_credentials(request.lora_url))
         if fit.applied < fit.total:
             log_line(f"warning: {fit.problem()}")
         else:
