@@ -70,6 +70,10 @@ delivery-figures: setup ## cancel latency over HTTP and S3 upload throughput aga
 	$(PY) bench/cancel_latency.py $(or $(runs),15)
 	$(PY) bench/upload_throughput.py $(or $(runs),5)
 
+.PHONY: speed-figures
+speed-figures: setup ## EasyCache levels (DiT calls, time, pixel distance) and warm start on the tiny DiT
+	$(PY) bench/cache_levels.py
+
 .PHONY: bench
 bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
 	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)

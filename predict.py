@@ -14,4 +14,6 @@ class Predictor(BasePredictor):
     @with_cog_inputs(configured_defaults())
     def predict(self, **inputs) -> Path:  # a file, or its object-storage URL: both a URI to a video
         delivered = self.service.predict(VideoRequest(**inputs))
+        for name, value in delivered.metrics.items():  # seed, steps, cache skips, LoRA fit, timings: in the response
+            self.record_metric(name, value)
         return delivered.url or Path(delivered.file)

@@ -14,7 +14,7 @@ from typing import Any
 
 from cog import Input
 
-from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, Param, Range, Text, defaults
+from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, Param, Range, Reference, Text, defaults
 from comfy_runtime.settings import Settings
 
 
@@ -27,7 +27,7 @@ def cog_input(param: Param, default: Any) -> Any:
         constraints = {"choices": rule.choices}  # the 422 then lists the allowed values
     elif isinstance(rule, Choices):
         constraints = {"choices": list(rule.values)}
-    elif isinstance(rule, Text):
+    elif isinstance(rule, Text | Reference):
         constraints = {"max_length": rule.max_length}
     return Input(default=None if default is REQUIRED else default, description=param.description(), **constraints)
 

@@ -7,36 +7,45 @@ whose delivery failed is kept where the error says.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed, LogSink, delivery_from_settings
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.render.warm_start import warm_up
 from comfy_runtime.settings import Settings
 
 
 class VideoService:
-    def __init__(self, renderer: VideoRenderer, delivery: Delivery):
+    def __init__(self, renderer: VideoRenderer, delivery: Delivery, warm_start: bool = False):
         self.renderer = renderer
         self.delivery = delivery
+        self.warm_start = warm_start
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VideoService:
         settings = settings or Settings()
-        return cls(VideoRenderer.from_settings(settings), delivery_from_settings(settings))
+        return cls(VideoRenderer.from_settings(settings), delivery_from_settings(settings), settings.warm_start)
 
     def start(self) -> None:
         # Storage first: a wrong bucket or key fails the boot in a second, not after ComfyUI has loaded.
         self.delivery.check()
         self.renderer.start()
+        if self.warm_start:
+            warm_up(self.renderer)
 
     def predict(self, request: VideoRequest, log_line: LogSink = print) -> Delivered:
         rendered = self.renderer.render(request, log_line=log_line)
+        delivery_started = time.perf_counter()
         try:
             delivered = self.delivery.deliver(rendered, log_line)
         except DeliveryFailed:
             self.renderer.keep(rendered)  # the message points at the file: it must outlive the next prediction
             raise
         self.renderer.settle(rendered, delivered_elsewhere=delivered.elsewhere)
-        return delivered
+        upload = round(time.perf_counter() - delivery_started, 4)
+        return dataclasses.replace(delivered, metrics={**rendered.metrics, "timings.upload": upload})
 
     def cancel(self) -> None:
         self.renderer.cancel()

@@ -77,6 +77,29 @@ class Settings(BaseSettings):
         description="Hosts exempt from the public-address check (JSON list). Empty: loopback, private and "
         "link-local targets are refused.",
     )
+    # LoRAs by URL (comfy_runtime/supply/lora_cache.py), kept under <models>/loras/hv-cache/.
+    lora_max_bytes: int = Field(
+        2 << 30, ge=1 << 10, description="Largest LoRA file fetched (bytes); larger ones are refused, nothing kept."
+    )
+    lora_cache_bytes: int = Field(
+        20 << 30, ge=1 << 20,
+        description="Size bound of the LoRA cache on the models volume; the least recently used LoRA goes first.",
+    )
+    lora_fetch_timeout: float = Field(120.0, gt=0, description="Seconds a LoRA download may stall before it is refused.")
+    # Speed (comfy_runtime/graph/model_chain.py, render/warm_start.py).
+    dit_weight_dtype: Literal["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"] = Field(
+        "default",
+        description="How the DiT's weights are held (UNETLoader weight_dtype): fp8 halves their memory; "
+        "fp8_e4m3fn_fast also runs fp8 matmuls (GPUs with fp8 support).",
+    )
+    torch_compile: bool = Field(
+        False, description="torch.compile the DiT (TorchCompileModel, inductor). GPU only: each new shape compiles first."
+    )
+    warm_start: bool = Field(
+        False,
+        description="In setup, render one minimal job through the workflow's real loaders, so the first prediction "
+        "loads nothing (the image turns it on).",
+    )
     # Object storage (comfy_runtime/delivery/storage.py). Unset bucket: predict returns the file itself.
     # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     s3_bucket: str = Field("", description="Bucket the videos are uploaded to. Empty: return the file, no upload.")

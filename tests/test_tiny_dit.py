@@ -16,7 +16,6 @@ import json
 import re
 import threading
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pytest
@@ -27,11 +26,10 @@ from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
 from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
 from tests.support.cog_server import CogServer
-from tests.support.media import VideoProbe, decode_frames, probe_video, write_data_uri
+from tests.support.media import probe_video, write_data_uri
 from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+from tests.support.tiny_renders import BASE, mean_abs_diff, render
 
-BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2,
-            guidance=6.0, flow_shift=7.0, fps=24, seed=1234, output_format="mp4", crf=18)
 STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+)$")
 
 
@@ -91,23 +89,8 @@ def frames_to_encoder(monkeypatch) -> list[np.ndarray]:
     return seen
 
 
-class Output(NamedTuple):
-    video: VideoProbe
-    frames: np.ndarray
-
-
-def render(predictor: Predictor, **overrides) -> Output:
-    """Predict and read the video back at once: the next prediction removes this one's folder."""
-    path = predictor.predict(**{**BASE, **overrides})
-    return Output(probe_video(path), np.stack(decode_frames(path)))
-
-
 def step_lines(text: str) -> list[tuple[int, int]]:
     return [(int(m[1]), int(m[2])) for m in map(STEP_LINE.match, text.splitlines()) if m]
-
-
-def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
 
 
 @pytest.fixture(scope="module")

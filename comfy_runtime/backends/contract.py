@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from comfy_runtime.backends.lora_fit import LoraFit
 from comfy_runtime.errors import NodeFailure
 from comfy_runtime.graph.types import Graph, NodeSchema
 
@@ -40,6 +41,9 @@ class RunResult:
     files: list[Path]
     ui_outputs: dict[str, Any]
     execution_seconds: float
+    # What the embedded backend measured inside ComfyUI; a remote backend cannot see it (empty / None).
+    lora_fits: tuple[LoraFit, ...] = ()
+    cache_steps_skipped: int | None = None
 
 
 @dataclass

@@ -32,6 +32,7 @@ from comfy_runtime.backends.contract import (
     timed_out_message,
 )
 from comfy_runtime.backends.device import require_cuda
+from comfy_runtime.backends.lora_fit import LoraDoesNotFit, LoraFit, key_format, lora_layers
 from comfy_runtime.backends.outputs import collect_output_files
 from comfy_runtime.errors import (
     ComfyRuntimeError,
@@ -86,6 +87,8 @@ class _RunState(RunTracker):
         self.failure: NodeFailure | None = None
         self.interrupted = False
         self.invalid: WorkflowInvalidError | None = None
+        self.lora_fits: dict[str, LoraFit] = {}  # by LoRA node id, measured as ComfyUI applied it
+        self.cache_steps_skipped: int | None = None  # EasyCache/LazyCache's own count of skipped steps
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
         if event == "execution_start" and self.cancel.is_set():
@@ -104,6 +107,8 @@ class _Comfy:
     """Handles on the ComfyUI modules, imported once the path and args are set."""
 
     def __init__(self) -> None:
+        import comfy.lora as comfy_lora
+        import comfy.lora_convert as lora_convert
         import comfy.model_management as model_management
         import comfy.utils as comfy_utils
         import execution
@@ -111,6 +116,8 @@ class _Comfy:
         import nodes
         from comfy_execution.utils import get_executing_context
 
+        self.comfy_lora = comfy_lora
+        self.lora_convert = lora_convert
         self.model_management = model_management
         self.comfy_utils = comfy_utils
         self.execution = execution
@@ -194,6 +201,8 @@ class EmbeddedRuntime:
         self._run_lock = threading.Lock()
         self._cancel = threading.Event()
         self._stuck: Future | None = None  # a run that outlived its time limit and its interrupt
+        # A LoRA node ComfyUI takes from its output cache does not run again: its fit is the one measured when it ran.
+        self._lora_fit_memo: dict[tuple[str, str, float], LoraFit] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -204,6 +213,7 @@ class EmbeddedRuntime:
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
         self._on_thread(self._load_nodes).result()
+        _install_measurements(comfy)
         self._install_prompt_server_stand_in()
         self._executor = comfy.execution.PromptExecutor(
             self._sink, cache_type=comfy.execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
@@ -333,6 +343,9 @@ class EmbeddedRuntime:
         """The run's files, or the error that says how it ended."""
         if state.invalid is not None:
             raise state.invalid
+        unfit = [fit for fit in state.lora_fits.values() if not fit.fits]
+        if unfit:
+            raise LoraDoesNotFit(unfit[0].problem())
         if state.interrupted:
             raise ExecutionInterrupted("the run was interrupted before it finished; nothing was saved")
         if state.failure is not None:
@@ -342,7 +355,21 @@ class EmbeddedRuntime:
             raise NodeExecutionError(state.failure)
         ui_outputs = self._executor.history_result.get("outputs", {})
         files = collect_output_files(ui_outputs, {"output": output_dir, "temp": self._temp_dir()})
-        return RunResult(prompt_id=state.prompt_id, files=files, ui_outputs=ui_outputs, execution_seconds=seconds)
+        return RunResult(prompt_id=state.prompt_id, files=files, ui_outputs=ui_outputs, execution_seconds=seconds,
+                         lora_fits=self._lora_fits_of(state), cache_steps_skipped=state.cache_steps_skipped)
+
+    def _lora_fits_of(self, state: _RunState) -> tuple[LoraFit, ...]:
+        fits = []
+        for node_id, node in state.graph.items():
+            if node.get("class_type") not in ("LoraLoaderModelOnly", "LoraLoader"):
+                continue
+            inputs = node.get("inputs", {})
+            key = (node_id, str(inputs.get("lora_name")), float(inputs.get("strength_model", 0) or 0))
+            fit = state.lora_fits.get(node_id) or self._lora_fit_memo.get(key)
+            if fit is not None:
+                self._lora_fit_memo[key] = fit
+                fits.append(fit)
+        return tuple(fits)
 
     def _temp_dir(self) -> Path:
         return Path(_comfy().folder_paths.get_temp_directory())
@@ -363,6 +390,7 @@ class EmbeddedRuntime:
         # Temp files (previews) live in the run's folder too, so removing the folder removes them.
         comfy.folder_paths.set_temp_directory(str(output_dir / "temp"))
         self._sink.attach(state)
+        _measuring.run = state
         # The hook is one ComfyUI global: claim it per run, or a runtime started later in this process
         # (a second Predictor) would receive this run's steps and its cancel would not land here.
         comfy.comfy_utils.set_progress_bar_global_hook(self._progress_hook)
@@ -376,6 +404,7 @@ class EmbeddedRuntime:
             return asyncio.run(self._validate_and_execute(state))
         finally:
             self._sink.attach(None)
+            _measuring.run = None
 
     async def _validate_and_execute(self, state: _RunState) -> float:
         ok, error, outputs, node_errors = await _comfy().execution.validate_prompt(state.prompt_id, state.graph, None)
@@ -403,6 +432,79 @@ class EmbeddedRuntime:
         self._cancel.set()
         if _comfy_modules is not None:
             _comfy().model_management.interrupt_current_processing(True)
+
+
+class _Measuring:
+    """The run ComfyUI is executing now (one per process: ComfyUI's globals allow no other), for the measurements
+    taken inside its nodes."""
+
+    run: _RunState | None = None
+
+
+_measuring = _Measuring()
+_measurements_installed = False
+
+
+def _install_measurements(comfy: _Comfy) -> None:
+    """Wrap the two places whose outcome ComfyUI only logs: how much of a LoRA it applied, and how many steps a
+    step cache skipped. Both call straight through to ComfyUI's own code."""
+    global _measurements_installed
+    if _measurements_installed:
+        return
+    loader = comfy.nodes.LoraLoader
+    original_load = loader.load_lora
+
+    def measured_load_lora(self, model, clip, lora_name, strength_model, strength_clip):
+        result = original_load(self, model, clip, lora_name, strength_model, strength_clip)
+        run = _measuring.run
+        if run is None or model is None or strength_model == 0 or self.loaded_lora is None:
+            return result  # strength 0: ComfyUI returns the model untouched, there is nothing to measure
+        fit = _measure_fit(comfy, model, result[0], self.loaded_lora[1], lora_name)
+        context = comfy.get_executing_context()
+        run.lora_fits[str(context.node_id) if context is not None else lora_name] = fit
+        if not fit.fits:
+            raise LoraDoesNotFit(fit.problem())  # before sampling: the render would ignore the LoRA
+        if fit.applied < fit.total:
+            log.warning("%s", fit.problem())
+        else:
+            log.info("%s", fit.summary())
+        return result
+
+    loader.load_lora = measured_load_lora
+    # ComfyUI imports its extra nodes under their file names, not as comfy_extras.*: reach the module in use.
+    cache_node = comfy.nodes.NODE_CLASS_MAPPINGS.get("EasyCache")
+    cache_module = sys.modules.get(cache_node.__module__) if cache_node is not None else None
+    for holder in (getattr(cache_module, "EasyCacheHolder", None), getattr(cache_module, "LazyCacheHolder", None)):
+        if holder is not None:
+            holder.reset = _counting_reset(holder.reset)
+    _measurements_installed = True
+
+
+def _counting_reset(original_reset: Any) -> Any:
+    # The holder counts the steps it skipped and zeroes the count in reset(), right after logging it at the end of
+    # each sampling run (easycache_sample_wrapper): take the count on its way out.
+    def reset(self):
+        run = _measuring.run
+        if run is not None:
+            run.cache_steps_skipped = (run.cache_steps_skipped or 0) + int(self.total_steps_skipped)
+        return original_reset(self)
+
+    return reset
+
+
+def _measure_fit(comfy: _Comfy, model: Any, patched: Any, lora: dict[str, Any], lora_name: str) -> LoraFit:
+    """Applied layers: the file's layers whose ComfyUI key-map target got a new patch on the patched model."""
+    added = {key for key, patches in patched.patches.items() if len(patches) > len(model.patches.get(key, ()))}
+    key_map = comfy.comfy_lora.model_lora_keys_unet(model.model, {})
+    layers = lora_layers(comfy.lora_convert.convert_lora(lora).keys())
+
+    def target(layer: str) -> str | None:
+        mapped = key_map.get(layer)
+        return mapped[0] if isinstance(mapped, tuple) else mapped
+
+    applied = [layer for layer in layers if target(layer) in added]
+    missing = tuple(layer for layer in layers if layer not in set(applied))
+    return LoraFit(str(lora_name), type(model.model).__name__, len(applied), len(layers), key_format(layers), missing[:3])
 
 
 class _DeadlinePassed(Exception):

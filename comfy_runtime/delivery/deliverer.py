@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.errors import HunyuanVideoError
@@ -36,6 +36,8 @@ class Delivered:
     file: Path
     url: str = ""
     key: str = ""
+    # The render's metrics (render/metrics.py) with the delivery's own time: what predict.py records for Cog.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
     def elsewhere(self) -> bool:
@@ -73,6 +75,7 @@ class ObjectStoreDelivery:
             "inputs": rendered.request.model_dump(mode="json"),
             "seed": rendered.seed,
             "timings": rendered.timings,
+            "metrics": rendered.metrics,
         }
         try:
             uploaded = self.store.upload(rendered.video, run_id=run_id or rendered.run_dir.name, metadata=metadata)

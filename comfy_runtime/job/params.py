@@ -78,7 +78,19 @@ class Text:
         return f"plain text, at most {self.max_length} characters"
 
 
-Rule = Range | Grid | Choices | Text
+@dataclass(frozen=True)
+class Reference:
+    """Where a file comes from: a URL or a name. Only its form is checked here; the fetcher (supply/url_fetch.py)
+    decides what may be fetched, and the file's content is checked before anything loads it."""
+
+    forms: str
+    max_length: int = 2048
+
+    def text(self) -> str:
+        return self.forms
+
+
+Rule = Range | Grid | Choices | Text | Reference
 
 
 def _number(value: float) -> str:
@@ -97,7 +109,9 @@ class Param:
     rule: Rule
     advice: str = ""
     optional: bool = False  # None is allowed and means "choose for me" (a random seed)
-    role: Literal["graph", "delivery"] = "graph"
+    # graph: set into the workflow through its bindings; transform: changes the graph's shape (a LoRA or cache node
+    # inserted, graph/model_chain.py); delivery: read by the encoder of the delivered file.
+    role: Literal["graph", "transform", "delivery"] = "graph"
 
     @property
     def required(self) -> bool:
@@ -119,6 +133,10 @@ MAX_SEED = 2**32 - 1
 # lossless profile most players refuse. encode.py maps it onto VP9's 0-63; GIF ignores it.
 CRF = Range(1, 51)
 OFF_GRID = "Other values are rejected, not rounded."
+LORA_FORMS = "an https:// URL, hf://owner/repo/path.safetensors@revision, or the name of a file under models/loras"
+# EasyCache's reuse_threshold per level: the larger, the more DiT calls are skipped (and the further the video
+# drifts from the uncached one). Measured trade-offs are in docs/lora-and-speed.md.
+CACHE_LEVELS = {"off": None, "fast": 0.2, "faster": 0.3, "fastest": 0.5}
 
 PARAMS: tuple[Param, ...] = (
     Param("prompt", str, REQUIRED, "What the video shows", Text(MAX_PROMPT_CHARS),
@@ -134,6 +152,12 @@ PARAMS: tuple[Param, ...] = (
     Param("fps", int, 24, "Frames per second of the output video", Range(1, 60)),
     Param("seed", int, None, "Random seed", Range(0, MAX_SEED),
           "Leave empty for a random one; the seed used is printed in the logs.", optional=True),
+    Param("lora_url", str, None, "LoRA for the DiT", Reference(LORA_FORMS),
+          "safetensors only. Leave empty for none.", optional=True, role="transform"),
+    Param("lora_strength", float, 1.0, "How strongly the LoRA changes the model", Range(-2.0, 2.0),
+          "0 leaves the model as it is; negative values push away from the LoRA's style.", role="transform"),
+    Param("cache", str, "off", "Reuse DiT results between similar steps (EasyCache)", Choices(tuple(CACHE_LEVELS)),
+          "fast skips a few steps (0.2, ComfyUI's default), fastest the most (0.5); off computes every step.", role="transform"),
     Param("output_format", str, "mp4", "Container and codec of the video", Choices(("mp4", "webm", "gif")),
           role="delivery"),
     Param("crf", int, 18, "Quality of the mp4/webm, lower is better and larger", CRF,

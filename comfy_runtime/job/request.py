@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from comfy_runtime.job.params import MAX_SEED, PARAMS, Choices, Grid, Param, Range, Text
+from comfy_runtime.job.params import MAX_SEED, PARAMS, Choices, Grid, Param, Range, Reference, Text
 from comfy_runtime.job.prompt import prompt_text_problem
 
 
@@ -34,6 +34,15 @@ class _Request(BaseModel):
 def _plain_text(value: object) -> object:
     # Before pydantic's own str check, which would refuse undecodable text with a less helpful message.
     problem = prompt_text_problem(value) if isinstance(value, str) else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _reference_form(value: str) -> str:
+    from comfy_runtime.job.lora_ref import lora_reference_problem
+
+    problem = lora_reference_problem(value)
     if problem:
         raise ValueError(problem)
     return value
@@ -62,6 +71,9 @@ def _field(param: Param) -> tuple[Any, Any]:
     elif isinstance(rule, Text):
         annotation = Annotated[param.kind, BeforeValidator(_plain_text)]
         constraints = {"min_length": 1}
+    elif isinstance(rule, Reference):
+        annotation = Annotated[param.kind, AfterValidator(_reference_form)]
+        constraints = {"max_length": rule.max_length}
     if param.optional:
         annotation = annotation | None
     return annotation, Field(... if param.required else param.default, description=param.description(), **constraints)

@@ -13,16 +13,21 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from comfy_runtime.backends.contract import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
 from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
 from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
+from comfy_runtime.graph.model_chain import add_cache, add_lora, apply_dit_settings
 from comfy_runtime.graph.workflow import Workflow, check_bindings, load_workflow
+from comfy_runtime.job.budget import gpu_total_bytes
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
 from comfy_runtime.job.params import graph_input_ranges, graph_input_types
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
+from comfy_runtime.render.lora import LoraSource
+from comfy_runtime.render.metrics import StageClock, render_metrics
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.boot_checks import NO_SUPPLY_CHECKS, SupplyChain, SupplyChecks
 
@@ -39,9 +44,15 @@ class Rendered:
     # Every file the run produced, as a record: all but `video` are deleted once it is written.
     produced_files: list[Path]
     timings: dict[str, float] = field(default_factory=dict)
+    # seed, steps, cache skips, the LoRA's fit and the stage timings, named for Cog's record_metric (render/metrics.py)
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 class RenderFailed(HunyuanVideoError, RuntimeError):
+    pass
+
+
+class SpeedSettingRefused(HunyuanVideoError, ValueError):
     pass
 
 
@@ -54,6 +65,9 @@ class VideoRenderer:
         limits: JobLimits | None = None,
         supply: SupplyChecks = NO_SUPPLY_CHECKS,
         tap_frames: bool = True,
+        loras: LoraSource | None = None,
+        dit_weight_dtype: str = "default",
+        torch_compile: bool = False,
     ):
         self.runtime = runtime
         self.workflow = workflow
@@ -64,6 +78,9 @@ class VideoRenderer:
         # but a remote server would keep every one (ComfyUI has no delete API) and send each over /view.
         # A remote run keeps its SaveVideo file instead, re-encoded for delivery.
         self.tap_frames = tap_frames
+        self.loras = loras or LoraSource(None)
+        self.dit_weight_dtype = dit_weight_dtype  # deployment settings of the DiT (graph/model_chain.py)
+        self.torch_compile = torch_compile
         # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
         # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
         self._previous_run: Path | None = None
@@ -72,6 +89,11 @@ class VideoRenderer:
     def from_settings(cls, settings: Settings | None = None) -> VideoRenderer:
         settings = settings or Settings()
         backend = backend_from_settings(settings)
+        if settings.torch_compile and backend.local and gpu_total_bytes(settings.device) is None:
+            raise SpeedSettingRefused(
+                "HV_TORCH_COMPILE=true needs a GPU: on the CPU each new shape compiles for tens of seconds and runs no "
+                "faster. Unset it, or run on a GPU"
+            )
         return cls(
             backend.runtime,
             load_workflow(settings.workflow, settings.workflows_dir),
@@ -80,6 +102,9 @@ class VideoRenderer:
             # The weights and locked nodes live with the ComfyUI that runs the graph: a remote one has its own.
             supply=SupplyChain.from_settings(settings) if backend.local else NO_SUPPLY_CHECKS,
             tap_frames=backend.local,
+            loras=LoraSource.from_settings(settings, local=backend.local),
+            dit_weight_dtype=settings.dit_weight_dtype,
+            torch_compile=settings.torch_compile,
         )
 
     def start(self) -> None:
@@ -88,7 +113,8 @@ class VideoRenderer:
         schemas = self.runtime.node_schemas()
         self.supply.after_boot(self.workflow.graph, self.runtime, schemas)
         check_bindings(self.workflow, schemas, graph_input_types(), graph_input_ranges())
-        self.runtime.validate(self.workflow.graph)
+        # As it will run: the deployment's DiT settings (weight dtype, compile) must be ones this ComfyUI takes.
+        self.runtime.validate(apply_dit_settings(self.workflow.graph, self.dit_weight_dtype, self.torch_compile))
         unbound = sorted(set(graph_input_types()) - set(self.workflow.bindings))
         if unbound:
             log.warning("workflow %s ignores these inputs: %s", self.workflow.name, ", ".join(unbound))
@@ -104,9 +130,14 @@ class VideoRenderer:
         values = request.model_dump(include=set(graph_input_types()))
         prefix = f"{self.workflow.name}_{run_id[:12]}"
         graph = self.workflow.render(values, filename_prefix=prefix)
+        graph = apply_dit_settings(graph, self.dit_weight_dtype, self.torch_compile)
+        lora = self.loras.resolve(request, log_line)
+        graph = add_lora(graph, lora.name, request.lora_strength) if lora is not None else graph
+        graph = add_cache(graph, request.cache)
         graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
+        clock = StageClock()
         try:
-            result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
+            result = self.runtime.run(graph, run_dir, on_progress=clock.wrap(_progress_logger(log_line)), timeout=self.limits.timeout)
             encode_started = time.perf_counter()
             if tap is not None:
                 frames = tapped_file(tap, result.ui_outputs, result.files)
@@ -134,13 +165,20 @@ class VideoRenderer:
         _keep_only(run_dir, video)  # intermediates (the tap's frames or the workflow's own video, temp files) go now
         self._previous_run = run_dir
         total = time.perf_counter() - started
+        timings = {"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total}
+        stages = {**clock.seconds(encode_started), "encode": encode_seconds, "total": total}
+        if lora is not None:
+            stages["lora_fetch"] = lora.seconds
+        lora_metrics = self.loras.report(request, lora, result.lora_fits, log_line)
         return Rendered(
             video=video,
             seed=int(request.seed),
             request=request,
             run_dir=run_dir,
             produced_files=result.files,
-            timings={"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total},
+            timings=timings,
+            metrics=render_metrics(int(request.seed), int(request.steps), request.cache, result.cache_steps_skipped,
+                                   stages, lora_metrics),
         )
 
     def cancel(self) -> None:
