@@ -102,11 +102,7 @@ def graph_with_a_broken_second_output() -> dict:
     return graph
 
 
-def test_a_graph_valid_only_in_part_is_refused_by_validate_and_run(backend, request, tmp_path):
-    if isinstance(backend, RemoteRuntime):
-        request.applymarker(pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=(
-            "known gap: ComfyUI's /prompt queues the valid part of such a graph and RemoteRuntime.run does not "
-            "check first (a local check would use /object_info cached before uploads); validate() refuses it")))
+def test_a_graph_valid_only_in_part_is_refused_by_validate_and_run(backend, tmp_path):
     graph = graph_with_a_broken_second_output()
     with pytest.raises(WorkflowInvalidError, match=r"node 90 \(EmptyImage\)"):
         backend.validate(graph)

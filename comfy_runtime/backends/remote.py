@@ -187,6 +187,11 @@ class RemoteRuntime:
     def validate(self, graph: Graph) -> None:
         error, node_errors = check_graph(graph, self.object_info())
         if error is not None:
+            # Choice lists (LoadImage's files) grow with uploads, ours or another client's: before refusing,
+            # look once more with the server's node list as it is now.
+            self._object_info = None
+            error, node_errors = check_graph(graph, self.object_info())
+        if error is not None:
             raise WorkflowInvalidError(describe_validation_failure(error, node_errors), node_errors)
 
     def upload_input(self, path: Path, name: str | None = None) -> str:
@@ -215,6 +220,8 @@ class RemoteRuntime:
         with self._run_lock:
             self._cancel.clear()
             watch = _Watch(graph, on_progress, prompt_id=uuid.uuid4().hex)
+            # /prompt would queue the valid part of a graph that is valid only in part: check it whole first.
+            self.validate(graph)
             self._open_ws()  # before submitting: ComfyUI sends events only to a socket open at that moment
             self._prompt_id = watch.prompt_id
             try:
