@@ -18,6 +18,13 @@ def test_health_goes_from_starting_to_ready(server):
     assert body["status"] == "READY", server.logs()
     assert set(seen) <= {"STARTING", "READY"}
     assert body["setup"]["status"] == "succeeded"
+    # ComfyUI's boot, as a Cog user reads it: the missing torchaudio is one line, not tracebacks and pip advice.
+    setup_logs = body["setup"]["logs"]
+    assert not any(noise in setup_logs for noise in ("Traceback", "IMPORT FAILED", "pip install")), setup_logs
+    assert [line for line in setup_logs.splitlines() if "torchaudio" in line] == [
+        next(line for line in setup_logs.splitlines() if "torchaudio is not installed" in line and "Harmless for video" in line)
+    ], setup_logs
+    assert sum("host memory:" in line and "pinned memory:" in line for line in setup_logs.splitlines()) == 1, setup_logs
 
 
 def test_sync_prediction_returns_a_video_that_decodes(server, tmp_path):
@@ -27,6 +34,8 @@ def test_sync_prediction_returns_a_video_that_decodes(server, tmp_path):
     body = response.json()
     assert body["status"] == "succeeded", body
     assert "seed: 1" in body["logs"] and "node 2 ImageAddNoise" in body["logs"]
+    assert "hv_frames_" not in body["logs"], body["logs"]  # the frame tap's generated node id is ours, not the caller's
+    assert "done: 128x96, 17 frames, seed 1 in " in body["logs"].splitlines()[-1], body["logs"]
     video = probe_video(write_data_uri(body["output"], tmp_path / "out.mp4"))
     assert (video.frames, video.width, video.height, video.fps) == (17, 128, 96, 8.0)
 

@@ -42,6 +42,9 @@ class ComfyBootFilter(logging.Filter):
         if cannot and cannot.group("error").strip() == _TORCHAUDIO:
             self.without_torchaudio.append(cannot.group("path").rsplit("/", 1)[-1])
             return False
+        advice = text.find(", if you have memory or speed issues try using: --")
+        if advice > 0:  # advice to pass a ComfyUI command-line flag: there is no such command line here
+            text = text[:advice]
         if text != message:
             record.msg, record.args = text, None
         return True

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from comfy_runtime.backends.contract import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.backends.contract import ComfyRuntime
 from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
 from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
@@ -23,6 +23,7 @@ from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory
 from comfy_runtime.job.params import graph_input_ranges, graph_input_types
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
+from comfy_runtime.render.progress import ProgressLog, summary_line
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.boot_checks import NO_SUPPLY_CHECKS, SupplyChain, SupplyChecks
 
@@ -106,7 +107,7 @@ class VideoRenderer:
         graph = self.workflow.render(values, filename_prefix=prefix)
         graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
         try:
-            result = self.runtime.run(graph, run_dir, on_progress=_progress_logger(log_line), timeout=self.limits.timeout)
+            result = self.runtime.run(graph, run_dir, on_progress=ProgressLog(log_line), timeout=self.limits.timeout)
             encode_started = time.perf_counter()
             if tap is not None:
                 frames = tapped_file(tap, result.ui_outputs, result.files)
@@ -134,13 +135,15 @@ class VideoRenderer:
         _keep_only(run_dir, video)  # intermediates (the tap's frames or the workflow's own video, temp files) go now
         self._previous_run = run_dir
         total = time.perf_counter() - started
+        timings = {"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total}
+        log_line(summary_line(timings, request.width, request.height, request.num_frames, int(request.seed), video.name))
         return Rendered(
             video=video,
             seed=int(request.seed),
             request=request,
             run_dir=run_dir,
             produced_files=result.files,
-            timings={"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total},
+            timings=timings,
         )
 
     def cancel(self) -> None:
@@ -178,13 +181,3 @@ def _keep_only(run_dir: Path, keep: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _progress_logger(log_line: LogSink) -> Callable[[ProgressEvent], None]:
-    def on_progress(event: ProgressEvent) -> None:
-        if isinstance(event, NodeStarted):
-            log_line(f"node {event.node_id} {event.class_type}")
-        elif isinstance(event, StepProgress):
-            log_line(f"{event.class_type or 'node ' + str(event.node_id)} step {event.step}/{event.total}")
-
-    return on_progress
