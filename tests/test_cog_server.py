@@ -1,8 +1,12 @@
 """The real Cog HTTP server (coglet) with the real predict.py, on the plumbing workflow."""
 
+import shutil
+import subprocess
+
 import pytest
 
 from tests.helpers import CogServer, probe_video, write_data_uri
+from tests.support.doc_commands import served_scripts
 
 pytestmark = pytest.mark.cog_server
 
@@ -56,3 +60,23 @@ def test_invalid_inputs_get_422_naming_the_field(server, inputs, field):
     assert response.status_code == 422, response.text
     locations = [error["loc"][-1] for error in response.json()["detail"]]
     assert locations == [field]
+
+
+def test_the_documented_curl_commands_run(server, tmp_path):
+    """The README's and docs' curl commands against this server (the plumbing workflow stands in for the
+    model): each exits 0, the health check says READY, and both decodes give the video that was rendered."""
+    if shutil.which("jq") is None or shutil.which("curl") is None:
+        pytest.skip("curl and jq are needed")
+    scripts = served_scripts()
+    assert len(scripts) >= 4, scripts
+    server.wait_for_status({"READY"})
+    for script in scripts:
+        script = script.replace("localhost:5000", f"127.0.0.1:{server.port}")
+        done = subprocess.run(["bash", "-o", "pipefail", "-c", script], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, f"{script}\n{done.stderr}"
+        if "/health-check | jq .status" in script:
+            assert done.stdout.strip() == '"READY"', done.stdout
+    assert (tmp_path / "fox.mp4").read_bytes() == (tmp_path / "fox-py.mp4").read_bytes()
+    assert probe_video(tmp_path / "fox.mp4").frames == 49
+
