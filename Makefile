@@ -79,7 +79,7 @@ lint: $(VENV)/.installed ## ruff
 
 demo: setup ## check the set-up end to end: render noise on the CPU with the weight-free plumbing workflow (no model, the prompt is not used)
 	@echo "make demo: the weight-free plumbing workflow renders noise through the real ComfyUI (no model; the prompt is not used). With weights: make predict prompt=\"...\""
-	HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --width 256 --height 256 --num-frames 25 --fps 12 $(input_flags) --out demo.mp4
+	@HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --width 256 --height 256 --num-frames 25 --fps 12 $(input_flags) --out demo.mp4
 
 predict: setup ## render one video with the configured workflow: make predict prompt="..." num_frames=49 steps=20 (any input)
 	$(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" $(input_flags) --out output.mp4
