@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import psutil
@@ -123,6 +124,8 @@ def test_the_real_comfyui_uses_the_budget_we_set(runtime, tmp_path, monkeypatch,
         second.start()
     second.close()
     assert model_management.MAX_PINNED_MEMORY == limit // 2
+    # One module under both names (upsampler.py imports it bare): no second copy with ComfyUI's host-sized budget.
+    assert sys.modules["model_management"] is model_management
     assert any("pinned memory: at most 32 MiB, half the container limit" in r.getMessage() for r in caplog.records)
     weight = torch.nn.Parameter(torch.empty(limit // 2 // 4 + 1))  # one float32 over the budget
     pinned_before = model_management.TOTAL_PINNED_MEMORY

@@ -34,6 +34,8 @@ class ComfyBootFilter(logging.Filter):
             return False  # ComfyUI's blank separator lines
         if self.cpu_only and text.startswith("Total VRAM "):
             return False  # on a CPU it is the host's RAM under the name VRAM; the host memory line says it right
+        if text.startswith("Enabled pinned memory "):
+            return False  # sized from the node's RAM; the host memory line gives ours and this figure
         if text.startswith("torchaudio missing,"):
             return False
         if text.startswith("Traceback") and text.endswith(_TORCHAUDIO):

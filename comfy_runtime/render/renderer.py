@@ -114,7 +114,7 @@ class VideoRenderer:
                 if frames is None:
                     raise RenderFailed(
                         f"workflow {self.workflow.name!r} finished but its frames were not saved (files: "
-                        f"{result.files}); check the ComfyUI log for node {tap.node_id} (SaveAnimatedPNG)"
+                        f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
                     )
                 video = encode_frames(frames, tap.fps, run_dir / prefix, request.output_format, request.crf)
             else:
