@@ -1,6 +1,6 @@
 """Every environment variable the product reads, in one place.
 
-Deploy manifests, the README and the tests take the names from here (`env_names()`), so a
+Deploy manifests, docs/configuration.md and the tests take the names from here (`env_names()`), so a
 renamed setting cannot silently drift from the Kubernetes ConfigMap that sets it.
 """
 
