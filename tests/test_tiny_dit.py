@@ -31,7 +31,8 @@ from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_
 
 BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2,
             guidance=6.0, flow_shift=7.0, fps=24, seed=1234, output_format="mp4", crf=18)
-STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+)$")
+# The real sampler's progress line as a caller reads it: step i/N, the mean step time and the node's ETA.
+STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+) \(\d+\.\d\d s/step, ETA \d+:\d\d\)$")
 
 
 @pytest.fixture(scope="module")
