@@ -12,6 +12,14 @@ prompt ?= a red fox running through fresh snow, cinematic
 # line: quotes, $, backticks and $(...) in it arrive as typed, and nothing in it runs.
 prompt_verbatim := $(value prompt)
 export prompt_verbatim
+# Every other input too: each variable given on make's command line that is not one of the Makefile's own
+# (`make predict num_frames=49 steps=20`) reaches the CLI as `--num-frames 49 --steps 20`, verbatim through the
+# environment like the prompt. The CLI knows the inputs (job/params.py) and refuses a name it does not know.
+MAKE_OWN := PY PYTHON VENV PORT HOST IMAGE model runs rounds prompt
+given := $(filter-out $(MAKE_OWN),$(foreach word,$(value -*-command-variables-*-),$(firstword $(subst =, ,$(word)))))
+given := $(sort $(foreach name,$(given),$(if $(filter command line,$(origin $(name))),$(name))))
+$(foreach name,$(given),$(eval export input_$(name) := $$(value $(name))))
+input_flags := $(foreach name,$(given),--$(subst _,-,$(name)) "$$input_$(name)")
 
 .DEFAULT_GOAL := help
 .PHONY: help setup comfyui schema test lint serve demo predict clean
@@ -25,6 +33,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip==24.3.1
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
 .PHONY: comfy-cli
@@ -81,11 +90,12 @@ bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READ
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
 
-demo: setup ## render a video on the CPU with the weight-free plumbing workflow
-	HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --width 256 --height 256 --num-frames 25 --fps 12 --out demo.mp4
+demo: setup ## check the set-up end to end: render noise on the CPU with the weight-free plumbing workflow (no model, the prompt is not used)
+	@echo "make demo: the weight-free plumbing workflow renders noise through the real ComfyUI (no model; the prompt is not used). With weights: make predict prompt=\"...\""
+	@HV_WORKFLOW=plumbing_video $(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --width 256 --height 256 --num-frames 25 --fps 12 $(input_flags) --out demo.mp4
 
-predict: setup ## render one video with the configured workflow: make predict prompt="..."
-	$(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" --out output.mp4
+predict: setup ## render one video with the configured workflow: make predict prompt="..." num_frames=49 steps=20 (any input)
+	$(PY) -m comfy_runtime render --prompt "$$prompt_verbatim" $(input_flags) --out output.mp4
 
 .PHONY: weights weights-verify nodes
 weights: $(VENV)/.installed ## fetch the weights in weights.manifest into HV_MODELS_DIR (parallel ranged, resumable, sha256-verified)

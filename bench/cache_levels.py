@@ -53,9 +53,9 @@ def _write_dit(tmp: Path) -> None:
 
 def cache_levels(sizes: list[tuple[int, int, int]], steps: int) -> None:
     import numpy as np
-    from tests.helpers import decode_frames
 
     from comfy_runtime.job.request import VideoRequest
+    from tests.support.media import decode_frames
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,6 +8,7 @@ whose delivery failed is kept where the error says.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 
 from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed, LogSink, delivery_from_settings
@@ -29,6 +30,11 @@ class VideoService:
         return cls(VideoRenderer.from_settings(settings), delivery_from_settings(settings), settings.warm_start)
 
     def start(self) -> None:
+        # Cog leaves the root logger at WARNING: our own boot lines (the host memory decision, what did not load)
+        # are INFO and must reach the setup logs; ComfyUI's INFO chatter (root logger) stays below the line.
+        ours = logging.getLogger("comfy_runtime")
+        if ours.level == logging.NOTSET:
+            ours.setLevel(logging.INFO)
         # Storage first: a wrong bucket or key fails the boot in a second, not after ComfyUI has loaded.
         self.delivery.check()
         self.renderer.start()

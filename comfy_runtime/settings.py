@@ -1,6 +1,6 @@
 """Every environment variable the product reads, in one place.
 
-Deploy manifests, the README and the tests take the names from here (`env_names()`), so a
+Deploy manifests, docs/configuration.md and the tests take the names from here (`env_names()`), so a
 renamed setting cannot silently drift from the Kubernetes ConfigMap that sets it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "HV_"
@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         3600.0, ge=0,
         description="Seconds one prediction may run before ComfyUI is interrupted and it fails. 0: no limit.",
     )
+    pinned_memory: str = Field(
+        "auto",
+        description="Page-locked host memory ComfyUI may use for offloaded weights (embedded, CUDA): auto (half "
+        "the container's cgroup memory limit when there is one, else ComfyUI's own 95% of host RAM), off, or a "
+        "size such as 24GiB.",
+    )
     # Caller-given URLs (comfy_runtime/supply/url_fetch.py): start images, LoRAs.
     url_allow_http: bool = Field(False, description="Also fetch plain http:// URLs (tests; an internal mirror).")
     url_allow_hosts: list[str] = Field(
@@ -117,6 +123,14 @@ class Settings(BaseSettings):
     )
     s3_max_attempts: int = Field(5, ge=1, le=20, description="Attempts per S3 request (botocore standard retries).")
     s3_sidecar: bool = Field(True, description="Also upload <key>.json with the inputs, seed and timings.")
+
+    @field_validator("pinned_memory")
+    @classmethod
+    def _pinned_memory_is_readable(cls, value: str) -> str:
+        from comfy_runtime.backends.host_memory import parse_pinned_setting
+
+        parse_pinned_setting(value)  # refused at start-up, naming the forms it takes
+        return value
 
 
 def env_names() -> dict[str, str]:

@@ -248,6 +248,11 @@ def test_a_missing_bucket_fails_setup_with_what_to_do(hv_env, healthy_s3, tmp_pa
         assert_no_credentials(server.log_path.read_text(errors="replace"))
         refused = server.predict(inputs())  # coglet serves no prediction after a failed setup
         assert refused.status_code == 503 and refused.json()["status"] == "failed", refused.text
+        # coglet answers a POST after SETUP_FAILED itself, never calling predict(), with a message meant for
+        # STARTING: docs/serving.md tells the caller to read setup.logs from /health-check instead.
+        refused = server.predict(inputs())
+        assert refused.status_code == 503 and refused.json()["status"] == "failed", refused.text
+        assert "Setup has not finished yet" in refused.json()["error"], refused.text
     finally:
         server.stop()
 

@@ -240,7 +240,7 @@ def _listening() -> set:
 
 
 def test_embedded_comfyui_opens_no_port(hv_env, runtime, tmp_path, monkeypatch):
-    """Embedded mode never starts ComfyUI's web server (see README: debugging uses a separate ComfyUI)."""
+    """Embedded mode never starts ComfyUI's web server (docs/limits-and-faults.md: debugging uses a separate ComfyUI)."""
     from predict import Predictor
 
     before = _listening()

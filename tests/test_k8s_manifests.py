@@ -309,14 +309,17 @@ def test_every_env_name_the_manifests_set_is_read_by_the_code(renderings, varian
     assert not names_the_code_reads("COG_NO_SUCH_VARIABLE")
 
 
-def test_the_readme_documents_exactly_the_settings_the_code_reads():
-    """The operator reads the README to fill the ConfigMap: every setting is in it, and every HV_* name
-    it mentions is one Settings declares (a renamed setting cannot linger there)."""
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    mentioned = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", readme))
+def test_the_configuration_page_documents_exactly_the_settings_the_code_reads():
+    """The operator reads docs/configuration.md to fill the ConfigMap: every setting is in it, and every HV_*
+    name it (or any other page) mentions is one Settings declares (a renamed setting cannot linger there)."""
+    page = (PROJECT_ROOT / "docs" / "configuration.md").read_text()
+    mentioned = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", page))
     declared = set(env_names().values())
-    assert declared - mentioned == set(), f"settings the README does not describe: {sorted(declared - mentioned)}"
-    assert mentioned - declared == set(), f"HV_* names in the README that no setting has: {sorted(mentioned - declared)}"
+    assert declared - mentioned == set(), f"settings docs/configuration.md does not describe: {sorted(declared - mentioned)}"
+    assert mentioned - declared == set(), f"HV_* names in docs/configuration.md that no setting has: {sorted(mentioned - declared)}"
+    for other in [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]:
+        stray = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", other.read_text())) - declared
+        assert stray == set(), f"HV_* names in {other.name} that no setting has: {sorted(stray)}"
 
 
 def test_configmap_values_are_valid_settings(renderings, monkeypatch):

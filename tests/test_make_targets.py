@@ -84,3 +84,38 @@ def test_baked_weights_are_built_and_pushed_as_separate_layers(target, args, bak
     cog_lines = [line for line in done.stdout.splitlines() if line.startswith(f"cog {target} ")]
     assert done.returncode == 0 and len(cog_lines) == 1, done.stdout + done.stderr
     assert ("--separate-weights" in cog_lines[0]) is baked, cog_lines
+def test_make_predict_passes_every_input_it_is_given(tmp_path):
+    """Each input of job/params.py given as a make variable reaches the CLI as its flag, verbatim, and the CLI
+    parses it to the value given; a name the CLI does not know is refused (exit 2), not dropped."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    from comfy_runtime.cli.main import build_parser
+    from comfy_runtime.job.params import PARAMS, Choices, Grid, Range
+
+    given = {}
+    for param in PARAMS:
+        if param.name == "prompt":
+            continue
+        rule = param.rule
+        value = rule.values[-1] if isinstance(rule, Choices) else rule.choices[1] if isinstance(rule, Grid) else (
+            param.kind(rule.le) if isinstance(rule, Range) else "x")
+        given[param.name] = str(value)
+    recorder = tmp_path / "python"
+    recorder.write_text(f"#!{sys.executable}\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n")
+    recorder.chmod(0o755)
+    done = subprocess.run(
+        ["make", "-s", "predict", "-o", "setup", f"PY={recorder}", "prompt=a fox",
+         *[f"{name}={value}" for name, value in given.items()]],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    argv = json.loads(done.stdout.strip().splitlines()[-1])
+    parsed = vars(build_parser().parse_args(argv[2:]))
+    assert {name: str(parsed[name]) for name in given} == given
+    assert parsed["prompt"] == "a fox"
+
+    unknown = subprocess.run(
+        ["make", "-s", "predict", "-o", "setup", f"PY={sys.executable}", "prompt=a fox", "num_framez=49"],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert unknown.returncode != 0 and "unrecognized arguments: --num-framez 49" in unknown.stderr, unknown.stderr

@@ -30,7 +30,8 @@ from tests.support.media import probe_video, write_data_uri
 from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 from tests.support.tiny_renders import BASE, mean_abs_diff, render
 
-STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+)$")
+# The real sampler's progress line as a caller reads it: step i/N, the mean step time and the node's ETA.
+STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+) \(\d+\.\d\d s/step, ETA \d+:\d\d\)$")
 
 
 @pytest.fixture(scope="module")

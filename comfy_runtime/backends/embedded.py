@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import logging
 import sys
 import threading
@@ -19,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from comfy_runtime.backends.boot_log import filtered_comfy_boot
 from comfy_runtime.backends.contract import (
     INTERRUPT_GRACE_SECONDS,
     NodeStarted,
@@ -32,6 +34,13 @@ from comfy_runtime.backends.contract import (
     timed_out_message,
 )
 from comfy_runtime.backends.device import require_cuda
+from comfy_runtime.backends.host_memory import (
+    CGROUP_ROOT,
+    apply_pinned_memory,
+    container_memory_limit,
+    decide_pinned_memory,
+    parse_pinned_setting,
+)
 from comfy_runtime.backends.lora_fit import LoraDoesNotFit, LoraFit, key_format, lora_layers
 from comfy_runtime.backends.outputs import collect_output_files
 from comfy_runtime.errors import (
@@ -159,7 +168,13 @@ def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) ->
             require_cuda()
         args.cpu = use_cpu
         args.preview_method = "none"
-        _comfy_modules = _Comfy()
+        with filtered_comfy_boot(cpu_only=use_cpu):
+            _comfy_modules = _Comfy()
+        # comfy/ldm/hunyuan_video/upsampler.py does `import model_management, model_patcher` (ComfyUI/comfy is
+        # on sys.path): a second copy of each module, with its own loaded-model list and its own pinned-memory
+        # budget, and its import-time boot lines printed twice. Both names are one module.
+        sys.modules.setdefault("model_management", _comfy_modules.model_management)
+        sys.modules.setdefault("model_patcher", importlib.import_module("comfy.model_patcher"))
         # Samplers' tqdm bars write carriage-return lines into the same log stream as our "step k/n"
         # lines and garble the first one; the progress hook (which reports every step) does not need them.
         _comfy_modules.comfy_utils.set_progress_bar_enabled(False)
@@ -185,6 +200,8 @@ class EmbeddedRuntime:
         work_dir: Path,
         device: Literal["auto", "cpu", "cuda"] = "auto",
         extra_custom_nodes: list[Path] | tuple[Path, ...] = (),
+        pinned_memory: str = "auto",
+        cgroup_root: Path = CGROUP_ROOT,
     ):
         self.comfyui_path = Path(comfyui_path).resolve()
         self.models_dir = Path(models_dir).resolve()
@@ -194,6 +211,8 @@ class EmbeddedRuntime:
             # At construction, before setup checks or fetches weights: a GPU-less pod must not first download 35 GB.
             require_cuda()
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
+        self.pinned_memory = pinned_memory  # HV_PINNED_MEMORY
+        self.cgroup_root = Path(cgroup_root)
         self._started = False
         self._sink = _EventSink()
         self._executor: Any = None
@@ -214,6 +233,7 @@ class EmbeddedRuntime:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
         self._on_thread(self._load_nodes).result()
         _install_measurements(comfy)
+        self._size_pinned_memory()
         self._install_prompt_server_stand_in()
         self._executor = comfy.execution.PromptExecutor(
             self._sink, cache_type=comfy.execution.CacheType.CLASSIC, cache_args={"lru": 0, "ram": 0}
@@ -242,12 +262,39 @@ class EmbeddedRuntime:
             folder.mkdir(parents=True, exist_ok=True)
             getattr(folder_paths, f"set_{kind}_directory")(str(folder))
 
-    async def _init_nodes(self) -> None:
-        await _comfy().nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False)
+    async def _init_nodes(self) -> list[str]:
+        # nodes.init_extra_nodes(init_api_nodes=False) step by step, for its summary: it ends every boot with
+        # "IMPORT FAILED" and "pip install -r requirements.txt", which is wrong advice in this venv.
+        nodes = _comfy().nodes
+        await nodes.init_public_apis()
+        failed = await nodes.init_builtin_extra_nodes()
+        await nodes.init_external_custom_nodes()
+        return failed
 
     def _load_nodes(self) -> None:
-        if not _comfy().nodes.NODE_CLASS_MAPPINGS.get("SaveVideo"):
-            asyncio.run(self._init_nodes())
+        if _comfy().nodes.NODE_CLASS_MAPPINGS.get("SaveVideo"):
+            return
+        model_management = _comfy().model_management
+        with filtered_comfy_boot(cpu_only=model_management.cpu_state == model_management.CPUState.CPU) as boot:
+            failed = asyncio.run(self._init_nodes())
+        if boot.summary():
+            log.info(boot.summary())
+        others = [name for name in failed if name not in boot.without_torchaudio]
+        if others:
+            log.warning("ComfyUI's optional nodes %s did not import (the traceback is above); a workflow that uses "
+                        "them fails validation naming the class", ", ".join(others))
+
+    def _size_pinned_memory(self) -> None:
+        """Keep ComfyUI's page-locked host memory under the container's limit (host_memory.py says why)."""
+        import psutil
+
+        model_management = _comfy().model_management
+        decision = decide_pinned_memory(
+            parse_pinned_setting(self.pinned_memory), container_memory_limit(self.cgroup_root),
+            psutil.virtual_memory().total, model_management.MAX_PINNED_MEMORY,
+        )
+        apply_pinned_memory(decision, [model_management])
+        log.info(decision.line)
 
     def _install_prompt_server_stand_in(self) -> None:
         # A few core nodes report text through PromptServer.instance; with no web server that is us.

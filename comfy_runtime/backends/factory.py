@@ -39,5 +39,6 @@ def backend_from_settings(settings: Settings) -> Backend:
         work_dir=settings.output_dir / ".work",
         device=settings.device,
         extra_custom_nodes=settings.extra_custom_nodes,
+        pinned_memory=settings.pinned_memory,
     )
     return Backend(runtime, comfyui_path, local=True)

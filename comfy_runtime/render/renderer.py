@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfy_runtime.backends.contract import ComfyRuntime, NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.backends.contract import ComfyRuntime
 from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
 from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
@@ -28,6 +28,7 @@ from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
 from comfy_runtime.render.lora import LoraSource
 from comfy_runtime.render.metrics import StageClock, render_metrics
+from comfy_runtime.render.progress import ProgressLog, summary_line
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.boot_checks import NO_SUPPLY_CHECKS, SupplyChain, SupplyChecks
 
@@ -137,14 +138,14 @@ class VideoRenderer:
         graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
         clock = StageClock()
         try:
-            result = self.runtime.run(graph, run_dir, on_progress=clock.wrap(_progress_logger(log_line)), timeout=self.limits.timeout)
+            result = self.runtime.run(graph, run_dir, on_progress=clock.wrap(ProgressLog(log_line)), timeout=self.limits.timeout)
             encode_started = time.perf_counter()
             if tap is not None:
                 frames = tapped_file(tap, result.ui_outputs, result.files)
                 if frames is None:
                     raise RenderFailed(
                         f"workflow {self.workflow.name!r} finished but its frames were not saved (files: "
-                        f"{result.files}); check the ComfyUI log for node {tap.node_id} (SaveAnimatedPNG)"
+                        f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
                     )
                 video = encode_frames(frames, tap.fps, run_dir / prefix, request.output_format, request.crf)
             else:
@@ -170,6 +171,7 @@ class VideoRenderer:
         if lora is not None:
             stages["lora_fetch"] = lora.seconds
         lora_metrics = self.loras.report(request, lora, result.lora_fits, log_line)
+        log_line(summary_line(timings, request.width, request.height, request.num_frames, int(request.seed), video.name))
         return Rendered(
             video=video,
             seed=int(request.seed),
@@ -216,13 +218,3 @@ def _keep_only(run_dir: Path, keep: Path) -> None:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-
-
-def _progress_logger(log_line: LogSink) -> Callable[[ProgressEvent], None]:
-    def on_progress(event: ProgressEvent) -> None:
-        if isinstance(event, NodeStarted):
-            log_line(f"node {event.node_id} {event.class_type}")
-        elif isinstance(event, StepProgress):
-            log_line(f"{event.class_type or 'node ' + str(event.node_id)} step {event.step}/{event.total}")
-
-    return on_progress

@@ -1,0 +1,61 @@
+"""The progress lines a caller reads (Cog's prediction logs, the CLI's stderr) while a render runs.
+
+`node 9 SamplerCustomAdvanced` when a node starts, `SamplerCustomAdvanced step 3/30 (4.12 s/step,
+ETA 1:55)` per step, and one closing summary line. s/step is the node's mean since it started (its
+first step includes loading the model, so the rate settles over the first steps); the ETA is for that
+node. The frame tap is our own node (graph/frame_tap.py): its generated id means nothing to a caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from comfy_runtime.backends.contract import NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.graph.frame_tap import TAP_NODE_PREFIX
+
+LogSink = Callable[[str], None]
+
+
+def clock(seconds: float) -> str:
+    """m:ss, or h:mm:ss from an hour."""
+    whole = max(0, round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class ProgressLog:
+    def __init__(self, log_line: LogSink, now: Callable[[], float] = time.monotonic):
+        self.log_line = log_line
+        self.now = now
+        self._node: str | None = None
+        self._node_started = 0.0
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if isinstance(event, NodeStarted):
+            self._start_node(event.node_id)
+            if event.node_id.startswith(TAP_NODE_PREFIX):
+                self.log_line("saving the decoded frames for the encoder")
+            else:
+                self.log_line(f"node {event.node_id} {event.class_type}")
+        elif isinstance(event, StepProgress):
+            if event.node_id != self._node:  # steps from a node we saw no start for
+                self._start_node(event.node_id)
+            name = event.class_type or "a node"
+            if str(event.node_id).startswith(TAP_NODE_PREFIX):
+                name = "saving frames"
+            line = f"{name} step {event.step}/{event.total}"
+            if event.step > 0:
+                per_step = (self.now() - self._node_started) / event.step
+                line += f" ({per_step:.2f} s/step, ETA {clock(per_step * max(0, event.total - event.step))})"
+            self.log_line(line)
+
+    def _start_node(self, node_id: str | None) -> None:
+        self._node = node_id
+        self._node_started = self.now()
+
+
+def summary_line(timings: dict[str, float], width: int, height: int, frames: int, seed: int, video_name: str) -> str:
+    return (f"done: {width}x{height}, {frames} frames, seed {seed} in {timings['total_seconds']:.1f} s "
+            f"(ComfyUI {timings['comfyui_seconds']:.1f} s, encode {timings['encode_seconds']:.1f} s) -> {video_name}")
