@@ -78,6 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
 
+    from comfy_runtime.cli.farm import add_farm_commands
+
+    add_farm_commands(commands)
+
     render = commands.add_parser("render", help="render one video in this process and copy it to --out")
     render.add_argument("--prompt", required=True)
     render.add_argument("--workflow", help="workflow name (default: HV_WORKFLOW)")

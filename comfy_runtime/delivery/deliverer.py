@@ -40,7 +40,8 @@ class Delivery:
         if self.store is not None:
             self.store.check()
 
-    def deliver(self, renderer: VideoRenderer, rendered: Rendered, request: VideoRequest, log_line=print) -> Path | str:
+    def deliver(self, renderer: VideoRenderer, rendered: Rendered, request: VideoRequest, log_line=print,
+                key: str | None = None) -> Path | str:
         if self.store is None:
             return rendered.video
         metadata = {
@@ -49,7 +50,7 @@ class Delivery:
             "timings": rendered.timings,
         }
         try:
-            uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata)
+            uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata, key=key)
         except StorageError as error:
             renderer.keep(rendered)  # the message points at the file: it must outlive the next prediction
             raise DeliveryFailed(str(error)) from None

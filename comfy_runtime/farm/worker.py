@@ -1,0 +1,365 @@
+"""`python -m comfy_runtime worker`: a GPU worker that pulls one job at a time and renders it in-process.
+
+The same VideoRenderer and Delivery as predict.py; weights and locked nodes are checked (renderer.start())
+and the bucket is proven (delivery.check()) before the worker takes any work. For each job: the prediction
+row goes to processing (its seed fixed, so a re-run renders the same video), progress and logs go to the row,
+the video goes to object storage under a key made from the prediction id (a re-run overwrites the same one
+object, and a re-run of a job already recorded as ended stops before rendering), then the row ends with the
+URL, seed and timings, and the job's webhook fires in Cog's shape.
+
+SIGTERM/SIGINT: the job in flight finishes and is delivered, no new one is taken, the process exits.
+A worker that vanishes (SIGKILL, node lost) stops heartbeating; any other worker finds its job stalled and
+re-queues it, up to HV_FARM_MAX_ATTEMPTS runs, then fails it with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from procrastinate import exceptions, jobs
+from procrastinate.worker import Worker
+from pydantic import ValidationError
+
+from comfy_runtime.delivery.deliverer import Delivery
+from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTimedOut
+from comfy_runtime.farm import webhook as webhooks
+from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
+from comfy_runtime.farm.queue import TASK_NAME, make_app
+from comfy_runtime.farm.schema import TERMINAL
+from comfy_runtime.farm.store import JobStore, prediction_json
+from comfy_runtime.job.request import MAX_SEED, VideoRequest
+from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FLUSH_SECONDS = 0.5  # progress reaches the row at most this often: a step per row write is too many
+_NODE_LINE = re.compile(r"^node (?P<node>\S+) (?P<class_type>\S+)$")
+_STEP_LINE = re.compile(r"^(?P<class_type>.+) step (?P<step>\d+)/(?P<total>\d+)$")
+
+
+class RenderJobFailed(HunyuanVideoError, RuntimeError):
+    """The job ended failed; its prediction row holds the error (node and message)."""
+
+
+class _SteadyWorker(Worker):
+    """procrastinate stops a worker when a heartbeat fails, e.g. while PostgreSQL restarts. A worker mid-render
+    must keep rendering and keep trying: a missed beat is retried every second until the database is back
+    (procrastinate 3.10.0's heartbeat loop, with the failure caught)."""
+
+    async def _update_heartbeat(self):
+        delay = self.update_heartbeat_interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                assert self.worker_id is not None
+                await self.app.job_manager.update_heartbeat(self.worker_id)
+                delay = self.update_heartbeat_interval
+            except exceptions.ConnectorException as error:
+                log.warning("heartbeat failed (%s); retrying", error)
+                delay = min(1.0, self.update_heartbeat_interval)
+
+
+@dataclass
+class _Run:
+    """One job's run, shared by the event loop (which hears cancels) and the render thread."""
+
+    prediction_id: str
+    attempt: int
+    phase: str = "preparing"  # preparing -> rendering -> delivering
+    cancel_requested: bool = False
+    last_step: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # succeeded, failed, canceled, or skipped (already ended: a re-run)
+    error: str | None = None
+    output: str | None = None
+
+
+class _ProgressSink:
+    """The renderer's log lines: kept for the row's logs, parsed into {node, class_type, step, total}, and
+    written to the row at most every PROGRESS_FLUSH_SECONDS, best effort (a database blip costs a progress
+    update, never the render)."""
+
+    def __init__(self, store: JobStore, run: _Run):
+        self.store = store
+        self.run = run
+        self.pending: list[str] = []
+        self.progress: dict[str, Any] = {}
+        self.dirty = False
+        self.flushed_at = 0.0
+
+    def __call__(self, line: str) -> None:
+        log.info("[%s] %s", self.run.prediction_id, line)
+        self.pending.append(line)
+        if match := _NODE_LINE.match(line):
+            self.progress = {"node": match["node"], "class_type": match["class_type"]}
+        elif match := _STEP_LINE.match(line):
+            self.progress = {**self.progress, "step": int(match["step"]), "total": int(match["total"])}
+            self.run.last_step = f"{match['step']}/{match['total']}"
+        self.dirty = True
+        if time.monotonic() - self.flushed_at >= PROGRESS_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        lines = "".join(f"{line}\n" for line in self.pending)
+        try:
+            self.store.progress(self.run.prediction_id, lines, self.progress or None)
+        except Exception as error:  # the row is a view of progress; the render is what matters
+            log.warning("progress of %s not recorded: %s", self.run.prediction_id, error)
+            return
+        self.pending.clear()
+        self.dirty = False
+        self.flushed_at = time.monotonic()
+
+    def take(self) -> str:
+        """Lines not yet written, for the final row update."""
+        lines = "".join(f"{line}\n" for line in self.pending)
+        self.pending.clear()
+        self.dirty = False
+        return lines
+
+
+class FarmWorker:
+    def __init__(self, farm: FarmSettings | None = None, settings: Settings | None = None,
+                 renderer: VideoRenderer | None = None, delivery: Delivery | None = None):
+        self.farm = farm or FarmSettings()
+        self.settings = settings or Settings()
+        self.renderer = renderer
+        self.delivery = delivery
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._draining = False
+        self._worker: Worker | None = None
+        self._runs = 0
+
+    # -- boot ---------------------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Everything that can fail before taking work: database settings, bucket, weights, ComfyUI."""
+        self.farm.require_database()
+        if self.delivery is None:
+            self.delivery = Delivery.from_settings(self.settings)
+        if self.delivery.store is None:
+            raise FarmNotConfigured(
+                "a farm worker delivers to object storage, and HV_S3_BUCKET is not set: set HV_S3_BUCKET "
+                "(and HV_S3_ENDPOINT_URL for MinIO) so results outlive the worker"
+            )
+        self.delivery.check()
+        if self.renderer is None:
+            self.renderer = VideoRenderer.from_settings(self.settings)
+            self.renderer.start()
+
+    def object_key(self, prediction_id: str, output_format: str) -> str:
+        assert self.delivery is not None and self.delivery.store is not None
+        return f"{self.delivery.store.config.prefix}farm/{prediction_id}/{prediction_id}.{output_format}"
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        asyncio.run(self.serve())
+        return 0
+
+    async def serve(self) -> None:
+        self.store = JobStore(self.farm.database_url).open(wait_seconds=60)
+        await asyncio.to_thread(self.store.ensure_schema)
+        self.app = make_app(self.farm.database_url)
+        self.app.task(name=TASK_NAME, queue=self.farm.queue, pass_context=True)(self._render_job)
+        await self.app.open_async()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.drain)
+        watcher = asyncio.create_task(self._watch_stalled(), name="stalled jobs")
+        log.info("worker %s ready: taking jobs from queue %r", self.name, self.farm.queue)
+        try:
+            while not self._draining:
+                self._worker = _SteadyWorker(
+                    self.app, queues=[self.farm.queue], name=self.name, concurrency=1,
+                    install_signal_handlers=False, shutdown_graceful_timeout=None,
+                    update_heartbeat_interval=self.farm.heartbeat_seconds,
+                    stalled_worker_timeout=self.farm.stalled_seconds,
+                    fetch_job_polling_interval=self.farm.poll_seconds,
+                    abort_job_polling_interval=self.farm.poll_seconds,
+                )
+                if self._draining:  # no await since the check above: a stop cannot slip in between
+                    break
+                try:
+                    await self._worker.run()
+                except Exception as error:
+                    log.warning("queue connection lost (%s): reconnecting", error)
+                    await self._wait_for_database()
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self.app.close_async()
+            self.store.close()
+            self._executor.shutdown(wait=True)
+            log.info("worker %s stopped after %d job(s)", self.name, self._runs)
+
+    def drain(self) -> None:
+        """Finish the job in flight, take no new one, exit."""
+        if not self._draining:
+            log.info("stop requested: finishing the job in flight, taking no new one")
+        self._draining = True
+        if self._worker is not None:
+            self._worker.stop()
+
+    async def _wait_for_database(self) -> None:
+        delay = 0.5
+        while not self._draining:
+            try:
+                if await self.app.check_connection_async():
+                    return
+            except Exception as error:
+                log.info("database not back yet (%s)", type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    # -- one job ------------------------------------------------------------------------------------
+    async def _render_job(self, context, prediction_id: str) -> dict[str, Any]:
+        run = _Run(prediction_id, attempt=context.job.attempts + 1)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_job, run)
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # An abort (cancel) reached this job: interrupt ComfyUI, then let the thread record how it ended.
+            run.cancel_requested = True
+            if run.phase == "rendering" and self.renderer is not None:
+                log.info("cancel of %s at step %s: interrupting ComfyUI", prediction_id, run.last_step or "-")
+                self.renderer.cancel()
+            outcome = await future
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        self._runs += 1
+        if outcome.status in ("succeeded", "skipped"):
+            return {"status": outcome.status, "output": outcome.output}
+        if outcome.status == "canceled":
+            raise exceptions.JobAborted(f"prediction {prediction_id} canceled")
+        raise RenderJobFailed(outcome.error or "failed")
+
+    def _run_job(self, run: _Run) -> Outcome:
+        """The render thread: render, deliver, record. Every end is written to the row here."""
+        assert self.renderer is not None and self.delivery is not None
+        row = self.store.get(run.prediction_id)
+        if row is None:
+            log.warning("job for %s has no prediction row; nothing to do", run.prediction_id)
+            return Outcome("skipped")
+        if row["status"] in TERMINAL:
+            log.info("%s already ended %s (a re-run): not rendering or delivering again", run.prediction_id,
+                     row["status"])
+            return Outcome("skipped", output=row["output"])
+        try:
+            request = VideoRequest(**row["input"])
+        except ValidationError as error:  # written by an older gateway with other rules
+            return self._end(run, "failed", error=f"input no longer valid: {error}")
+        seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
+        started = self.store.start(run.prediction_id, self.name, seed, f"attempt {run.attempt} on worker {self.name}\n")
+        if started is None:
+            return Outcome("skipped")
+        if webhooks.wants(started, "start"):
+            self._send(started, attempts=1)
+        request = request.model_copy(update={"seed": started["seed"]})
+        sink = _ProgressSink(self.store, run)
+        run.phase = "rendering"
+        if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
+            return self._end(run, "canceled", logs=sink.take() + "canceled before rendering\n")
+        try:
+            rendered = self.renderer.render(request, log_line=sink)
+        except RunTimedOut as error:
+            return self._end(run, "failed", error=str(error), logs=sink.take())
+        except ExecutionInterrupted as error:
+            if run.cancel_requested:
+                return self._end(run, "canceled", logs=sink.take() + f"canceled at step {run.last_step or '-'}\n")
+            return self._end(run, "failed", error=str(error), logs=sink.take())
+        except HunyuanVideoError as error:
+            return self._end(run, "failed", error=str(error), logs=sink.take())
+        except Exception as error:  # a bug: keep the traceback in the worker's log, the message on the row
+            log.exception("render of %s failed", run.prediction_id)
+            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", logs=sink.take())
+        run.phase = "delivering"
+        key = self.object_key(run.prediction_id, request.output_format)
+        upload_started = time.perf_counter()
+        try:
+            url = self.delivery.deliver(self.renderer, rendered, request, log_line=sink, key=key)
+        except HunyuanVideoError as error:
+            return self._end(run, "failed", error=str(error), logs=sink.take())
+        timings = {**rendered.timings, "upload_seconds": time.perf_counter() - upload_started}
+        return self._end(run, "succeeded", output=str(url), timings=timings, object_key=key, logs=sink.take())
+
+    def _end(self, run: _Run, status: str, *, logs: str = "", error: str | None = None, output: str | None = None,
+             timings: dict[str, float] | None = None, object_key: str | None = None) -> Outcome:
+        if error:
+            logs += f"error: {error}\n"
+        ended = self.store.finish_surely(run.prediction_id, status, logs=logs, output=output, error=error,
+                                         timings=timings, object_key=object_key)
+        if ended is None:  # another run of this job ended it first
+            return Outcome("skipped", output=output)
+        if webhooks.wants(ended, "completed"):
+            self._send(ended, attempts=webhooks.COMPLETED_ATTEMPTS)
+        return Outcome(status, error=error, output=output)
+
+    def _send(self, row: dict[str, Any], attempts: int) -> None:
+        webhooks.send(row["webhook"], prediction_json(row), allowed_hosts=self.farm.webhook_allowed_hosts,
+                      timeout=self.farm.webhook_timeout_seconds, attempts=attempts)
+
+    # -- jobs whose worker vanished -----------------------------------------------------------------
+    async def _watch_stalled(self) -> None:
+        while True:
+            await asyncio.sleep(self.farm.heartbeat_seconds)
+            try:
+                await self.requeue_stalled()
+            except Exception as error:
+                log.warning("stalled-job check failed: %s", error)
+
+    async def requeue_stalled(self) -> list[int]:
+        """Re-queue the jobs of workers that stopped heartbeating; fail those out of attempts. Any worker may run
+        this: two racing for one job is settled by procrastinate's status check (the loser's update fails)."""
+        stalled = await self.app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=self.farm.stalled_seconds, queue=self.farm.queue, task_name=TASK_NAME
+        )
+        handled = []
+        for job in stalled:
+            prediction_id = job.task_kwargs.get("prediction_id", "?")
+            runs = job.attempts + 1
+            try:
+                if runs >= self.farm.max_attempts:
+                    await self.app.job_manager.finish_job(job, status=jobs.Status.FAILED, delete_job=False)
+                    reason = (f"the worker running it stopped heartbeating (none for {self.farm.stalled_seconds:g} s) "
+                              f"on each of {runs} attempts; gave up (HV_FARM_MAX_ATTEMPTS={self.farm.max_attempts}). "
+                              "Check the workers' logs and memory, then submit it again")
+                    ended = await asyncio.to_thread(self.store.finish, prediction_id, "failed", error=reason,
+                                                    logs=f"error: {reason}\n")
+                    if ended is not None and webhooks.wants(ended, "completed"):
+                        await asyncio.to_thread(self._send, ended, webhooks.COMPLETED_ATTEMPTS)
+                else:
+                    await self.app.job_manager.retry_job(job)
+                    note = (f"attempt {runs} lost: worker {job.worker_id} stopped heartbeating; re-queued "
+                            f"(attempt {runs + 1} of at most {self.farm.max_attempts})\n")
+                    await asyncio.to_thread(self.store.requeued, prediction_id, note)
+                log.warning("job %s (%s): worker %s stalled; %s", job.id, prediction_id, job.worker_id,
+                            "failed" if runs >= self.farm.max_attempts else "re-queued")
+                handled.append(job.id)
+            except exceptions.ConnectorException as error:  # another worker took care of it first
+                log.info("stalled job %s already handled elsewhere (%s)", job.id, error)
+        return handled
+
+
+def run_worker() -> int:
+    worker = FarmWorker()
+    worker.boot()
+    threading.current_thread().name = "worker"
+    return worker.run()
