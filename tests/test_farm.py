@@ -8,6 +8,8 @@ the end (database restart, SIGKILL, SIGTERM) run last because they kill them.
 from __future__ import annotations
 
 import re
+import signal
+import uuid
 
 import httpx
 import psycopg
@@ -56,7 +58,7 @@ def farm_env(hv_env, pg, s3, tmp_path_factory) -> dict[str, str]:
         "HV_OUTPUT_DIR": str(root / "outputs"), "HV_S3_BUCKET": BUCKET, "HV_S3_ENDPOINT_URL": s3.url,
         "HV_S3_PREFIX": PREFIX, "AWS_ACCESS_KEY_ID": "farm-test", "AWS_SECRET_ACCESS_KEY": "farm-test",
         "HV_FARM_DATABASE_URL": pg.url, "HV_FARM_HEARTBEAT_SECONDS": "0.5", "HV_FARM_STALLED_SECONDS": "5",
-        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "20",
+        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "3",
         "HV_FARM_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
     }
 
@@ -189,3 +191,121 @@ def test_client_refuses_bad_input_before_queueing(client):
     assert refused.value.problems[0]["loc"] == ["body", "input", "width"]
     assert "multiple of 16" in str(refused.value)
     assert client.store.count() == before
+
+
+# ---------------------------------------------------------------------------------------------
+# the gateway, through a real HTTP client
+
+
+def test_gateway_refuses_bad_input_with_422_naming_the_field_and_queues_nothing(gateway, client):
+    before = client.store.count()
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        refused = http.post("/predictions", json={"input": job(num_frames=6)})
+        assert refused.status_code == 422, refused.text
+        (problem,) = refused.json()["detail"]
+        assert problem["loc"] == ["body", "input", "num_frames"] and "4k+1" in problem["msg"]
+        unknown = http.post("/predictions", json={"input": job(colour="red")})
+        assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "input", "colour"]
+        hook = http.post("/predictions", json={"input": job(), "webhook": "http://169.254.169.254/latest/meta-data"})
+        assert hook.status_code == 422 and hook.json()["detail"][0]["loc"] == ["body", "webhook"]
+        assert http.post("/predictions", content=b"not json").status_code == 422
+    assert client.store.count() == before
+
+
+def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_path):
+    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        assert http.get("/health-check").json()["status"] == "READY"
+        # async + webhook: 202 at once, then start and completed webhooks in Cog's shape
+        prediction_id = uuid.uuid4().hex
+        accepted = http.post("/predictions", headers={"Prefer": "respond-async"}, json={
+            "id": prediction_id, "input": job(seed=11), "webhook": f"{webhooks.url}/hook?token=abc",
+            "webhook_events_filter": ["start", "completed"]})
+        assert accepted.status_code == 202, accepted.text
+        assert accepted.json()["id"] == prediction_id and accepted.json()["status"] == "starting"
+        final = webhooks.wait_final(prediction_id)
+        assert final["status"] == "succeeded" and final["path"] == "/hook?token=abc"
+        assert [e["status"] for e in webhooks.for_prediction(prediction_id)] == ["processing", "succeeded"]
+        assert {"id", "input", "output", "error", "logs", "status", "created_at", "started_at", "completed_at",
+                "metrics"} <= final.keys()
+        assert final["input"] == job(seed=11) and final["metrics"]["predict_time"] > 0
+        got = http.get(f"/predictions/{prediction_id}").json()
+        assert got["status"] == "succeeded" and got["output"] == final["output"]
+        video = tmp_path / "gateway.mp4"
+        video.write_bytes(httpx.get(got["output"], timeout=30).content)
+        assert probe_video(video).frames == 5
+        assert video_keys(s3, prediction_id) == [got["farm"]["object_key"]]
+
+        # the same id again: POST refuses (409), PUT is idempotent and answers the existing prediction
+        assert http.post("/predictions", json={"id": prediction_id, "input": job()}).status_code == 409
+        again = http.put(f"/predictions/{prediction_id}", json={"input": job()})
+        assert again.status_code == 200 and again.json()["output"] == got["output"]
+
+        # sync: a short render comes back finished in the same call
+        done = http.post("/predictions", json={"input": job(seed=12)})
+        assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
+
+        # sync, but longer than the gateway waits (HV_FARM_SYNC_WAIT_SECONDS=3): 202 with the id to GET
+        slow = http.post("/predictions", json={"input": job(steps=100)})
+        assert slow.status_code == 202 and slow.json()["status"] in {"starting", "processing"}, slow.text
+        running = slow.json()
+        assert slow.headers["Location"] == f"/predictions/{running['id']}"
+        # cancel through the gateway, while it renders
+        wait_until(lambda: http.get(f"/predictions/{running['id']}").json()["farm"]["progress"], message="rendering")
+        assert http.post(f"/predictions/{running['id']}/cancel").status_code == 200
+        ended = wait_until(lambda: (p := http.get(f"/predictions/{running['id']}").json())["status"] in
+                           {"canceled", "succeeded", "failed"} and p, timeout=30)
+        assert ended["status"] == "canceled"
+        assert http.get("/predictions/nope").status_code == 404
+        assert http.post("/predictions/nope/cancel").status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# faults: these run last, they take the shared workers down
+
+
+def test_postgres_restarted_mid_render_the_job_completes_and_nothing_is_lost(workers, client, pg, s3):
+    rendering = client.submit(job(steps=40, seed=21))  # 4 s
+    wait_until(lambda: step_of(client, rendering["id"]) >= 5, message="rendering")
+    pg.restart()  # every connection is cut; the server is back on the same port
+    ended = client.wait(rendering["id"], timeout=90)
+    assert ended["status"] == "succeeded", ended
+    assert video_keys(s3, rendering["id"]) == [ended["farm"]["object_key"]]
+    # The restart did reach the workers: their LISTEN connections died and were made again.
+    assert all("LISTEN connection lost" in worker.logs() or "reconnecting" in worker.logs() for worker in workers)
+    # The workers reconnected: new jobs run on both, and the queue agrees nothing is pending.
+    after = [client.submit(job(seed=seed)) for seed in (22, 23, 24, 25)]
+    assert [client.wait(p["id"], timeout=90)["status"] for p in after] == ["succeeded"] * 4
+    assert all(worker.alive for worker in workers)
+    assert client.backlog() == 0
+
+
+def test_sigkill_mid_render_the_job_is_rerun_by_the_other_worker_and_delivered_once(workers, client, s3):
+    victim_job = client.submit(job(steps=40, seed=31))
+    wait_until(lambda: client.get(victim_job["id"])["farm"]["worker"] and step_of(client, victim_job["id"]) >= 3,
+               message="rendering")
+    victim_name = client.get(victim_job["id"])["farm"]["worker"]
+    (victim,) = [w for w in workers if w.name == victim_name]
+    (survivor,) = [w for w in workers if w is not victim]
+    victim.kill()
+    ended = client.wait(victim_job["id"], timeout=120)
+    assert ended["status"] == "succeeded", ended
+    assert ended["farm"]["worker"] == survivor.name
+    assert ended["farm"]["attempts"] >= 1 and "stopped heartbeating; re-queued" in ended["logs"]
+    assert f"attempt 2 on worker {survivor.name}" in ended["logs"]
+    assert video_keys(s3, victim_job["id"]) == [ended["farm"]["object_key"]]  # one object, not two
+
+
+def test_sigterm_mid_render_the_job_finishes_and_the_worker_exits_taking_no_new_one(workers, client, s3):
+    (last,) = [w for w in workers if w.alive]
+    rendering = client.submit(job(steps=40, seed=41))
+    wait_until(lambda: step_of(client, rendering["id"]) >= 3, message="rendering")
+    last.signal(signal.SIGTERM)
+    queued_after = client.submit(job(seed=42))
+    assert last.process.wait(timeout=90) == 0, last.logs()
+    ended = client.get(rendering["id"])
+    assert ended["status"] == "succeeded" and ended["farm"]["worker"] == last.name, ended
+    assert video_keys(s3, rendering["id"]) == [ended["farm"]["object_key"]]
+    untouched = client.get(queued_after["id"])
+    assert untouched["status"] == "starting" and untouched["farm"]["queue_status"] == "todo"
+    assert untouched["started_at"] is None
+    client.cancel(queued_after["id"])

@@ -30,7 +30,7 @@ class ReconnectingConnector(procrastinate.PsycopgConnector):
             try:
                 await super().listen_notify(on_notification=on_notification, channels=channels)
             except exceptions.ConnectorException as error:
-                log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", error, delay)
+                log.warning("LISTEN connection lost (%s); reconnecting in %.1f s", type(error.__cause__ or error).__name__, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10)
 

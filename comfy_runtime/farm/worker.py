@@ -67,7 +67,7 @@ class _SteadyWorker(Worker):
                 await self.app.job_manager.update_heartbeat(self.worker_id)
                 delay = self.update_heartbeat_interval
             except exceptions.ConnectorException as error:
-                log.warning("heartbeat failed (%s); retrying", error)
+                log.warning("heartbeat failed (%s); retrying", type(error.__cause__ or error).__name__)
                 delay = min(1.0, self.update_heartbeat_interval)
 
 
