@@ -193,6 +193,51 @@ def test_client_refuses_bad_input_before_queueing(client):
     assert client.store.count() == before
 
 
+def test_a_job_whose_worker_vanished_runs_again_then_fails_with_the_reason_when_out_of_attempts(
+        farm_env, client, webhooks, pg):
+    """The stalled-job check, on its own queue (the shared workers do not take from it): a job held by a
+    worker whose heartbeat stopped goes back to the queue, and past HV_FARM_MAX_ATTEMPTS it fails, saying why."""
+    import asyncio
+
+    from comfy_runtime.farm.worker import FarmWorker
+    from comfy_runtime.settings import Settings
+
+    settings = FarmSettings(database_url=pg.url, queue="stall-test", max_attempts=2, stalled_seconds=5,
+                            webhook_allowed_hosts=["127.0.0.1"])
+    with FarmClient(settings) as stall_client:
+        submitted = stall_client.submit(job(), webhook=f"{webhooks.url}/hook")
+    with psycopg.connect(pg.url, autocommit=True) as conn:
+        dead = conn.execute("INSERT INTO procrastinate_workers (last_heartbeat) VALUES (now() - interval '1 hour') "
+                            "RETURNING id").fetchone()[0]
+
+        def taken_by_the_dead_worker():  # what fetch_job does, for a worker that then vanished
+            conn.execute("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s WHERE id = %s",
+                         (dead, submitted["farm"]["job_id"]))
+
+        async def stall_check() -> list[int]:
+            worker = FarmWorker(settings, Settings())
+            await worker.connect()
+            try:
+                return await worker.requeue_stalled()
+            finally:
+                await worker.disconnect()
+
+        taken_by_the_dead_worker()
+        assert asyncio.run(stall_check()) == [submitted["farm"]["job_id"]]
+        requeued = client.get(submitted["id"])
+        assert requeued["farm"]["queue_status"] == "todo" and requeued["farm"]["attempts"] == 1
+        assert "stopped heartbeating; re-queued (attempt 2 of at most 2)" in requeued["logs"]
+
+        taken_by_the_dead_worker()
+        assert asyncio.run(stall_check()) == [submitted["farm"]["job_id"]]
+        failed = client.get(submitted["id"])
+        assert failed["status"] == "failed" and failed["farm"]["queue_status"] == "failed"
+        assert "stopped heartbeating" in failed["error"] and "HV_FARM_MAX_ATTEMPTS=2" in failed["error"]
+        assert webhooks.wait_final(submitted["id"])["status"] == "failed"
+        assert asyncio.run(stall_check()) == []  # nothing left to act on
+        conn.execute("DELETE FROM procrastinate_workers WHERE id = %s", (dead,))
+
+
 # ---------------------------------------------------------------------------------------------
 # the gateway, through a real HTTP client
 

@@ -173,12 +173,20 @@ class FarmWorker:
         asyncio.run(self.serve())
         return 0
 
-    async def serve(self) -> None:
-        self.store = JobStore(self.farm.database_url).open(wait_seconds=60)
+    async def connect(self) -> None:
+        """The database side: the prediction rows' pool, the schema, procrastinate's app with our task."""
+        self.store = await asyncio.to_thread(JobStore(self.farm.database_url).open, 60)
         await asyncio.to_thread(self.store.ensure_schema)
         self.app = make_app(self.farm.database_url)
         self.app.task(name=TASK_NAME, queue=self.farm.queue, pass_context=True)(self._render_job)
         await self.app.open_async()
+
+    async def disconnect(self) -> None:
+        await self.app.close_async()
+        self.store.close()
+
+    async def serve(self) -> None:
+        await self.connect()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.drain)
@@ -204,8 +212,7 @@ class FarmWorker:
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
-            await self.app.close_async()
-            self.store.close()
+            await self.disconnect()
             self._executor.shutdown(wait=True)
             log.info("worker %s stopped after %d job(s)", self.name, self._runs)
 
