@@ -1,0 +1,30 @@
+"""The farm's settings and SQL helpers, without servers: documented exactly, errors that say what to do."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings, env_names
+from comfy_runtime.farm.schema import backlog_query
+from tests.helpers import PROJECT_ROOT
+
+
+def test_docs_farm_documents_exactly_the_settings_the_farm_reads():
+    text = (PROJECT_ROOT / "docs" / "farm.md").read_text()
+    mentioned = set(re.findall(r"\bHV_FARM_[A-Z0-9_]*[A-Z0-9]", text))
+    declared = set(env_names().values())
+    assert declared - mentioned == set(), f"farm settings docs/farm.md does not describe: {declared - mentioned}"
+    assert mentioned - declared == set(), f"HV_FARM_* names in docs/farm.md no setting has: {mentioned - declared}"
+
+
+def test_a_farm_command_without_a_database_says_what_to_set(monkeypatch):
+    monkeypatch.delenv("HV_FARM_DATABASE_URL", raising=False)
+    with pytest.raises(FarmNotConfigured, match="HV_FARM_DATABASE_URL is not set"):
+        FarmSettings().require_database()
+
+
+def test_the_backlog_query_quotes_the_queue_name():
+    assert backlog_query("hv-render").endswith("WHERE queue_name = 'hv-render' AND status IN ('todo', 'doing')")
+    assert "'it''s'" in backlog_query("it's")
