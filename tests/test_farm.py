@@ -304,6 +304,33 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         assert http.post("/predictions/nope/cancel").status_code == 404
 
 
+
+def test_a_worker_on_the_tiny_dit_graph_renders_through_the_real_sampler(farm_env, session_dirs, runtime, pg, s3,
+                                                                           tmp_path):
+    """The production t2v graph with a tiny real DiT (tests/tiny_hunyuan.py) behind a worker of its own, on
+    its own queue: the job's progress is the real sampler's steps, and the video decodes."""
+    from tests.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+
+    write_tiny_dit(session_dirs["models"] / "diffusion_models" / TINY_DIT_NAME, seed=0)
+    env = {**farm_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_FARM_QUEUE": "tiny-dit",
+           "HV_WORKFLOWS_DIR": str(write_tiny_workflows(tmp_path / "workflows"))}
+    worker = WorkerProcess(env, tmp_path / "tiny-worker.log").start()
+    try:
+        worker.wait_ready()
+        with FarmClient(FarmSettings(database_url=pg.url, queue="tiny-dit")) as tiny:
+            done = tiny.wait(tiny.submit({**job(steps=2, seed=1234), "prompt": "a red fox in snow"})["id"], timeout=120)
+    finally:
+        worker.stop()
+    assert done["status"] == "succeeded", done["error"]
+    assert done["farm"]["worker"] == worker.name
+    assert "SamplerCustomAdvanced step 2/2" in done["logs"]
+    assert done["farm"]["progress"]["class_type"] == "SamplerCustomAdvanced"
+    video = tmp_path / "tiny.mp4"
+    video.write_bytes(httpx.get(done["output"], timeout=30).content)
+    probe = probe_video(video)
+    assert (probe.frames, probe.width, probe.height) == (5, 64, 64)
+    assert video_keys(s3, done["id"]) == [done["farm"]["object_key"]]
+
 # ---------------------------------------------------------------------------------------------
 # faults: these run last, they take the shared workers down
 
