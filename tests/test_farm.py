@@ -7,6 +7,7 @@ the end (database restart, SIGKILL, SIGTERM) run last because they kill them.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import uuid
@@ -303,6 +304,29 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         assert http.get("/predictions/nope").status_code == 404
         assert http.post("/predictions/nope/cancel").status_code == 404
 
+
+
+def test_the_jobs_cli_submits_waits_shows_and_refuses_bad_input(workers, farm_env):
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "comfy_runtime", "jobs", *args], cwd=PROJECT_ROOT,
+                              env={**os.environ, **farm_env}, capture_output=True, text=True, timeout=120)
+
+    done = cli("submit", "-i", "prompt=a fox in snow", "-i", "width=64", "-i", "height=64", "-i", "num_frames=5",
+               "-i", "seed=5", "--wait", "--timeout", "60")
+    assert done.returncode == 0, done.stderr
+    prediction = json.loads(done.stdout)
+    assert prediction["status"] == "succeeded" and prediction["input"]["prompt"] == "a fox in snow"
+    shown = cli("status", prediction["id"])
+    assert shown.returncode == 0 and json.loads(shown.stdout)["output"] == prediction["output"]
+    assert cli("wait", prediction["id"]).returncode == 0
+    refused = cli("submit", "-i", "prompt=x", "-i", "width=65")
+    assert refused.returncode == 2 and "width=65 is not allowed" in refused.stderr and not refused.stdout
+    unknown = cli("status", "no-such-id")
+    assert unknown.returncode == 1 and "no prediction 'no-such-id'" in unknown.stderr
 
 
 def test_a_worker_on_the_tiny_dit_graph_renders_through_the_real_sampler(farm_env, session_dirs, runtime, pg, s3,

@@ -28,3 +28,13 @@ def test_a_farm_command_without_a_database_says_what_to_set(monkeypatch):
 def test_the_backlog_query_quotes_the_queue_name():
     assert backlog_query("hv-render").endswith("WHERE queue_name = 'hv-render' AND status IN ('todo', 'doing')")
     assert "'it''s'" in backlog_query("it's")
+
+
+def test_an_unreachable_database_is_named_without_its_password():
+    from comfy_runtime.farm.store import DatabaseUnavailable, JobStore
+    from tests.helpers import free_port
+
+    with pytest.raises(DatabaseUnavailable) as refused:
+        JobStore(f"postgresql://hv:topsecret@127.0.0.1:{free_port()}/farm").open(wait_seconds=1)
+    assert "did not answer" in str(refused.value) and "HV_FARM_DATABASE_URL" in str(refused.value)
+    assert "topsecret" not in str(refused.value) and "127.0.0.1" in str(refused.value)

@@ -18,7 +18,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.farm.schema import TERMINAL, ensure_schema
+from comfy_runtime.redact import url_without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +32,27 @@ def _prefixed(alias: str) -> str:
     return ", ".join(alias + name.strip() for name in COLUMNS.split(","))
 
 
+class DatabaseUnavailable(HunyuanVideoError, RuntimeError):
+    """The farm's PostgreSQL did not answer; the message names where it was looked for (no password)."""
+
+
 class JobStore:
     def __init__(self, database_url: str, max_size: int = 4):
+        self.where = url_without_credentials(database_url)
         self.pool = ConnectionPool(
             database_url, min_size=1, max_size=max_size, open=False, timeout=10,
             check=ConnectionPool.check_connection, kwargs={"autocommit": True, "row_factory": dict_row},
         )
 
     def open(self, wait_seconds: float = 30) -> JobStore:
-        self.pool.open(wait=True, timeout=wait_seconds)
+        try:
+            self.pool.open(wait=True, timeout=wait_seconds)
+        except PoolTimeout:
+            self.pool.close()
+            raise DatabaseUnavailable(
+                f"the farm's database at {self.where} did not answer within {wait_seconds:g} s: check that PostgreSQL "
+                "is up and HV_FARM_DATABASE_URL (host, port, user, password, database) is right"
+            ) from None
         return self
 
     def close(self) -> None:

@@ -94,9 +94,10 @@ class _ProgressSink:
     written to the row at most every PROGRESS_FLUSH_SECONDS, best effort (a database blip costs a progress
     update, never the render)."""
 
-    def __init__(self, store: JobStore, run: _Run):
+    def __init__(self, store: JobStore, run: _Run, on_cancelled_line=None):
         self.store = store
         self.run = run
+        self.on_cancelled_line = on_cancelled_line
         self.pending: list[str] = []
         self.progress: dict[str, Any] = {}
         self.dirty = False
@@ -104,6 +105,10 @@ class _ProgressSink:
 
     def __call__(self, line: str) -> None:
         log.info("[%s] %s", self.run.prediction_id, line)
+        if self.run.cancel_requested and self.run.phase == "rendering" and self.on_cancelled_line is not None:
+            # A cancel that came just before ComfyUI started would be cleared by its start: repeat it on
+            # every line the run still reports, so it lands at the next node or step.
+            self.on_cancelled_line()
         self.pending.append(line)
         if match := _NODE_LINE.match(line):
             self.progress = {"node": match["node"], "class_type": match["class_type"]}
@@ -280,7 +285,7 @@ class FarmWorker:
         if webhooks.wants(started, "start"):
             self._send(started, attempts=1)
         request = request.model_copy(update={"seed": started["seed"]})
-        sink = _ProgressSink(self.store, run)
+        sink = _ProgressSink(self.store, run, on_cancelled_line=self.renderer.cancel)
         run.phase = "rendering"
         if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
             return self._end(run, "canceled", logs=sink.take() + "canceled before rendering\n")
