@@ -102,16 +102,17 @@ class JobStore:
 
     def finish(self, prediction_id: str, status: str, *, logs: str = "", output: str | None = None,
                error: str | None = None, timings: dict[str, float] | None = None,
-               object_key: str | None = None) -> dict[str, Any] | None:
+               object_key: str | None = None, progress: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """End the row once: the first finisher wins (a re-run of a delivered job finds it ended and stops).
         Returns the ended row, or None when it had already ended."""
         assert status in TERMINAL, status
         with self.pool.connection() as conn:
             return conn.execute(
                 "UPDATE hv_farm_predictions SET status = %s, output = %s, error = %s, timings = %s, object_key = %s, "
-                "logs = logs || %s, completed_at = now() "
+                "logs = logs || %s, progress = COALESCE(%s, progress), completed_at = now() "
                 f"WHERE id = %s AND status NOT IN {TERMINAL!r} RETURNING {COLUMNS}",
-                (status, output, error, Jsonb(timings) if timings else None, object_key, logs, prediction_id),
+                (status, output, error, Jsonb(timings) if timings else None, object_key, logs,
+                 Jsonb(progress) if progress else None, prediction_id),
             ).fetchone()
 
     def finish_surely(self, prediction_id: str, status: str, give_up_after: float = 600, **fields) -> dict | None:

@@ -175,7 +175,11 @@ class FarmWorker:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> int:
-        asyncio.run(self.serve())
+        try:
+            asyncio.run(self.serve())
+        finally:
+            if self.renderer is not None:
+                self.renderer.close()
         return 0
 
     async def connect(self) -> None:
@@ -212,8 +216,12 @@ class FarmWorker:
                 try:
                     await self._worker.run()
                 except Exception as error:
-                    log.warning("queue connection lost (%s): reconnecting", error)
+                    log.warning("queue connection lost (%s): reconnecting", type(error.__cause__ or error).__name__)
                     await self._wait_for_database()
+                else:
+                    if not self._draining:  # procrastinate stopped on its own (a failed side task): start again
+                        log.warning("the queue loop stopped; starting it again")
+                        await asyncio.sleep(1)
         finally:
             watcher.cancel()
             await asyncio.gather(watcher, return_exceptions=True)
@@ -243,7 +251,7 @@ class FarmWorker:
     # -- one job ------------------------------------------------------------------------------------
     async def _render_job(self, context, prediction_id: str) -> dict[str, Any]:
         run = _Run(prediction_id, attempt=context.job.attempts + 1)
-        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_job, run)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_job_recorded, run)
         try:
             outcome = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -262,6 +270,14 @@ class FarmWorker:
         if outcome.status == "canceled":
             raise exceptions.JobAborted(f"prediction {prediction_id} canceled")
         raise RenderJobFailed(outcome.error or "failed")
+
+    def _run_job_recorded(self, run: _Run) -> Outcome:
+        try:
+            return self._run_job(run)
+        except Exception as error:  # the database failed under the job itself: end its row, say why
+            log.exception("job %s could not be run", run.prediction_id)
+            return self._end(run, "failed", error=f"the worker could not run it ({type(error).__name__}: {error}); "
+                             "submit it again, and check the worker's log and the database")
 
     def _run_job(self, run: _Run) -> Outcome:
         """The render thread: render, deliver, record. Every end is written to the row here."""
@@ -288,36 +304,40 @@ class FarmWorker:
         sink = _ProgressSink(self.store, run, on_cancelled_line=self.renderer.cancel)
         run.phase = "rendering"
         if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
-            return self._end(run, "canceled", logs=sink.take() + "canceled before rendering\n")
+            return self._end(run, "canceled", sink=sink, logs="canceled before rendering\n")
         try:
             rendered = self.renderer.render(request, log_line=sink)
         except RunTimedOut as error:
-            return self._end(run, "failed", error=str(error), logs=sink.take())
+            return self._end(run, "failed", error=str(error), sink=sink)
         except ExecutionInterrupted as error:
             if run.cancel_requested:
-                return self._end(run, "canceled", logs=sink.take() + f"canceled at step {run.last_step or '-'}\n")
-            return self._end(run, "failed", error=str(error), logs=sink.take())
+                return self._end(run, "canceled", sink=sink, logs=f"canceled at step {run.last_step or '-'}\n")
+            return self._end(run, "failed", error=str(error), sink=sink)
         except HunyuanVideoError as error:
-            return self._end(run, "failed", error=str(error), logs=sink.take())
+            return self._end(run, "failed", error=str(error), sink=sink)
         except Exception as error:  # a bug: keep the traceback in the worker's log, the message on the row
             log.exception("render of %s failed", run.prediction_id)
-            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", logs=sink.take())
+            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", sink=sink)
         run.phase = "delivering"
         key = self.object_key(run.prediction_id, request.output_format)
         upload_started = time.perf_counter()
         try:
             url = self.delivery.deliver(self.renderer, rendered, request, log_line=sink, key=key)
         except HunyuanVideoError as error:
-            return self._end(run, "failed", error=str(error), logs=sink.take())
+            return self._end(run, "failed", error=str(error), sink=sink)
         timings = {**rendered.timings, "upload_seconds": time.perf_counter() - upload_started}
-        return self._end(run, "succeeded", output=str(url), timings=timings, object_key=key, logs=sink.take())
+        return self._end(run, "succeeded", output=str(url), timings=timings, object_key=key, sink=sink)
 
-    def _end(self, run: _Run, status: str, *, logs: str = "", error: str | None = None, output: str | None = None,
-             timings: dict[str, float] | None = None, object_key: str | None = None) -> Outcome:
+    def _end(self, run: _Run, status: str, *, sink: _ProgressSink | None = None, logs: str = "",
+             error: str | None = None, output: str | None = None, timings: dict[str, float] | None = None,
+             object_key: str | None = None) -> Outcome:
+        if sink is not None:  # what the throttled progress writes have not sent yet goes with the end
+            logs = sink.take() + logs
         if error:
             logs += f"error: {error}\n"
         ended = self.store.finish_surely(run.prediction_id, status, logs=logs, output=output, error=error,
-                                         timings=timings, object_key=object_key)
+                                         timings=timings, object_key=object_key,
+                                         progress=sink.progress if sink is not None else None)
         if ended is None:  # another run of this job ended it first
             return Outcome("skipped", output=output)
         if webhooks.wants(ended, "completed"):
