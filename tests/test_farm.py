@@ -254,6 +254,12 @@ def test_gateway_refuses_bad_input_with_422_naming_the_field_and_queues_nothing(
         assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "input", "colour"]
         hook = http.post("/predictions", json={"input": job(), "webhook": "http://169.254.169.254/latest/meta-data"})
         assert hook.status_code == 422 and hook.json()["detail"][0]["loc"] == ["body", "webhook"]
+        assert http.post("/predictions", json={"input": job(), "webhook": 42}).json()["detail"][0]["loc"] == [
+            "body", "webhook"]
+        events = http.post("/predictions", json={"input": job(), "webhook_events_filter": ["done"]})
+        assert events.status_code == 422 and events.json()["detail"][0]["loc"] == ["body", "webhook_events_filter"]
+        assert http.post("/predictions", json={"prompt": "no input wrapper"}).json()["detail"][0]["loc"] == [
+            "body", "input"]
         assert http.post("/predictions", content=b"not json").status_code == 422
     assert client.store.count() == before
 

@@ -12,6 +12,7 @@ import time
 import uuid
 from typing import Any
 
+import psycopg
 from pydantic import ValidationError
 
 from comfy_runtime.errors import HunyuanVideoError, InputRejected
@@ -77,18 +78,26 @@ class FarmClient:
         if prediction_id is not None and not ID_PATTERN.match(prediction_id):
             raise InvalidInput([{"loc": ["body", "id"], "msg": "id must be 1-64 letters, digits, '_' or '-'",
                                  "type": "value_error"}])
+        if webhook is not None and not isinstance(webhook, str):
+            raise webhooks.WebhookRefused("webhook: must be a URL string")
+        if webhook_events_filter is not None and not isinstance(webhook_events_filter, list):
+            raise webhooks.WebhookRefused(f"webhook_events_filter: must be a list, e.g. {list(webhooks.EVENTS)}")
         events = webhooks.check_events(webhook_events_filter)
         if webhook:
             webhooks.check_webhook_url(webhook, self.settings.webhook_allowed_hosts)
         prediction_id = prediction_id or uuid.uuid4().hex
-        with self.store.connection() as conn, conn.transaction():
-            if conn.execute("SELECT 1 FROM hv_farm_predictions WHERE id = %s", (prediction_id,)).fetchone():
-                raise PredictionExists(f"prediction {prediction_id} exists already: GET /predictions/{prediction_id}")
-            self.store.insert(conn, prediction_id, inputs, webhook, events)
-            job_id = self.app.configure_task(TASK_NAME, queue=self.settings.queue, connection=conn).defer(
-                prediction_id=prediction_id
-            )
-            self.store.attach_job(conn, prediction_id, job_id)
+        exists = PredictionExists(f"prediction {prediction_id} exists already: GET /predictions/{prediction_id}")
+        try:
+            with self.store.connection() as conn, conn.transaction():
+                if conn.execute("SELECT 1 FROM hv_farm_predictions WHERE id = %s", (prediction_id,)).fetchone():
+                    raise exists
+                self.store.insert(conn, prediction_id, inputs, webhook, events)
+                job_id = self.app.configure_task(TASK_NAME, queue=self.settings.queue, connection=conn).defer(
+                    prediction_id=prediction_id
+                )
+                self.store.attach_job(conn, prediction_id, job_id)
+        except psycopg.errors.UniqueViolation:  # the same id submitted twice at once: the other one won
+            raise exists from None
         return self.get(prediction_id)
 
     def get(self, prediction_id: str) -> dict[str, Any]:
