@@ -38,3 +38,19 @@ def test_an_unreachable_database_is_named_without_its_password():
         JobStore(f"postgresql://hv:topsecret@127.0.0.1:{free_port()}/farm").open(wait_seconds=1)
     assert "did not answer" in str(refused.value) and "HV_FARM_DATABASE_URL" in str(refused.value)
     assert "topsecret" not in str(refused.value) and "127.0.0.1" in str(refused.value)
+
+
+@pytest.mark.parametrize("env, says", [
+    ({}, "HV_FARM_DATABASE_URL is not set"),
+    ({"HV_FARM_DATABASE_URL": "postgresql://hv@127.0.0.1:1/db"}, "HV_S3_BUCKET is not set"),
+])
+def test_a_worker_missing_its_database_or_bucket_refuses_to_start_and_says_what_to_set(env, says):
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HV_FARM_", "HV_S3_"))}
+    done = subprocess.run([sys.executable, "-m", "comfy_runtime", "worker"], cwd=PROJECT_ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and says in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
