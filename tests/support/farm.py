@@ -65,8 +65,9 @@ class _Process:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")[-6000:]
+    def logs(self, tail: int | None = 6000) -> str:
+        text = self.log_path.read_text(errors="replace")
+        return text[-tail:] if tail else text
 
     def wait_for_log(self, text: str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
