@@ -87,6 +87,19 @@ speed-figures: setup ## EasyCache levels (DiT calls, time, pixel distance) and w
 bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
 	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)
 
+.PHONY: worker gateway test-farm farm-figures
+worker: setup ## render-farm GPU worker: render queued jobs one at a time (HV_FARM_DATABASE_URL, HV_S3_BUCKET; docs/farm.md)
+	$(PY) -m comfy_runtime worker
+
+gateway: $(VENV)/.installed ## render-farm HTTP gateway on :$(PORT): Cog's prediction API in front of the queue (HV_FARM_DATABASE_URL)
+	$(PY) -m comfy_runtime gateway --host $${HOST:-0.0.0.0} --port $(PORT)
+
+test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gateway; SIGKILL, SIGTERM, DB restart, cancel
+	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py
+
+farm-figures: setup ## farm queue overhead against a direct Cog server, jobs/min with 1 vs 2 workers (make farm-figures runs=10)
+	$(PY) bench/farm_overhead.py $(or $(runs),10)
+
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
 

@@ -29,8 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from range_server import RangeServer  # noqa: E402  (bench/ is on sys.path when a bench runs)
-
+from bench.range_server import RangeServer  # noqa: E402
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR, Workflow, load_workflow  # noqa: E402
 
 # The fixture node pack (a slow stepping node, a failing node, OOM faults): data the bench loads, not code it imports.

@@ -19,7 +19,7 @@ from tests.support.doc_commands import ALL, cli_args
 from tests.support.paths import PROJECT_ROOT
 
 SERVED = ("curl",)  # run for real against the Cog server in tests/test_cog_server.py
-OTHER = ("make", "cog", "cog-safe-push", "kubectl", ".venv/bin/python")
+OTHER = ("make", "cog", "cog-safe-push", "kubectl", ".venv/bin/python", "export")
 
 
 def test_commands_are_found_and_each_has_a_checker():

@@ -10,6 +10,9 @@
 - One source of truth: every env name the manifests set is read by the code (Settings.env_names(),
   botocore for the AWS credentials, Cog/coglet for PORT and COG_*), the ConfigMap's values parse as
   Settings, and ports, paths and timeouts agree across Deployment, Service, volumes and KEDA.
+- The render farm (components/farm in overlays/farm): the same checks for the gateway and the workers, and
+  KEDA's postgresql trigger runs comfy_runtime.farm.schema.backlog_query (tests/test_farm.py runs it against a
+  real database); no autoscaled Deployment sets `replicas:`; grace, PDB and safe-to-evict cover the renders.
 - The probes: the exact commands in the Deployment run against the real Cog server (coglet) with a
   predictor whose setup and predict the test holds, so STARTING, READY, BUSY and SETUP_FAILED are
   each seen by each probe.
@@ -33,6 +36,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from comfy_runtime.farm.config import FarmSettings
+from comfy_runtime.farm.config import env_names as farm_env_names
+from comfy_runtime.farm.schema import backlog_query
 from comfy_runtime.settings import Settings, env_names
 from tests.support.cog_server import CogServer
 from tests.support.paths import PROJECT_ROOT
@@ -48,7 +54,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda.sh_scaledobject_v1alpha1.yaml",
     ("http.keda.sh/v1beta1", "InterceptorRoute"): SCHEMAS / "http.keda.sh_interceptorroute_v1beta1.yaml",
 }
-CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2"}
+CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2", "policy/v1"}
 PREDICTOR = "predictor"
 COG_STATUSES = ("STARTING", "READY", "BUSY", "SETUP_FAILED", "DEFUNCT", "UNHEALTHY")
 
@@ -275,7 +281,7 @@ def _coglet_binary() -> bytes:
 
 
 def names_the_code_reads(name: str) -> bool:
-    if name in env_names().values():
+    if name in env_names().values() or name in farm_env_names().values():
         return True
     if name.startswith("AWS_"):  # the S3 credentials and region: read by botocore, not by us
         import botocore.configprovider
@@ -317,8 +323,13 @@ def test_the_configuration_page_documents_exactly_the_settings_the_code_reads():
     declared = set(env_names().values())
     assert declared - mentioned == set(), f"settings docs/configuration.md does not describe: {sorted(declared - mentioned)}"
     assert mentioned - declared == set(), f"HV_* names in docs/configuration.md that no setting has: {sorted(mentioned - declared)}"
+    # The farm's own settings (HV_FARM_*, comfy_runtime/farm/config.py) are documented on docs/farm.md.
+    from comfy_runtime.farm.config import FARM_ENV_PREFIX
+    from comfy_runtime.farm.config import env_names as farm_env_names
+
+    known = declared | set(farm_env_names().values()) | {FARM_ENV_PREFIX.rstrip("_")}
     for other in [PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md"))]:
-        stray = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", other.read_text())) - declared
+        stray = set(re.findall(r"\bHV_[A-Z0-9_]*[A-Z0-9]", other.read_text())) - known
         assert stray == set(), f"HV_* names in {other.name} that no setting has: {sorted(stray)}"
 
 
@@ -651,3 +662,132 @@ def test_cog_safe_push_cases_follow_the_input_rules():
     if fuzz is not None:
         assert not list(validator.iter_errors({"prompt": "x", **fuzz.fixed_inputs}))
         assert set(fuzz.disabled_inputs) <= input_schema["properties"].keys()
+
+
+# ---------------------------------------------------------------------------------------------
+# the render farm: components/farm (+ farm-postgres, minio) in overlays/farm
+
+
+@pytest.fixture(scope="module")
+def farm_docs() -> list[dict[str, Any]]:
+    return copy.deepcopy(list(_render_dir(str(DEPLOY / "overlays" / "farm"))))
+
+
+def farm_container(docs: list[dict[str, Any]], deployment: str) -> dict[str, Any]:
+    (container,) = one(docs, "Deployment", deployment)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def container_env(docs: list[dict[str, Any]], container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every variable the container gets, name -> its source: {"value": ...} from a ConfigMap, or the env entry."""
+    env: dict[str, dict[str, Any]] = {}
+    for source in container.get("envFrom", []):
+        for name, value in one(docs, "ConfigMap", source["configMapRef"]["name"])["data"].items():
+            env[name] = {"value": value}
+    for entry in container.get("env", []):
+        env[entry["name"]] = entry
+    return env
+
+
+def test_the_farm_renders_valid_resources_and_replaces_the_single_pod(farm_docs):
+    problems = {f"{d['kind']}/{d['metadata']['name']}": schema_errors(d) for d in farm_docs}
+    assert not {k: v for k, v in problems.items() if v}, problems
+    deployments = {d["metadata"]["name"] for d in farm_docs if d["kind"] == "Deployment"}
+    assert {"hunyuan-video-gateway", "hunyuan-video-worker"} <= deployments and "hunyuan-video" not in deployments
+    assert [d["metadata"]["name"] for d in farm_docs if d["kind"] == "PodDisruptionBudget"] == ["hunyuan-video-worker"]
+    assert {"StatefulSet", "ScaledObject", "Job"} <= {d["kind"] for d in farm_docs}
+    assert all(d["metadata"].get("namespace") == "hunyuan-video-farm" for d in farm_docs if d["kind"] != "Namespace")
+    # Clients keep their URL: the base Service, same name and port, now selects the gateway's pods.
+    service = one(farm_docs, "Service", "hunyuan-video")
+    gateway = one(farm_docs, "Deployment", "hunyuan-video-gateway")
+    labels = gateway["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+    worker_labels = one(farm_docs, "Deployment", "hunyuan-video-worker")["spec"]["template"]["metadata"]["labels"]
+    assert not service["spec"]["selector"].items() <= worker_labels.items()
+    (port,) = service["spec"]["ports"]
+    (container_port,) = farm_container(farm_docs, "hunyuan-video-gateway")["ports"]
+    assert port["port"] == 5000 and port["targetPort"] == container_port["name"]
+    assert container_port["containerPort"] == int(container_env(farm_docs, farm_container(
+        farm_docs, "hunyuan-video-gateway"))["HV_FARM_GATEWAY_PORT"]["value"])
+
+
+@pytest.mark.parametrize("deployment", ["hunyuan-video-gateway", "hunyuan-video-worker"])
+def test_farm_env_names_are_read_by_the_code_and_parse_as_settings(farm_docs, deployment, monkeypatch):
+    container = farm_container(farm_docs, deployment)
+    env = container_env(farm_docs, container)
+    unread = [name for name in env if not names_the_code_reads(name)]
+    assert not unread, f"{deployment}: {unread} set but read by nothing"
+    assert container["command"][-1] == deployment.rsplit("-", 1)[1]  # python -m comfy_runtime gateway|worker
+    url = env["HV_FARM_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    secret = one(farm_docs, "Secret", url["name"])
+    assert secret["stringData"][url["key"]].startswith("postgresql://")
+    for name in farm_env_names().values():
+        monkeypatch.delenv(name, raising=False)
+    for name, source in env.items():
+        if "value" in source and name.startswith("HV_FARM_"):
+            monkeypatch.setenv(name, source["value"])
+    monkeypatch.setenv("HV_FARM_DATABASE_URL", secret["stringData"][url["key"]])
+    assert FarmSettings().require_database()
+
+
+def test_the_farm_postgres_component_points_the_farm_at_its_server(farm_docs):
+    from urllib.parse import urlsplit
+
+    url = urlsplit(one(farm_docs, "Secret", "hunyuan-video-farm-db")["stringData"]["HV_FARM_DATABASE_URL"])
+    service = one(farm_docs, "Service", "farm-postgres")
+    (port,) = service["spec"]["ports"]
+    assert (url.hostname, url.port) == (service["metadata"]["name"], port["port"])
+    postgres = one(farm_docs, "StatefulSet", "farm-postgres")["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in postgres["env"]}
+    assert (url.username, url.path.lstrip("/")) == (env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"])
+    password = one(farm_docs, "Secret", env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"])
+    assert url.password == password["stringData"]["POSTGRES_PASSWORD"]
+
+
+def test_keda_scales_the_workers_on_the_backlog_the_code_defines(farm_docs):
+    scaled = one(farm_docs, "ScaledObject")
+    worker = one(farm_docs, "Deployment", "hunyuan-video-worker")
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                "name": worker["metadata"]["name"]}
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "postgresql"
+    env = container_env(farm_docs, farm_container(farm_docs, "hunyuan-video-worker"))
+    assert trigger["metadata"]["query"] == backlog_query(env["HV_FARM_QUEUE"]["value"])
+    assert trigger["metadata"]["targetQueryValue"] == "1"  # one job per worker
+    assert scaled["spec"]["minReplicaCount"] == 0 and trigger["metadata"]["activationTargetQueryValue"] == "0"
+    # KEDA reads the connection string from the scale target's container: it must be there, from the Secret.
+    assert "secretKeyRef" in env[trigger["metadata"]["connectionFromEnv"]]["valueFrom"]
+
+
+def test_no_autoscaled_deployment_sets_replicas(renderings, farm_docs):
+    """A `replicas:` in a Deployment an autoscaler owns resets the count on every apply."""
+    checked = 0
+    for docs in (*renderings.values(), farm_docs):
+        for scaler in (d for d in docs if d["kind"] in {"ScaledObject", "HorizontalPodAutoscaler"}):
+            target = one(docs, "Deployment", scaler["spec"]["scaleTargetRef"]["name"])
+            assert "replicas" not in target["spec"], f"{target['metadata']['name']} sets replicas under {scaler['kind']}"
+            checked += 1
+    assert checked == 3  # example (KEDA HTTP), hpa, farm (KEDA postgresql)
+    assert "replicas" not in predictor_deployment(renderings["base"])["spec"]
+
+
+def _pdb_covers(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, Any]:
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (pdb,) = [d for d in docs if d["kind"] == "PodDisruptionBudget"
+              and d["spec"]["selector"]["matchLabels"].items() <= labels.items()]
+    return pdb
+
+
+@pytest.mark.parametrize("variant", [*VARIANTS, "farm"])
+def test_renders_survive_scale_in_drains_and_the_cluster_autoscaler(renderings, farm_docs, variant):
+    """Grace covers the job time limit, one pod at a time may be disrupted, and the cluster autoscaler
+    may not evict a pod that can be mid-render."""
+    docs = farm_docs if variant == "farm" else renderings[variant]
+    deployment = (one(docs, "Deployment", "hunyuan-video-worker") if variant == "farm"
+                  else predictor_deployment(docs))
+    settings = one(docs, "ConfigMap", "hunyuan-video-settings")["data"]
+    predict_timeout = float(settings.get("HV_PREDICT_TIMEOUT", Settings().predict_timeout))
+    pod = deployment["spec"]["template"]
+    assert pod["spec"]["terminationGracePeriodSeconds"] > predict_timeout + 60  # the render, then its upload
+    assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
+    assert _pdb_covers(docs, deployment)["spec"]["maxUnavailable"] == 1

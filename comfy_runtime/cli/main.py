@@ -125,6 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_supply_commands(commands, weights=_cmd_weights, nodes=_cmd_nodes)
 
+    from comfy_runtime.cli.farm import add_farm_commands
+
+    add_farm_commands(commands)
+
     comfyui = commands.add_parser("comfyui", help="the pinned ComfyUI", description="The pinned ComfyUI.")
     actions = comfyui.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser(

@@ -48,7 +48,7 @@ class Delivery(Protocol):
     def check(self) -> None:
         """At setup: a destination that cannot take videos stops the boot."""
 
-    def deliver(self, rendered: Rendered, log_line: LogSink = print) -> Delivered:
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         """Raise DeliveryFailed naming the cause; the file stays where the message says."""
 
 
@@ -58,7 +58,7 @@ class FileDelivery:
     def check(self) -> None:
         pass
 
-    def deliver(self, rendered: Rendered, log_line: LogSink = print) -> Delivered:
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         return Delivered(file=rendered.video)
 
 
@@ -70,7 +70,7 @@ class ObjectStoreDelivery:
         """A bucket that is missing, unreachable or refuses the credentials stops the boot."""
         self.store.check()
 
-    def deliver(self, rendered: Rendered, log_line: LogSink = print, run_id: str | None = None) -> Delivered:
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         metadata = {
             "inputs": rendered.request.model_dump(mode="json"),
             "seed": rendered.seed,
@@ -78,7 +78,7 @@ class ObjectStoreDelivery:
             "metrics": rendered.metrics,
         }
         try:
-            uploaded = self.store.upload(rendered.video, run_id=run_id or rendered.run_dir.name, metadata=metadata)
+            uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata, key=key)
         except StorageError as error:
             raise DeliveryFailed(str(error)) from None
         # The key, not the URL: a presigned URL is a bearer token for the object until it expires.

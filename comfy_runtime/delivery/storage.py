@@ -118,9 +118,12 @@ class ObjectStore:
         day = (now or dt.datetime.now(dt.UTC)).strftime("%Y/%m/%d")
         return f"{self.config.prefix}{day}/{run_id}/{filename}"
 
-    def upload(self, path: Path, run_id: str, metadata: Mapping[str, Any] | None = None) -> Uploaded:
+    def upload(self, path: Path, run_id: str, metadata: Mapping[str, Any] | None = None,
+               key: str | None = None) -> Uploaded:
+        """`key`: the object's full key, for a caller whose re-run must land on the same object (the farm's
+        jobs); by default <prefix><date>/<run id>/<file name>."""
         path = Path(path)
-        key = self.key_for(run_id, path.name)
+        key = key or self.key_for(run_id, path.name)
         content_type = content_type_of(path)
         try:
             self.client.upload_file(

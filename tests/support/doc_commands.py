@@ -1,7 +1,7 @@
 """The commands README.md and docs/*.md show, extracted from their code blocks and inline code.
 
-Code blocks are indented (4 spaces) or fenced; a fenced block marked as output (```text, ```json) holds no
-commands; inline code counts when it starts with `make `,
+Code blocks are indented (4 spaces) or fenced; a fenced block marked as output or another language (```text, ```json, ```python, ```sql)
+holds no shell commands; inline code counts when it starts with `make `,
 `hunyuan-video ` or `python -m comfy_runtime `. tests/test_doc_commands.py checks them;
 tests/test_cog_server.py runs the served ones against its server.
 """
@@ -20,7 +20,7 @@ CLI_HEADS = (("python", "-m", "comfy_runtime"), (".venv/bin/python", "-m", "comf
              (".venv/bin/hunyuan-video",))
 
 
-OUTPUT_BLOCKS = ("text", "json", "output")
+OUTPUT_BLOCKS = ("text", "json", "output", "python", "sql", "yaml")  # not shell commands
 
 
 @dataclass(frozen=True)

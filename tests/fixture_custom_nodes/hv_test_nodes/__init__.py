@@ -4,6 +4,7 @@ They stand in only where a real part cannot run on a CPU, or to inject a fault o
 - HVTestSlowSteps: a node that takes a while and reports progress per step, like a sampler,
   so interrupt and progress can be tested without weights.
 - HVTestFail: raises, to test how a failing node is reported.
+- HVTestFailOnValue: raises only for one value of an input, to fail one job among good ones.
 - HVStandInTextEncoders, HVStandInVideoVAE (model_stand_ins.py): stand-ins for HunyuanVideo's text
   encoders and VAE, for the tiny-DiT tests.
 """
@@ -49,7 +50,28 @@ class HVTestFail:
         raise RuntimeError(message)
 
 
-NODE_CLASS_MAPPINGS = {"HVTestSlowSteps": HVTestSlowSteps, "HVTestFail": HVTestFail}
+class HVTestFailOnValue:
+    """Raises when `value` equals `fail_value`: bind an input (the seed) to `value`, and one request in a
+    stream of good ones fails in a node, as a real node error does."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",),
+                             "value": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF}),
+                             "fail_value": ("INT", {"default": 666, "min": 0, "max": 0xFFFFFFFFFFFFFFFF})}}
+
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, image, value, fail_value):
+        if value == fail_value:
+            raise RuntimeError(f"injected failure for value {value}")
+        return (image,)
+
+
+NODE_CLASS_MAPPINGS = {"HVTestSlowSteps": HVTestSlowSteps, "HVTestFail": HVTestFail,
+                       "HVTestFailOnValue": HVTestFailOnValue}
 
 # Stand-ins for HunyuanVideo's text encoders and VAE (cannot run on CPU); see model_stand_ins.py.
 from .model_stand_ins import NODE_CLASS_MAPPINGS as _MODEL_STAND_INS  # noqa: E402

@@ -1,0 +1,141 @@
+"""Submit, inspect, cancel and wait for farm jobs from Python: the API the CLI and the gateway are built on.
+
+The request body is the one a Cog server takes (`input`, optional `id`, `webhook`, `webhook_events_filter`);
+inputs are checked with VideoRequest's rules before anything is queued, and the prediction row and its
+queue job are written in one transaction, so a job is never queued without its row or the other way round.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+import psycopg
+from pydantic import ValidationError
+
+from comfy_runtime.errors import HunyuanVideoError, InputRejected
+from comfy_runtime.farm import webhook as webhooks
+from comfy_runtime.farm.config import FarmSettings
+from comfy_runtime.farm.queue import TASK_NAME, make_app
+from comfy_runtime.farm.schema import TERMINAL
+from comfy_runtime.farm.store import JobStore, prediction_json
+from comfy_runtime.job.request import VideoRequest
+
+ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class InvalidInput(InputRejected):
+    """The request breaks an input rule; `problems` lists each field (Cog's 422 `detail` shape)."""
+
+    def __init__(self, problems: list[dict[str, Any]]):
+        self.problems = problems
+        super().__init__("; ".join(f"{'.'.join(map(str, p['loc'][1:]))}: {p['msg']}" for p in problems))
+
+
+class PredictionExists(HunyuanVideoError, ValueError):
+    """A prediction with this id was already submitted; GET it, or submit without an id for a new one."""
+
+
+class PredictionNotFound(HunyuanVideoError, LookupError):
+    """No prediction has this id (a typo, or it was deleted)."""
+
+
+def validate_inputs(inputs: Any) -> VideoRequest:
+    if not isinstance(inputs, dict):
+        raise InvalidInput([{"loc": ["body", "input"], "msg": "input must be a JSON object", "type": "type_error"}])
+    try:
+        return VideoRequest(**inputs)
+    except ValidationError as error:
+        raise InvalidInput([
+            {"loc": ["body", "input", *problem["loc"]], "msg": problem["msg"], "type": problem["type"]}
+            for problem in error.errors(include_url=False, include_context=False, include_input=False)
+        ]) from None
+
+
+class FarmClient:
+    def __init__(self, settings: FarmSettings | None = None):
+        self.settings = settings or FarmSettings()
+        self.store = JobStore(self.settings.require_database()).open()
+        self.app = make_app(self.settings.database_url)  # used with our own connections only: never opened
+
+    def __enter__(self) -> FarmClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def ensure_schema(self) -> None:
+        self.store.ensure_schema()
+
+    def submit(self, inputs: dict[str, Any], *, prediction_id: str | None = None, webhook: str | None = None,
+               webhook_events_filter: list[str] | None = None) -> dict[str, Any]:
+        validate_inputs(inputs)
+        if prediction_id is not None and not ID_PATTERN.match(prediction_id):
+            raise InvalidInput([{"loc": ["body", "id"], "msg": "id must be 1-64 letters, digits, '_' or '-'",
+                                 "type": "value_error"}])
+        if webhook is not None and not isinstance(webhook, str):
+            raise webhooks.WebhookRefused("webhook: must be a URL string")
+        if webhook_events_filter is not None and not isinstance(webhook_events_filter, list):
+            raise webhooks.WebhookRefused(f"webhook_events_filter: must be a list, e.g. {list(webhooks.EVENTS)}")
+        events = webhooks.check_events(webhook_events_filter)
+        if webhook:
+            webhooks.check_webhook_url(webhook, self.settings.webhook_allowed_hosts)
+        prediction_id = prediction_id or uuid.uuid4().hex
+        exists = PredictionExists(f"prediction {prediction_id} exists already: GET /predictions/{prediction_id}")
+        try:
+            with self.store.connection() as conn, conn.transaction():
+                if conn.execute("SELECT 1 FROM hv_farm_predictions WHERE id = %s", (prediction_id,)).fetchone():
+                    raise exists
+                self.store.insert(conn, prediction_id, inputs, webhook, events)
+                job_id = self.app.configure_task(TASK_NAME, queue=self.settings.queue, connection=conn).defer(
+                    prediction_id=prediction_id
+                )
+                self.store.attach_job(conn, prediction_id, job_id)
+        except psycopg.errors.UniqueViolation:  # the same id submitted twice at once: the other one won
+            raise exists from None
+        return self.get(prediction_id)
+
+    def get(self, prediction_id: str) -> dict[str, Any]:
+        row = self.store.get(prediction_id)
+        if row is None:
+            raise PredictionNotFound(f"no prediction {prediction_id!r}: check the id `jobs submit` printed")
+        return prediction_json(row)
+
+    def cancel(self, prediction_id: str) -> dict[str, Any]:
+        """A queued job is canceled here and never starts; a running one is asked to abort (its worker
+        interrupts ComfyUI and ends it canceled). An ended one is left as it is."""
+        row = self.store.get(prediction_id)
+        if row is None:
+            raise PredictionNotFound(f"no prediction {prediction_id!r}: check the id `jobs submit` printed")
+        if row["status"] in TERMINAL or row["job_id"] is None:
+            return prediction_json(row)
+        with self.store.connection() as conn, conn.transaction():
+            self.app.job_manager.cancel_job_by_id(row["job_id"], abort=True, connection=conn)
+            queue_status = conn.execute("SELECT status FROM procrastinate_jobs WHERE id = %s",
+                                        (row["job_id"],)).fetchone()
+        if queue_status and queue_status["status"] == "cancelled":  # it was queued: no worker will report it
+            ended = self.store.finish(prediction_id, "canceled", logs="canceled before it started\n")
+            if ended is not None and webhooks.wants(ended, "completed"):
+                webhooks.send(ended["webhook"], prediction_json(ended), allowed_hosts=self.settings.webhook_allowed_hosts,
+                              timeout=self.settings.webhook_timeout_seconds, attempts=webhooks.COMPLETED_ATTEMPTS)
+        return self.get(prediction_id)
+
+    def wait(self, prediction_id: str, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
+        """The prediction once it has ended, or as it is when `timeout` seconds have passed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            prediction = self.get(prediction_id)
+            if prediction["status"] in TERMINAL or (deadline is not None and time.monotonic() >= deadline):
+                return prediction
+            time.sleep(poll)
+
+    def backlog(self) -> int:
+        from comfy_runtime.farm.schema import backlog_query
+
+        with self.store.connection() as conn:
+            return conn.execute(backlog_query(self.settings.queue)).fetchone()["count"]

@@ -1,0 +1,401 @@
+"""`python -m comfy_runtime worker`: a GPU worker that pulls one job at a time and renders it in-process.
+
+The same VideoRenderer and Delivery as predict.py; weights and locked nodes are checked (renderer.start())
+and the bucket is proven (delivery.check()) before the worker takes any work. For each job: the prediction
+row goes to processing (its seed fixed, so a re-run renders the same video), progress and logs go to the row,
+the video goes to object storage under a key made from the prediction id (a re-run overwrites the same one
+object, and a re-run of a job already recorded as ended stops before rendering), then the row ends with the
+URL, seed and timings, and the job's webhook fires in Cog's shape.
+
+SIGTERM/SIGINT: the job in flight finishes and is delivered, no new one is taken, the process exits.
+A worker that vanishes (SIGKILL, node lost) stops heartbeating; any other worker finds its job stalled and
+re-queues it, up to HV_FARM_MAX_ATTEMPTS runs, then fails it with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import signal
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from procrastinate import exceptions, jobs
+from procrastinate.worker import Worker
+from pydantic import ValidationError
+
+from comfy_runtime.delivery.deliverer import Delivery, ObjectStoreDelivery, delivery_from_settings
+from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTimedOut
+from comfy_runtime.farm import webhook as webhooks
+from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
+from comfy_runtime.farm.queue import TASK_NAME, make_app
+from comfy_runtime.farm.schema import TERMINAL
+from comfy_runtime.farm.store import JobStore, prediction_json
+from comfy_runtime.job.params import MAX_SEED
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FLUSH_SECONDS = 0.5  # progress reaches the row at most this often: a step per row write is too many
+_NODE_LINE = re.compile(r"^node (?P<node>\S+) (?P<class_type>\S+)$")
+_STEP_LINE = re.compile(r"^(?P<class_type>.+?) step (?P<step>\d+)/(?P<total>\d+)(?: \(.*\))?$")  # render/progress.py
+
+
+class RenderJobFailed(HunyuanVideoError, RuntimeError):
+    """The job ended failed; its prediction row holds the error (node and message)."""
+
+
+class _SteadyWorker(Worker):
+    """procrastinate stops a worker when a heartbeat fails, e.g. while PostgreSQL restarts. A worker mid-render
+    must keep rendering and keep trying: a missed beat is retried every second until the database is back
+    (procrastinate 3.10.0's heartbeat loop, with the failure caught)."""
+
+    async def _update_heartbeat(self):
+        delay = self.update_heartbeat_interval
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                assert self.worker_id is not None
+                await self.app.job_manager.update_heartbeat(self.worker_id)
+                delay = self.update_heartbeat_interval
+            except exceptions.ConnectorException as error:
+                log.warning("heartbeat failed (%s); retrying", type(error.__cause__ or error).__name__)
+                delay = min(1.0, self.update_heartbeat_interval)
+
+
+@dataclass
+class _Run:
+    """One job's run, shared by the event loop (which hears cancels) and the render thread."""
+
+    prediction_id: str
+    attempt: int
+    phase: str = "preparing"  # preparing -> rendering -> delivering
+    cancel_requested: bool = False
+    last_step: str = ""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str  # succeeded, failed, canceled, or skipped (already ended: a re-run)
+    error: str | None = None
+    output: str | None = None
+
+
+class _ProgressSink:
+    """The renderer's log lines: kept for the row's logs, parsed into {node, class_type, step, total}, and
+    written to the row at most every PROGRESS_FLUSH_SECONDS, best effort (a database blip costs a progress
+    update, never the render)."""
+
+    def __init__(self, store: JobStore, run: _Run, on_cancelled_line=None):
+        self.store = store
+        self.run = run
+        self.on_cancelled_line = on_cancelled_line
+        self.pending: list[str] = []
+        self.progress: dict[str, Any] = {}
+        self.dirty = False
+        self.flushed_at = 0.0
+
+    def __call__(self, line: str) -> None:
+        log.info("[%s] %s", self.run.prediction_id, line)
+        if self.run.cancel_requested and self.run.phase == "rendering" and self.on_cancelled_line is not None:
+            # A cancel that came just before ComfyUI started would be cleared by its start: repeat it on
+            # every line the run still reports, so it lands at the next node or step.
+            self.on_cancelled_line()
+        self.pending.append(line)
+        if match := _NODE_LINE.match(line):
+            self.progress = {"node": match["node"], "class_type": match["class_type"]}
+        elif match := _STEP_LINE.match(line):
+            self.progress = {**self.progress, "step": int(match["step"]), "total": int(match["total"])}
+            self.run.last_step = f"{match['step']}/{match['total']}"
+        self.dirty = True
+        if time.monotonic() - self.flushed_at >= PROGRESS_FLUSH_SECONDS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        lines = "".join(f"{line}\n" for line in self.pending)
+        try:
+            self.store.progress(self.run.prediction_id, lines, self.progress or None)
+        except Exception as error:  # the row is a view of progress; the render is what matters
+            log.warning("progress of %s not recorded: %s", self.run.prediction_id, error)
+            return
+        self.pending.clear()
+        self.dirty = False
+        self.flushed_at = time.monotonic()
+
+    def take(self) -> str:
+        """Lines not yet written, for the final row update."""
+        lines = "".join(f"{line}\n" for line in self.pending)
+        self.pending.clear()
+        self.dirty = False
+        return lines
+
+
+class FarmWorker:
+    def __init__(self, farm: FarmSettings | None = None, settings: Settings | None = None,
+                 renderer: VideoRenderer | None = None, delivery: Delivery | None = None):
+        self.farm = farm or FarmSettings()
+        self.settings = settings or Settings()
+        self.renderer = renderer
+        self.delivery = delivery
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
+        self._draining = False
+        self._worker: Worker | None = None
+        self._runs = 0
+
+    # -- boot ---------------------------------------------------------------------------------------
+    def boot(self) -> None:
+        """Everything that can fail before taking work: database settings, bucket, weights, ComfyUI."""
+        self.farm.require_database()
+        if self.delivery is None:
+            self.delivery = delivery_from_settings(self.settings)
+        if not isinstance(self.delivery, ObjectStoreDelivery):
+            raise FarmNotConfigured(
+                "a farm worker delivers to object storage, and HV_S3_BUCKET is not set: set HV_S3_BUCKET "
+                "(and HV_S3_ENDPOINT_URL for MinIO) so results outlive the worker"
+            )
+        self.delivery.check()
+        if self.renderer is None:
+            self.renderer = VideoRenderer.from_settings(self.settings)
+            self.renderer.start()
+
+    def object_key(self, prediction_id: str, output_format: str) -> str:
+        assert isinstance(self.delivery, ObjectStoreDelivery)
+        return f"{self.delivery.store.config.prefix}farm/{prediction_id}/{prediction_id}.{output_format}"
+
+    # -- the loop -----------------------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            asyncio.run(self.serve())
+        finally:
+            if self.renderer is not None:
+                self.renderer.close()
+        return 0
+
+    async def connect(self) -> None:
+        """The database side: the prediction rows' pool, the schema, procrastinate's app with our task."""
+        self.store = await asyncio.to_thread(JobStore(self.farm.database_url).open, 60)
+        await asyncio.to_thread(self.store.ensure_schema)
+        self.app = make_app(self.farm.database_url)
+        self.app.task(name=TASK_NAME, queue=self.farm.queue, pass_context=True)(self._render_job)
+        await self.app.open_async()
+
+    async def disconnect(self) -> None:
+        await self.app.close_async()
+        self.store.close()
+
+    async def serve(self) -> None:
+        await self.connect()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.drain)
+        watcher = asyncio.create_task(self._watch_stalled(), name="stalled jobs")
+        log.info("worker %s ready: taking jobs from queue %r", self.name, self.farm.queue)
+        try:
+            while not self._draining:
+                self._worker = _SteadyWorker(
+                    self.app, queues=[self.farm.queue], name=self.name, concurrency=1,
+                    install_signal_handlers=False, shutdown_graceful_timeout=None,
+                    update_heartbeat_interval=self.farm.heartbeat_seconds,
+                    stalled_worker_timeout=self.farm.stalled_seconds,
+                    fetch_job_polling_interval=self.farm.poll_seconds,
+                    abort_job_polling_interval=self.farm.poll_seconds,
+                )
+                if self._draining:  # no await since the check above: a stop cannot slip in between
+                    break
+                try:
+                    await self._worker.run()
+                except Exception as error:
+                    log.warning("queue connection lost (%s): reconnecting", type(error.__cause__ or error).__name__)
+                    await self._wait_for_database()
+                else:
+                    if not self._draining:  # procrastinate stopped on its own (a failed side task): start again
+                        log.warning("the queue loop stopped; starting it again")
+                        await asyncio.sleep(1)
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await self.disconnect()
+            self._executor.shutdown(wait=True)
+            log.info("worker %s stopped after %d job(s)", self.name, self._runs)
+
+    def drain(self) -> None:
+        """Finish the job in flight, take no new one, exit."""
+        if not self._draining:
+            log.info("stop requested: finishing the job in flight, taking no new one")
+        self._draining = True
+        if self._worker is not None:
+            self._worker.stop()
+
+    async def _wait_for_database(self) -> None:
+        delay = 0.5
+        while not self._draining:
+            try:
+                if await self.app.check_connection_async():
+                    return
+            except Exception as error:
+                log.info("database not back yet (%s)", type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10)
+
+    # -- one job ------------------------------------------------------------------------------------
+    async def _render_job(self, context, prediction_id: str) -> dict[str, Any]:
+        run = _Run(prediction_id, attempt=context.job.attempts + 1)
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_job_recorded, run)
+        try:
+            outcome = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # An abort (cancel) reached this job: interrupt ComfyUI, then let the thread record how it ended.
+            run.cancel_requested = True
+            if run.phase == "rendering" and self.renderer is not None:
+                log.info("cancel of %s at step %s: interrupting ComfyUI", prediction_id, run.last_step or "-")
+                self.renderer.cancel()
+            outcome = await future
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+        self._runs += 1
+        if outcome.status in ("succeeded", "skipped"):
+            return {"status": outcome.status, "output": outcome.output}
+        if outcome.status == "canceled":
+            raise exceptions.JobAborted(f"prediction {prediction_id} canceled")
+        raise RenderJobFailed(outcome.error or "failed")
+
+    def _run_job_recorded(self, run: _Run) -> Outcome:
+        try:
+            return self._run_job(run)
+        except Exception as error:  # the database failed under the job itself: end its row, say why
+            log.exception("job %s could not be run", run.prediction_id)
+            return self._end(run, "failed", error=f"the worker could not run it ({type(error).__name__}: {error}); "
+                             "submit it again, and check the worker's log and the database")
+
+    def _run_job(self, run: _Run) -> Outcome:
+        """The render thread: render, deliver, record. Every end is written to the row here."""
+        assert self.renderer is not None and self.delivery is not None
+        row = self.store.get(run.prediction_id)
+        if row is None:
+            log.warning("job for %s has no prediction row; nothing to do", run.prediction_id)
+            return Outcome("skipped")
+        if row["status"] in TERMINAL:
+            log.info("%s already ended %s (a re-run): not rendering or delivering again", run.prediction_id,
+                     row["status"])
+            return Outcome("skipped", output=row["output"])
+        try:
+            request = VideoRequest(**row["input"])
+        except ValidationError as error:  # written by an older gateway with other rules
+            return self._end(run, "failed", error=f"input no longer valid: {error}")
+        seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
+        started = self.store.start(run.prediction_id, self.name, seed, f"attempt {run.attempt} on worker {self.name}\n")
+        if started is None:
+            return Outcome("skipped")
+        if webhooks.wants(started, "start"):
+            self._send(started, attempts=1)
+        request = request.model_copy(update={"seed": started["seed"]})
+        sink = _ProgressSink(self.store, run, on_cancelled_line=self.renderer.cancel)
+        run.phase = "rendering"
+        if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
+            return self._end(run, "canceled", sink=sink, logs="canceled before rendering\n")
+        try:
+            rendered = self.renderer.render(request, log_line=sink)
+        except RunTimedOut as error:
+            return self._end(run, "failed", error=str(error), sink=sink)
+        except ExecutionInterrupted as error:
+            if run.cancel_requested:
+                return self._end(run, "canceled", sink=sink, logs=f"canceled at step {run.last_step or '-'}\n")
+            return self._end(run, "failed", error=str(error), sink=sink)
+        except HunyuanVideoError as error:
+            return self._end(run, "failed", error=str(error), sink=sink)
+        except Exception as error:  # a bug: keep the traceback in the worker's log, the message on the row
+            log.exception("render of %s failed", run.prediction_id)
+            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", sink=sink)
+        run.phase = "delivering"
+        key = self.object_key(run.prediction_id, request.output_format)
+        upload_started = time.perf_counter()
+        try:
+            delivered = self.delivery.deliver(rendered, log_line=sink, key=key)
+        except HunyuanVideoError as error:
+            self.renderer.keep(rendered)  # the error names the file: it must outlive the next job
+            return self._end(run, "failed", error=str(error), sink=sink)
+        self.renderer.settle(rendered, delivered_elsewhere=True)
+        # The render's metrics (seed, steps, cache, LoRA fit, stage timings) go on the row as Cog's metrics.
+        timings = {**rendered.timings, **rendered.metrics, "upload_seconds": time.perf_counter() - upload_started}
+        return self._end(run, "succeeded", output=delivered.url, timings=timings, object_key=key, sink=sink)
+
+    def _end(self, run: _Run, status: str, *, sink: _ProgressSink | None = None, logs: str = "",
+             error: str | None = None, output: str | None = None, timings: dict[str, float] | None = None,
+             object_key: str | None = None) -> Outcome:
+        if sink is not None:  # what the throttled progress writes have not sent yet goes with the end
+            logs = sink.take() + logs
+        if error:
+            logs += f"error: {error}\n"
+        ended = self.store.finish_surely(run.prediction_id, status, logs=logs, output=output, error=error,
+                                         timings=timings, object_key=object_key,
+                                         progress=sink.progress if sink is not None else None)
+        if ended is None:  # another run of this job ended it first
+            return Outcome("skipped", output=output)
+        if webhooks.wants(ended, "completed"):
+            self._send(ended, attempts=webhooks.COMPLETED_ATTEMPTS)
+        return Outcome(status, error=error, output=output)
+
+    def _send(self, row: dict[str, Any], attempts: int) -> None:
+        webhooks.send(row["webhook"], prediction_json(row), allowed_hosts=self.farm.webhook_allowed_hosts,
+                      timeout=self.farm.webhook_timeout_seconds, attempts=attempts)
+
+    # -- jobs whose worker vanished -----------------------------------------------------------------
+    async def _watch_stalled(self) -> None:
+        while True:
+            await asyncio.sleep(self.farm.heartbeat_seconds)
+            try:
+                await self.requeue_stalled()
+            except Exception as error:
+                log.warning("stalled-job check failed: %s", error)
+
+    async def requeue_stalled(self) -> list[int]:
+        """Re-queue the jobs of workers that stopped heartbeating; fail those out of attempts. Any worker may run
+        this: two racing for one job is settled by procrastinate's status check (the loser's update fails)."""
+        stalled = await self.app.job_manager.get_stalled_jobs(
+            seconds_since_heartbeat=self.farm.stalled_seconds, queue=self.farm.queue, task_name=TASK_NAME
+        )
+        handled = []
+        for job in stalled:
+            prediction_id = job.task_kwargs.get("prediction_id", "?")
+            runs = job.attempts + 1
+            try:
+                if runs >= self.farm.max_attempts:
+                    await self.app.job_manager.finish_job(job, status=jobs.Status.FAILED, delete_job=False)
+                    reason = (f"the worker running it stopped heartbeating (none for {self.farm.stalled_seconds:g} s) "
+                              f"on each of {runs} attempts; gave up (HV_FARM_MAX_ATTEMPTS={self.farm.max_attempts}). "
+                              "Check the workers' logs and memory, then submit it again")
+                    ended = await asyncio.to_thread(self.store.finish, prediction_id, "failed", error=reason,
+                                                    logs=f"error: {reason}\n")
+                    if ended is not None and webhooks.wants(ended, "completed"):
+                        await asyncio.to_thread(self._send, ended, webhooks.COMPLETED_ATTEMPTS)
+                else:
+                    await self.app.job_manager.retry_job(job)
+                    note = (f"attempt {runs} lost: worker {job.worker_id} stopped heartbeating; re-queued "
+                            f"(attempt {runs + 1} of at most {self.farm.max_attempts})\n")
+                    await asyncio.to_thread(self.store.requeued, prediction_id, note)
+                log.warning("job %s (%s): worker %s stalled; %s", job.id, prediction_id, job.worker_id,
+                            "failed" if runs >= self.farm.max_attempts else "re-queued")
+                handled.append(job.id)
+            except exceptions.ConnectorException as error:  # another worker took care of it first
+                log.info("stalled job %s already handled elsewhere (%s)", job.id, error)
+        return handled
+
+
+def run_worker() -> int:
+    worker = FarmWorker()
+    worker.boot()
+    threading.current_thread().name = "worker"
+    return worker.run()
