@@ -14,7 +14,7 @@ from typing import Any
 
 from cog import Input
 
-from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, Param, Range, Text, defaults
+from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, ImageRef, Param, Range, Text, defaults
 from comfy_runtime.settings import Settings
 
 
@@ -27,7 +27,7 @@ def cog_input(param: Param, default: Any) -> Any:
         constraints = {"choices": rule.choices}  # the 422 then lists the allowed values
     elif isinstance(rule, Choices):
         constraints = {"choices": list(rule.values)}
-    elif isinstance(rule, Text):
+    elif isinstance(rule, Text | ImageRef):
         constraints = {"max_length": rule.max_length}
     return Input(default=None if default is REQUIRED else default, description=param.description(), **constraints)
 
@@ -38,6 +38,14 @@ def configured_defaults(settings: Settings | None = None) -> dict[str, Any]:
 
     settings = settings or Settings()
     return defaults(load_workflow(settings.workflow, settings.workflows_dir).defaults)
+
+
+def caller_inputs(inputs: dict[str, Any], schema_defaults: dict[str, Any]) -> dict[str, Any]:
+    """The inputs the caller changed: coglet hands predict() every input, the schema's default filled in for
+    those not sent. Left out, they take the rendering workflow's own default (an image switches to the
+    image-to-video workflow, whose reference flow shift differs), and an input the model cannot use is refused
+    only when it was really set."""
+    return {name: value for name, value in inputs.items() if name not in schema_defaults or value != schema_defaults[name]}
 
 
 def with_cog_inputs(input_defaults: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

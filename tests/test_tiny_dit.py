@@ -27,7 +27,8 @@ from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
 from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
 from tests.helpers import CogServer, VideoProbe, decode_frames, probe_video, write_data_uri
-from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+from tests.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_workflows
+from tests.tiny_hunyuan15 import write_tiny_models
 
 BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2,
             guidance=6.0, flow_shift=7.0, fps=24, seed=1234, output_format="mp4", crf=18)
@@ -36,7 +37,7 @@ STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+)$")
 
 @pytest.fixture(scope="module")
 def tiny_dit(session_dirs, runtime) -> str:
-    write_tiny_dit(session_dirs["models"] / "diffusion_models" / TINY_DIT_NAME, seed=0)
+    write_tiny_models(session_dirs["models"])  # with the sibling image-to-video DiT its workflow names
     return TINY_DIT_NAME
 
 

@@ -19,6 +19,9 @@ def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callab
     w.add_argument("--models-dir", type=Path, help="default: HV_MODELS_DIR")
     w.add_argument("--connections", type=int, default=8, help="parallel ranged connections per file")
     w.add_argument("--only", action="append", default=[], help="only this file name (repeatable)")
+    w.add_argument("--all", action="store_true",
+                   help="every file in the manifest (default: the configured model's, HV_WORKFLOW with "
+                   "HV_IMAGE_TO_VIDEO and HV_UPSCALE)")
     w.set_defaults(fn=weights)
 
     n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI")
@@ -38,6 +41,18 @@ def _fail(message: str) -> int:
     return 1
 
 
+def served_entries(settings, entries: list) -> list:
+    """The manifest entries of the model this deployment serves (lazy mode fetches the same ones at setup)."""
+    from comfy_runtime.graph.workflow import load_workflow
+    from comfy_runtime.render.model_choice import served_workflows
+    from comfy_runtime.supply.weights import required_entries
+
+    base = load_workflow(settings.workflow, settings.workflows_dir)
+    needed = {e.file for w in served_workflows(base, settings.image_to_video, settings.upscale)
+              for e in required_entries(w.graph, entries)}
+    return [e for e in entries if e.file in needed]
+
+
 def run_weights(args: argparse.Namespace) -> int:
     from comfy_runtime.settings import Settings
     from comfy_runtime.supply.manifest import load_manifest
@@ -54,6 +69,8 @@ def run_weights(args: argparse.Namespace) -> int:
     manifest = args.manifest or settings.weights_manifest
     models_dir = args.models_dir or settings.models_dir
     entries = [e for e in load_manifest(manifest) if not args.only or e.file in args.only]
+    if args.action != "lock" and not args.all and not args.only:
+        entries = served_entries(settings, entries)
     try:
         if args.action == "lock":
             changed = lock_manifest(manifest, models_dir, connections=args.connections)

@@ -1,0 +1,302 @@
+"""HunyuanVideo 1.5 (t2v, i2v, the 1080p stage) and HunyuanVideo v1 image-to-video with tiny real DiTs.
+
+The graphs are the bundled workflows with only the loaders that cannot run on a CPU swapped for stand-ins
+(tests/tiny_hunyuan15.py); UNETLoader, LatentUpscaleModelLoader and every sampling, conditioning and decode
+node are the production ones with the production bindings, run by the real Predictor. Renders are 64x64,
+5 frames, 2 steps.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import io
+import json
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
+from comfy_runtime.render.model_choice import ModelCannotUse
+from predict import Predictor
+from tests.helpers import VideoProbe, decode_frames, probe_video
+from tests.tiny_hunyuan15 import TINY_DITS, stand_in_for, write_tiny_family, write_tiny_models
+
+BASE = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2, guidance=6.0,
+            flow_shift=7.0, fps=24, seed=1234)
+T2V = "hunyuan15_720p_t2v"
+
+
+class Output(NamedTuple):
+    video: VideoProbe
+    frames: np.ndarray
+
+
+def png_data_uri(seed: int, size: tuple[int, int] = (64, 64)) -> str:
+    """A seeded random-colour-blocks PNG as a data URI."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+@pytest.fixture(scope="module")
+def tiny_models(session_dirs, runtime) -> dict[str, Path]:
+    return write_tiny_models(session_dirs["models"])
+
+
+def _predictor(env: dict[str, str]) -> Predictor:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        predictor = Predictor()
+        predictor.setup()
+    return predictor
+
+
+@pytest.fixture(scope="module")
+def workflows_dir(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("tiny-hv15-workflows")
+    for name in (T2V, "hunyuan15_480p_t2v", "hunyuan15_480p_distilled_t2v", "hunyuan_t2v"):
+        write_tiny_family(target, name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def predictor(hv_env, tiny_models, workflows_dir):
+    predictor = _predictor({**hv_env, "HV_WORKFLOW": T2V, "HV_WORKFLOWS_DIR": str(workflows_dir), "HV_UPSCALE": "true"})
+    yield predictor
+    predictor.service.close()
+
+
+def render(predictor: Predictor, **overrides) -> Output:
+    path = predictor.predict(**{**BASE, **overrides})
+    return Output(probe_video(path), np.stack(decode_frames(path)))
+
+
+@pytest.fixture(scope="module")
+def baseline(predictor) -> Output:
+    return render(predictor)
+
+
+@pytest.fixture
+def sigmas_seen(monkeypatch) -> list[list[float]]:
+    import comfy.samplers
+
+    seen: list[list[float]] = []
+    original = comfy.samplers.KSAMPLER.sample
+
+    def recording(self, model_wrap, sigmas, *args, **kwargs):
+        seen.append([float(s) for s in sigmas])
+        return original(self, model_wrap, sigmas, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.samplers.KSAMPLER, "sample", recording)
+    return seen
+
+
+@pytest.fixture
+def dit_inputs(monkeypatch) -> list[dict]:
+    """What the HunyuanVideo DiT's forward receives on each call (its real input, recorded; calls straight through)."""
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    seen: list[dict] = []
+    original = HunyuanVideo.forward
+
+    def recording(self, x, timestep, context, y=None, txt_byt5=None, clip_fea=None, *args, **kwargs):
+        seen.append({"x": x.detach().clone(), "in_channels": self.img_in.proj.weight.shape[1],
+                     "txt_byt5": None if txt_byt5 is None else tuple(txt_byt5.shape),
+                     "clip_fea": None if clip_fea is None else tuple(clip_fea.shape)})
+        return original(self, x, timestep, context, y, txt_byt5, clip_fea, *args, **kwargs)
+
+    monkeypatch.setattr(HunyuanVideo, "forward", recording)
+    return seen
+
+
+# -- detection: each tiny file is taken for the intended model ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "production,expected",
+    [
+        ("hunyuanvideo1.5_720p_t2v_fp16.safetensors", "HunyuanVideo15"),
+        ("hunyuanvideo1.5_720p_i2v_fp16.safetensors", "HunyuanVideo15"),
+        ("hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors", "HunyuanVideo15_SR_Distilled"),
+        ("hunyuan_video_image_to_video_720p_bf16.safetensors", "HunyuanVideoI2V"),
+        ("hunyuan_video_t2v_720p_bf16.safetensors", "HunyuanVideo"),
+    ],
+)
+def test_each_tiny_dit_is_detected_as_its_model_through_unetloader(tiny_models, production, expected):
+    import comfy.supported_models
+    import nodes
+
+    tiny, config, _seed = TINY_DITS[production]
+    (model,) = nodes.NODE_CLASS_MAPPINGS["UNETLoader"]().load_unet(tiny, "default")
+    assert type(model.model.model_config) is getattr(comfy.supported_models, expected)
+    detected = model.model.model_config.unet_config
+    for key in ("in_channels", "hidden_size", "vision_in_dim", "byt5", "guidance_embed"):
+        assert detected[key] == config[key], key
+    print(f"{production} -> {tiny}: {expected}, in_channels {detected['in_channels']}, "
+          f"{sum(p.numel() for p in model.model.diffusion_model.parameters()) / 1e6:.1f} M params")
+
+
+def test_a_narrower_vision_in_is_taken_for_hunyuan_image_refiner_not_video(session_dirs, runtime, tmp_path):
+    """The trap the tiny 1.5 config avoids: vision_in must stay 1152 wide."""
+    import comfy.supported_models
+    import nodes
+
+    from tests.tiny_hunyuan import write_dit
+    from tests.tiny_hunyuan15 import TINY_DIT15_CONFIG
+
+    write_dit(session_dirs["models"] / "diffusion_models" / "tiny_narrow_vision.safetensors",
+              {**TINY_DIT15_CONFIG, "vision_in_dim": 64})
+    (model,) = nodes.NODE_CLASS_MAPPINGS["UNETLoader"]().load_unet("tiny_narrow_vision.safetensors", "default")
+    assert type(model.model.model_config) is comfy.supported_models.HunyuanImage21Refiner
+
+
+def test_the_test_graphs_differ_from_production_only_in_stand_ins_and_model_files(workflows_dir):
+    for workflow in load_workflow(T2V).family() + load_workflow("hunyuan_t2v").family():
+        production = json.loads((WORKFLOWS_DIR / f"{workflow.name}.json").read_text())
+        derived = load_workflow(workflow.name, workflows_dir)
+        assert derived.bindings == workflow.bindings and derived.defaults == workflow.defaults
+        assert set(derived.graph) == set(production)
+        for node_id, node in production.items():
+            test_node = derived.graph[node_id]
+            if stand_in_for(node):
+                assert test_node["class_type"].startswith("HVStandIn"), (workflow.name, node_id)
+            elif node["class_type"] in ("UNETLoader", "LatentUpscaleModelLoader"):
+                assert test_node["class_type"] == node["class_type"]
+            else:
+                assert (test_node["class_type"], test_node["inputs"]) == (node["class_type"], node["inputs"]), node_id
+
+
+def test_the_480p_workflows_are_the_720p_graphs_with_other_dits_and_reference_settings():
+    """The 480p models are proven through the 720p graphs they share node for node."""
+    for low, high in (("hunyuan15_480p_t2v", T2V), ("hunyuan15_480p_i2v", "hunyuan15_720p_i2v"),
+                      ("hunyuan15_480p_distilled_t2v", T2V)):
+        low_graph, high_graph = load_workflow(low).graph, load_workflow(high).graph
+        assert set(low_graph) == set(high_graph)
+        for node_id, node in high_graph.items():
+            other = low_graph[node_id]
+            changed = {k for k in node["inputs"] if node["inputs"][k] != other["inputs"][k]}
+            if node["class_type"] == "UNETLoader":
+                assert changed == {"unet_name"}
+            elif node["class_type"] == "CFGGuider" and "distilled" in low:
+                assert changed == {"cfg"} and other["inputs"]["cfg"] == 1.0
+            else:
+                assert not changed, (low, node_id, changed)
+    assert load_workflow("hunyuan15_480p_t2v").defaults["flow_shift"] == 5.0
+    distilled = load_workflow("hunyuan15_480p_distilled_t2v")
+    assert "guidance" not in distilled.bindings and "negative_prompt" not in distilled.bindings
+
+
+# -- text-to-video: every exposed input reaches the output ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("prompt", "a grey heron standing in a misty river"), ("prompt", 'a red fox running through "SNOW"'),
+     ("negative_prompt", "blurry, low quality"), ("steps", 3), ("guidance", 2.0), ("seed", 4321)],
+)
+def test_t2v_input_changes_the_pixels(predictor, baseline, name, value):
+    frames = render(predictor, **{name: value}).frames
+    assert frames.shape == baseline.frames.shape
+    difference = mean_abs_diff(frames, baseline.frames)
+    print(f"1.5 t2v {name}: {BASE.get(name, '')!r} -> {value!r}: mean |pixel difference| {difference:.2f}/255")
+    assert difference > 0.5, f"{name} did not reach the model ({difference:.3f}/255)"
+
+
+def test_quoted_text_reaches_the_dit_as_byt5_glyph_states(predictor, dit_inputs):
+    render(predictor, prompt="a shop sign", seed=5)
+    plain = {call["txt_byt5"] for call in dit_inputs}
+    dit_inputs.clear()
+    render(predictor, prompt='a shop sign that reads "OPEN"', seed=5)
+    quoted = {call["txt_byt5"] for call in dit_inputs}
+    assert plain == {None}
+    assert None in quoted and any(shape and shape[-1] == 1472 for shape in quoted)  # the negative has no quotes
+
+
+@pytest.mark.parametrize(
+    "name,value,expected",
+    [("width", 96, (5, 96, 64)), ("height", 80, (5, 64, 80)), ("num_frames", 9, (9, 64, 64))],
+)
+def test_t2v_size_and_length_change_the_video_shape(predictor, name, value, expected):
+    video = render(predictor, **{name: value}).video
+    print(f"1.5 t2v {name}: {BASE[name]} -> {value}: frames x width x height {video.frames}x{video.width}x{video.height}")
+    assert (video.frames, video.width, video.height) == expected
+
+
+def test_t2v_fps_changes_the_stream_rate(predictor):
+    assert render(predictor, fps=12).video.fps == 12.0
+
+
+def test_t2v_same_seed_same_frames(predictor):
+    first, again = render(predictor, seed=2024).frames, render(predictor, seed=2024).frames
+    assert mean_abs_diff(first, again) == 0
+
+
+def _unshift(sigma: float, shift: float) -> float:
+    return sigma / (shift - (shift - 1) * sigma)
+
+
+def test_t2v_flow_shift_changes_the_sigmas_and_the_template_wiring_would_not(predictor, sigmas_seen, runtime, workflows_dir,
+                                                                              tmp_path):
+    render(predictor, flow_shift=9.0, seed=77, steps=4)
+    render(predictor, flow_shift=2.0, seed=77, steps=4)
+    high, low = sigmas_seen
+    assert [_unshift(s, 9.0) for s in high] == pytest.approx([_unshift(s, 2.0) for s in low], abs=1e-5)
+    assert all(h > lo for h, lo in zip(high[1:-1], low[1:-1], strict=True))
+    # The Comfy-Org template's wiring: BasicScheduler fed by the loader. The same two shifts give one schedule.
+    sigmas_seen.clear()
+    workflow = load_workflow(T2V, workflows_dir)
+    graph = copy.deepcopy(workflow.graph)
+    graph["33"]["inputs"]["model"] = ["10", 0]
+    trap = dataclasses.replace(workflow, graph=graph)
+    for shift in (9.0, 2.0):
+        runtime.run(trap.render({**BASE, "flow_shift": shift, "steps": 4}, filename_prefix=f"trap{shift}"), tmp_path / str(shift))
+    assert len(sigmas_seen) == 2 and sigmas_seen[0] == sigmas_seen[1]
+
+
+# -- refusals: what a model cannot use is refused before anything runs, never ignored ----------------------------
+
+
+def test_more_frames_than_the_model_was_trained_for_is_refused(predictor):
+    with pytest.raises(ModelCannotUse, match=r"HunyuanVideo 1\.5 720p.*num_frames at most 121"):
+        predictor.predict(**{**BASE, "num_frames": 125})
+
+
+@pytest.fixture(scope="module")
+def v1_predictor(hv_env, tiny_models, workflows_dir):
+    predictor = _predictor({**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(workflows_dir)})
+    yield predictor
+    predictor.service.close()
+
+
+def test_a_negative_prompt_on_guidance_distilled_v1_is_refused_naming_the_model(v1_predictor):
+    with pytest.raises(ModelCannotUse, match=r"HunyuanVideo \(v1\) cannot use negative_prompt='blurry'"):
+        v1_predictor.predict(**{**BASE, "negative_prompt": "blurry"})
+    with pytest.raises(ModelCannotUse, match="no 1080p stage"):
+        v1_predictor.predict(**{**BASE, "upscale": "1080p"})
+
+
+def test_the_cfg_distilled_model_refuses_guidance_and_negative_prompt(hv_env, tiny_models, workflows_dir):
+    predictor = _predictor({**hv_env, "HV_WORKFLOW": "hunyuan15_480p_distilled_t2v", "HV_WORKFLOWS_DIR": str(workflows_dir)})
+    try:
+        with pytest.raises(ModelCannotUse, match=r"cfg-distilled cannot use guidance=6\.0"):
+            predictor.predict(**BASE)
+        with pytest.raises(ModelCannotUse, match="has no image-to-video workflow"):
+            predictor.predict(**{**BASE, "guidance": 1.0, "image": png_data_uri(1)})
+        video = render(predictor, guidance=1.0).video  # its default: renders
+        assert (video.frames, video.width, video.height) == (5, 64, 64)
+    finally:
+        predictor.service.close()
