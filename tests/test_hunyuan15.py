@@ -13,6 +13,7 @@ import copy
 import dataclasses
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import NamedTuple
 
@@ -298,5 +299,168 @@ def test_the_cfg_distilled_model_refuses_guidance_and_negative_prompt(hv_env, ti
             predictor.predict(**{**BASE, "guidance": 1.0, "image": png_data_uri(1)})
         video = render(predictor, guidance=1.0).video  # its default: renders
         assert (video.frames, video.width, video.height) == (5, 64, 64)
+    finally:
+        predictor.service.close()
+
+
+# -- image-to-video -----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def i2v_baseline(predictor) -> Output:
+    return render(predictor, image=png_data_uri(1))
+
+
+def test_an_image_switches_to_image_to_video_and_its_dit(predictor, baseline, i2v_baseline, dit_inputs, capsys):
+    render(predictor, image=png_data_uri(1), seed=9)
+    assert {call["in_channels"] for call in dit_inputs} == {65}
+    assert all(call["clip_fea"] == (1, 729, 1152) for call in dit_inputs)  # SigLIP's states reach vision_in
+    assert "start image: 64x64 fitted to 64x64" in capsys.readouterr().out
+    assert mean_abs_diff(i2v_baseline.frames, baseline.frames) > 0.5
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [("image", png_data_uri(2)), ("prompt", "a grey heron standing in a misty river"),
+     ("negative_prompt", "blurry, low quality, distorted faces, watermark, overexposed"), ("guidance", 2.0), ("seed", 4321),
+     ("steps", 3)],
+)
+def test_i2v_input_changes_the_pixels(predictor, i2v_baseline, name, value):
+    frames = render(predictor, **{"image": png_data_uri(1), name: value}).frames
+    difference = mean_abs_diff(frames, i2v_baseline.frames)
+    shown = "png seed 1 -> png seed 2" if name == "image" else f"{BASE.get(name, '')!r} -> {value!r}"
+    print(f"1.5 i2v {name}: {shown}: mean |pixel difference| {difference:.2f}/255")
+    # The start image anchors every frame, so text inputs move them less than in text-to-video.
+    assert difference > 0.3
+
+
+def test_i2v_the_dit_receives_the_vae_encoding_of_the_fitted_start_image(predictor, dit_inputs, runtime):
+    """Recorded at the DiT's input: channels 32-63 of its first call are the VAE latent of the fitted image."""
+    import comfy.latent_formats
+    import nodes
+    import torch
+
+    from comfy_runtime.render.start_image import decode_image, fit_image
+
+    uri = png_data_uri(3, size=(128, 96))  # 4:3, fitted to 64x64 by covering and cropping the centre
+    render(predictor, image=uri, seed=11)
+    x = dit_inputs[0]["x"]
+    assert x.shape[1] == 65
+    fitted_image = fit_image(decode_image(base64.b64decode(uri.split(",", 1)[1])), 64, 64)
+    assert fitted_image.size == (64, 64)
+    fitted = np.asarray(fitted_image, dtype=np.float32) / 255.0
+    (vae,) = nodes.NODE_CLASS_MAPPINGS["HVStandIn15VideoVAE"]().load(seed=0)
+    expected = comfy.latent_formats.HunyuanVideo15().process_in(vae.encode(torch.from_numpy(fitted)[None]))
+    image_channels = x[:1, 32:64, :1]
+    assert torch.allclose(image_channels.float(), expected.float(), atol=2e-2), float((image_channels - expected).abs().max())
+    assert float(x[:1, 64, 0].abs().max()) > 0.99 and float(x[:1, 64, 1:].abs().max()) == 0  # mask: frame 0 given
+
+
+def test_i2v_takes_its_own_reference_shift_when_the_caller_leaves_it(predictor, sigmas_seen):
+    """1.5 720p i2v's reference shift is 7, t2v's 9: an image without a flow_shift gets the i2v one."""
+    request = {k: v for k, v in BASE.items() if k != "flow_shift"}
+    predictor.predict(**{**request, "steps": 3})
+    predictor.predict(**{**request, "steps": 3, "image": png_data_uri(1)})
+    t2v, i2v = sigmas_seen
+    assert [_unshift(s, 9.0) for s in t2v] == pytest.approx([_unshift(s, 7.0) for s in i2v], abs=1e-5)
+
+
+def test_with_no_size_the_image_aspect_sets_it_on_the_model_grid(predictor):
+    from comfy_runtime.render.start_image import size_for_aspect
+
+    assert size_for_aspect((1600, 900), (1280, 720)) == (1280, 720)
+    assert size_for_aspect((900, 1600), (1280, 720)) == (720, 1280)
+    assert size_for_aspect((1000, 1000), (1280, 720)) == (960, 960)
+    # Through the renderer with the tiny model: its reference area would be 1280x720, too big for a CPU test,
+    # so the request here uses the renderer with a small-area default.
+    renderer = predictor.service.renderer
+    i2v = renderer.stages.ready["hunyuan15_720p_i2v"]
+    small = dataclasses.replace(i2v, defaults={**i2v.defaults, "width": 96, "height": 96, "num_frames": 5, "steps": 2})
+    renderer.stages.ready["hunyuan15_720p_i2v"] = small
+    try:
+        from comfy_runtime.job.request import VideoRequest
+
+        rendered = renderer.render(VideoRequest(prompt="a tall tower", image=png_data_uri(4, size=(64, 128))), log_line=print)
+        video = probe_video(rendered.video)
+        assert (video.width, video.height) == (64, 128)  # 1:2 on the 16-pixel grid, within 96x96's area
+    finally:
+        renderer.stages.ready["hunyuan15_720p_i2v"] = i2v
+
+
+def test_an_image_on_a_deployment_without_image_to_video_is_refused(hv_env, tiny_models, workflows_dir):
+    predictor = _predictor({**hv_env, "HV_WORKFLOW": T2V, "HV_WORKFLOWS_DIR": str(workflows_dir),
+                            "HV_IMAGE_TO_VIDEO": "false"})
+    try:
+        with pytest.raises(ModelCannotUse, match="does not serve image-to-video .*HV_IMAGE_TO_VIDEO is off"):
+            predictor.predict(**BASE, image=png_data_uri(1))
+        with pytest.raises(ModelCannotUse, match="does not serve 1080p upscale .*HV_UPSCALE is off"):
+            predictor.predict(**BASE, upscale="1080p")
+    finally:
+        predictor.service.close()
+
+
+# -- HunyuanVideo v1 image-to-video ---------------------------------------------------------------------------------
+
+
+def test_v1_i2v_a_different_start_image_changes_the_video(v1_predictor, dit_inputs):
+    first = render(v1_predictor, image=png_data_uri(1)).frames
+    assert {call["in_channels"] for call in dit_inputs} == {33}
+    second = render(v1_predictor, image=png_data_uri(2)).frames
+    t2v = render(v1_predictor).frames
+    difference = mean_abs_diff(first, second)
+    print(f"v1 i2v image: png seed 1 -> png seed 2: mean |pixel difference| {difference:.2f}/255; "
+          f"vs t2v {mean_abs_diff(first, t2v):.2f}/255")
+    assert difference > 0.5 and mean_abs_diff(first, t2v) > 0.5
+
+
+@pytest.mark.parametrize("name,value", [("prompt", "a grey heron standing in a misty river"), ("guidance", 2.0),
+                                        ("seed", 4321)])
+def test_v1_i2v_input_changes_the_pixels(v1_predictor, name, value):
+    base = render(v1_predictor, image=png_data_uri(1)).frames
+    frames = render(v1_predictor, image=png_data_uri(1), **{name: value}).frames
+    difference = mean_abs_diff(frames, base)
+    print(f"v1 i2v {name}: {BASE[name]!r} -> {value!r}: mean |pixel difference| {difference:.2f}/255")
+    assert difference > 0.5
+
+
+def test_v1_i2v_refuses_a_16_channel_dit_that_would_ignore_the_image(hv_env, tiny_models, workflows_dir, tmp_path):
+    """HunyuanImageToVideo's "v1 (concat)" runs on a text-to-video DiT and drops the image: setup refuses it."""
+    from tests.tiny_hunyuan import TINY_DIT_NAME
+
+    folder = tmp_path / "workflows"
+    shutil.copytree(workflows_dir, folder)
+    graph = json.loads((folder / "hunyuan_i2v.json").read_text())
+    graph["10"]["inputs"]["unet_name"] = TINY_DIT_NAME
+    (folder / "hunyuan_i2v.json").write_text(json.dumps(graph))
+    with pytest.raises(ModelCannotUse, match="needs a DiT with 33 input channels .* has 16"):
+        _predictor({**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(folder)})
+
+
+# -- the 1080p super-resolution stage --------------------------------------------------------------------------------
+
+
+def test_upscale_runs_the_sr_stage_at_one_and_a_half_times_the_size(predictor, baseline, dit_inputs, sigmas_seen):
+    output = render(predictor, upscale="1080p")
+    assert (output.video.width, output.video.height, output.video.frames) == (96, 96, baseline.video.frames)
+    assert sorted({call["in_channels"] for call in dit_inputs}) == [65, 98]  # the base DiT, then the SR DiT
+    base_sigmas, sr_sigmas = sigmas_seen
+    assert len(base_sigmas) == BASE["steps"] + 1 and len(sr_sigmas) == 8 + 1  # Tencent's 8 SR steps
+    # The SR scheduler takes the shift-2 model: its schedule is the plain one bent by exactly 2.
+    plain = [1 - i / 8 for i in range(9)]
+    assert [_unshift(s, 2.0) for s in sr_sigmas] == pytest.approx(plain, abs=1e-4)
+    print(f"upscale 1080p: {baseline.video.width}x{baseline.video.height} -> {output.video.width}x{output.video.height}, "
+          f"{output.video.frames} frames")
+
+
+def test_upscale_with_an_image_runs_the_i2v_sr_chain(predictor):
+    output = render(predictor, upscale="1080p", image=png_data_uri(1), width=80)
+    assert (output.video.width, output.video.height) == (112, 96)  # 80 x 1.5 = 120, floored to the 16 grid
+
+
+def test_upscale_on_a_model_without_the_stage_is_refused(hv_env, tiny_models, workflows_dir):
+    predictor = _predictor({**hv_env, "HV_WORKFLOW": "hunyuan15_480p_t2v", "HV_WORKFLOWS_DIR": str(workflows_dir)})
+    try:
+        with pytest.raises(ModelCannotUse, match=r"HunyuanVideo 1\.5 480p has no 1080p stage: set upscale to one of none"):
+            predictor.predict(**BASE, upscale="1080p")
     finally:
         predictor.service.close()

@@ -47,6 +47,11 @@ class StandInHunyuanVideoVAE:
 
     def __init__(self, seed: int):
         self.to_rgb = _seeded(f"vae:{seed}", 3, LATENT_CHANNELS) / LATENT_CHANNELS**0.5
+        self.from_rgb = _seeded(f"vae-encode:{seed}", LATENT_CHANNELS, 3)
+
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(F, H, W, 3) images in [0, 1] -> (1, 16, 1 + (F-1)//4, H/8, W/8) latents (image-to-video)."""
+        return _encode(pixels, self.from_rgb, SPATIAL_SCALE)
 
     def spacial_compression_decode(self) -> int:
         return SPATIAL_SCALE
@@ -167,11 +172,16 @@ class StandInHunyuan15VideoVAE:
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """(F, H, W, 3) images in [0, 1] -> (1, 32, 1 + (F-1)//4, H/16, W/16) latents."""
-        video = pixels[..., :3].float().movedim(-1, 0)  # 3, F, H, W
-        pooled = torch.nn.functional.avg_pool2d(video, SPATIAL15_SCALE)  # 3, F, h, w
-        groups = [pooled[:, :1]] + [pooled[:, i : i + TEMPORAL_SCALE] for i in range(1, pooled.shape[1], TEMPORAL_SCALE)]
-        latent = torch.cat([g.mean(dim=1, keepdim=True) for g in groups if g.shape[1]], dim=1)  # 3, T, h, w
-        return torch.einsum("lc,cthw->lthw", self.from_rgb, latent * 2.0 - 1.0).unsqueeze(0)
+        return _encode(pixels, self.from_rgb, SPATIAL15_SCALE)
+
+
+def _encode(pixels: torch.Tensor, from_rgb: torch.Tensor, spatial: int) -> torch.Tensor:
+    """A causal video VAE's shapes: frame 0 alone, then each group of 4 frames, pooled spatial x spatial."""
+    video = pixels[..., :3].float().movedim(-1, 0)  # 3, F, H, W
+    pooled = torch.nn.functional.avg_pool2d(video, spatial)  # 3, F, h, w
+    groups = [pooled[:, :1]] + [pooled[:, i : i + TEMPORAL_SCALE] for i in range(1, pooled.shape[1], TEMPORAL_SCALE)]
+    latent = torch.cat([g.mean(dim=1, keepdim=True) for g in groups if g.shape[1]], dim=1)  # 3, T, h, w
+    return torch.einsum("lc,cthw->lthw", from_rgb, latent * 2.0 - 1.0).unsqueeze(0)
 
 
 class StandInVisionOutput:
