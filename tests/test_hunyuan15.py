@@ -464,3 +464,81 @@ def test_upscale_on_a_model_without_the_stage_is_refused(hv_env, tiny_models, wo
             predictor.predict(**BASE, upscale="1080p")
     finally:
         predictor.service.close()
+
+
+# -- the image through the front ends ------------------------------------------------------------------------------
+
+
+def test_an_image_url_to_loopback_is_refused_before_anything_runs(predictor, tmp_path, session_dirs):
+    from comfy_runtime.supply.url_fetch import URLRefused
+    from tests.range_server import RangeServer
+
+    (tmp_path / "start.png").write_bytes(base64.b64decode(png_data_uri(1).split(",", 1)[1]))
+    before = set(session_dirs["outputs"].iterdir())
+    with RangeServer(tmp_path) as server:
+        with pytest.raises(URLRefused, match="127.0.0.1, a loopback address"):
+            predictor.predict(**BASE, image=f"https://127.0.0.1:{server.url.rsplit(':', 1)[1]}/start.png")
+        assert server.requests == []
+    assert set(session_dirs["outputs"].iterdir()) <= before  # no run folder left behind
+
+
+def _schema(env: dict[str, str]) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    from comfy_runtime.settings import PROJECT_ROOT
+
+    out = Path(env["HV_OUTPUT_DIR"]) / f"schema-{env['HV_WORKFLOW']}.json"
+    subprocess.run([sys.executable, "-m", "comfy_runtime", "schema", "--output", str(out)], cwd=PROJECT_ROOT,
+                   env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
+    return json.loads(out.read_text())["components"]["schemas"]["Input"]["properties"]
+
+
+def test_the_cog_schema_shows_the_configured_models_defaults(hv_env):
+    hv15 = _schema({**hv_env, "HV_WORKFLOW": T2V})
+    v1 = _schema({**hv_env, "HV_WORKFLOW": "hunyuan_t2v"})
+    shown = {name: (hv15[name]["default"], v1[name]["default"]) for name in ("width", "height", "num_frames", "steps", "flow_shift")}
+    print(f"schema defaults (1.5 720p, v1): {shown}")
+    assert shown == {"width": (1280, 848), "height": (720, 480), "num_frames": (121, 73), "steps": (50, 30),
+                     "flow_shift": (9.0, 7.0)}
+    assert hv15["image"]["type"] == "string" and "format" not in hv15["image"]  # coglet must not fetch it itself
+    assert hv15["upscale"]["enum"] == ["none", "1080p"] and hv15["negative_prompt"]["default"] == ""
+
+
+@pytest.mark.cog_server
+def test_i2v_through_the_real_cog_server_with_a_data_uri_and_an_allowlisted_url(hv_env, tiny_models, workflows_dir, tmp_path):
+    from comfy_runtime.cog_schema import write_schema
+    from tests.helpers import CogServer, write_data_uri
+    from tests.range_server import RangeServer
+
+    env = {**hv_env, "HV_WORKFLOW": T2V, "HV_WORKFLOWS_DIR": str(workflows_dir), "HV_URL_ALLOW_HTTP": "true",
+           "HV_URL_ALLOW_HOSTS": '["127.0.0.1"]'}
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "start.png").write_bytes(base64.b64decode(png_data_uri(2).split(",", 1)[1]))
+    with pytest.MonkeyPatch.context() as patch:  # coglet validates against the schema of the model it serves
+        for name, value in env.items():
+            patch.setenv(name, value)
+        write_schema()
+    try:
+        with RangeServer(served) as images, CogServer(env, tmp_path / "server.log") as server:
+            body, _ = server.wait_for_status({"READY", "SETUP_FAILED"})
+            assert body["status"] == "READY", server.logs()
+            results = {}
+            for label, image in (("data URI", png_data_uri(1)), ("URL", f"{images.url}/start.png")):
+                response = server.predict({**BASE, "image": image})
+                assert response.status_code == 200, response.text
+                results[label] = response.json()
+            assert [path for _m, path, _r in images.requests] == ["/start.png"]
+    finally:
+        write_schema()  # back to the session's (hv_env's workflow), for the other Cog server tests
+    frames = {}
+    for label, result in results.items():
+        assert result["status"] == "succeeded", result
+        assert "start image: 64x64 fitted to 64x64" in result["logs"]
+        path = write_data_uri(result["output"], tmp_path / f"{label}.mp4")
+        video = probe_video(path)
+        assert (video.frames, video.width, video.height) == (5, 64, 64)
+        frames[label] = np.stack(decode_frames(path))
+    assert mean_abs_diff(frames["data URI"], frames["URL"]) > 0.5  # two different start images
