@@ -46,7 +46,12 @@ def served_workflows(base: Workflow, image_to_video: bool, upscale: bool) -> lis
 
 def choose_workflow(base: Workflow, request: VideoRequest, stages: Stages) -> Workflow:
     workflow = base
-    if request.image is not None:
+    if base.takes_image and request.image is None:
+        raise ModelCannotUse(
+            f"workflow {base.name} ({base.title}) is image-to-video only: give image, or serve the model's "
+            "text-to-video workflow (HV_WORKFLOW), which brings this one along"
+        )
+    if request.image is not None and not base.takes_image:
         if base.image_to_video is None:
             raise ModelCannotUse(
                 f"{base.title} has no image-to-video workflow here: leave image empty for text-to-video, or serve a "
