@@ -542,3 +542,42 @@ def test_i2v_through_the_real_cog_server_with_a_data_uri_and_an_allowlisted_url(
         assert (video.frames, video.width, video.height) == (5, 64, 64)
         frames[label] = np.stack(decode_frames(path))
     assert mean_abs_diff(frames["data URI"], frames["URL"]) > 0.5  # two different start images
+
+
+# -- memory budget per model ---------------------------------------------------------------------------------------
+
+
+def test_the_budget_takes_each_models_trained_size_and_the_1080p_stage():
+    from comfy_runtime.job.budget import OverBudget, budget_for
+    from comfy_runtime.job.limits import JobLimits
+    from comfy_runtime.job.request import VideoRequest
+
+    def check(gib, width, height, frames, workflow_name, upscale=False):
+        workflow = load_workflow(workflow_name)
+        chain = workflow.upscale["1080p"] if upscale else workflow
+        scale = max(t.scale for t in chain.bindings["width"])
+        request = VideoRequest(prompt="x", width=width, height=height, num_frames=frames)
+        JobLimits(budget_for(None, gib * 2**30)).check(request, scale, int(chain.limits["max_pixel_frames"]), chain.title)
+
+    check(141, 1280, 720, 121, T2V)  # H200: 1.5 at its reference size
+    check(141, 1280, 720, 121, T2V, upscale=True)  # ... and its 1080p stage
+    check(80, 1280, 720, 121, T2V, upscale=True)  # 80 GB: 1920x1072x121 still fits
+    with pytest.raises(OverBudget, match=r"super-resolution stage samples 1\.5x each side.*: lower num_frames to \d+"):
+        check(40, 1280, 720, 121, T2V, upscale=True)
+    with pytest.raises(OverBudget, match=r"HunyuanVideo 1\.5 480p's largest trained size"):
+        check(141, 1280, 720, 121, "hunyuan15_480p_t2v")
+
+
+def test_upscale_over_the_budget_is_refused_where_the_plain_render_fits(predictor):
+    from comfy_runtime.job.budget import MemoryBudget, OverBudget
+    from comfy_runtime.job.limits import JobLimits
+
+    renderer = predictor.service.renderer
+    saved = renderer.limits
+    renderer.limits = JobLimits(MemoryBudget(64 * 64 * 5 * 2, "set"))  # room for 64x64x5 once, not 1.5x per side
+    try:
+        assert render(predictor).video.width == 64
+        with pytest.raises(OverBudget, match="super-resolution stage"):
+            predictor.predict(**BASE, upscale="1080p")
+    finally:
+        renderer.limits = saved

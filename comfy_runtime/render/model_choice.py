@@ -97,6 +97,8 @@ def refuse_unusable_inputs(workflow: Workflow, request: VideoRequest) -> None:
 def refuse_over_limits(workflow: Workflow, request: VideoRequest) -> None:
     """The model's own narrower maxima ([limits] in its bindings file), e.g. its trained clip length."""
     for name, high in workflow.limits.items():
+        if name not in BY_NAME:  # max_pixel_frames: the memory budget's (job/limits.py)
+            continue
         value = getattr(request, name)
         if value is not None and value > high:
             rule = BY_NAME[name].rule

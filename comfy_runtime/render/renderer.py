@@ -162,7 +162,10 @@ class VideoRenderer:
                     request = request.model_copy(update={"width": width, "height": height})
             request = request.with_defaults(workflow.defaults).with_seed()
             refuse_over_limits(workflow, request)
-            self.limits.check(request)  # before ComfyUI runs: a job that cannot fit fails in milliseconds
+            # Before ComfyUI runs: a job that cannot fit fails in milliseconds.
+            stage_scale = max((t.scale for t in workflow.bindings.get("width", ())), default=1.0)
+            trained_max = workflow.limits.get("max_pixel_frames")
+            self.limits.check(request, stage_scale, int(trained_max) if trained_max else None, workflow.title)
             log_line(f"seed: {request.seed}")
             values = request.model_dump(include=set(graph_input_types()))
             if image is not None:
