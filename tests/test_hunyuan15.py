@@ -432,7 +432,9 @@ def test_v1_i2v_refuses_a_16_channel_dit_that_would_ignore_the_image(hv_env, tin
     graph = json.loads((folder / "hunyuan_i2v.json").read_text())
     graph["10"]["inputs"]["unet_name"] = TINY_DIT_NAME
     (folder / "hunyuan_i2v.json").write_text(json.dumps(graph))
-    with pytest.raises(ModelCannotUse, match="needs a DiT with 33 input channels .* has 16"):
+    from comfy_runtime.render.renderer import WrongModelFile
+
+    with pytest.raises(WrongModelFile, match="needs a DiT with 33 input channels .* has 16"):
         _predictor({**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(folder)})
 
 
@@ -498,10 +500,14 @@ def _schema(env: dict[str, str]) -> dict:
 def test_the_cog_schema_shows_the_configured_models_defaults(hv_env):
     hv15 = _schema({**hv_env, "HV_WORKFLOW": T2V})
     v1 = _schema({**hv_env, "HV_WORKFLOW": "hunyuan_t2v"})
-    shown = {name: (hv15[name]["default"], v1[name]["default"]) for name in ("width", "height", "num_frames", "steps", "flow_shift")}
+    shown = {name: (hv15[name].get("default"), v1[name].get("default"))
+             for name in ("width", "height", "num_frames", "steps", "flow_shift")}
     print(f"schema defaults (1.5 720p, v1): {shown}")
     assert shown == {"width": (1280, 848), "height": (720, 480), "num_frames": (121, 73), "steps": (50, 30),
-                     "flow_shift": (9.0, 7.0)}
+                     "flow_shift": (None, 7.0)}
+    # 1.5 720p's flow shift differs between its workflows: shown empty, with each workflow's value.
+    assert "9.0 (hunyuan15_720p_t2v)" in hv15["flow_shift"]["description"]
+    assert "7.0 (hunyuan15_720p_i2v)" in hv15["flow_shift"]["description"]
     assert hv15["image"]["type"] == "string" and "format" not in hv15["image"]  # coglet must not fetch it itself
     assert hv15["upscale"]["enum"] == ["none", "1080p"] and hv15["negative_prompt"]["default"] == ""
 
@@ -527,7 +533,10 @@ def test_i2v_through_the_real_cog_server_with_a_data_uri_and_an_allowlisted_url(
             assert body["status"] == "READY", server.logs()
             results = {}
             for label, image in (("data URI", png_data_uri(1)), ("URL", f"{images.url}/start.png")):
-                response = server.predict({**BASE, "image": image})
+                # coglet answers a sync prediction a moment before it frees its slot ("At capacity"): wait for READY.
+                server.wait_for_status({"READY"}, timeout=60)
+                # flow_shift left out: the schema shows it empty (it differs per workflow); i2v's 7 applies.
+                response = server.predict({**{k: v for k, v in BASE.items() if k != "flow_shift"}, "image": image})
                 assert response.status_code == 200, response.text
                 results[label] = response.json()
             assert [path for _m, path, _r in images.requests] == ["/start.png"]
@@ -581,3 +590,28 @@ def test_upscale_over_the_budget_is_refused_where_the_plain_render_fits(predicto
             predictor.predict(**BASE, upscale="1080p")
     finally:
         renderer.limits = saved
+
+
+# -- per model and mode: the same seed gives the same frames; flow shift reaches the sigmas ----------------------
+
+
+MODES = {
+    "1.5 i2v": ("predictor", {"image": png_data_uri(1)}),
+    "1.5 t2v + 1080p": ("predictor", {"upscale": "1080p"}),
+    "v1 i2v": ("v1_predictor", {"image": png_data_uri(1)}),
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_same_seed_same_frames_and_flow_shift_reaches_the_sigmas(request, mode, sigmas_seen):
+    fixture, extra = MODES[mode]
+    predictor = request.getfixturevalue(fixture)
+    first = render(predictor, **extra, seed=31).frames
+    again = render(predictor, **extra, seed=31).frames
+    assert mean_abs_diff(first, again) == 0, mode
+    sigmas_seen.clear()
+    render(predictor, **extra, flow_shift=9.0, steps=4)
+    render(predictor, **extra, flow_shift=2.0, steps=4)
+    high, low = sigmas_seen[0], sigmas_seen[-1 if "1080p" not in mode else 2]  # the SR stage samples too
+    assert [_unshift(s, 9.0) for s in high] == pytest.approx([_unshift(s, 2.0) for s in low], abs=1e-5), mode
+    assert all(h > lo for h, lo in zip(high[1:-1], low[1:-1], strict=True)), mode

@@ -25,7 +25,6 @@ from comfy_runtime.job.params import defaults as input_defaults
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
 from comfy_runtime.render.model_choice import (
-    ModelCannotUse,
     Stages,
     choose_workflow,
     refuse_over_limits,
@@ -56,6 +55,10 @@ class Rendered:
 
 class RenderFailed(HunyuanVideoError, RuntimeError):
     pass
+
+
+class WrongModelFile(HunyuanVideoError, RuntimeError):
+    """A workflow's loader names a file of another model than the one the workflow is wired for."""
 
 
 class VideoRenderer:
@@ -138,7 +141,7 @@ class VideoRenderer:
             file_name = workflow.graph[node_id]["inputs"]["unet_name"]
             found = self.supply.dit_in_channels(file_name)
             if found is not None and found != wanted:
-                raise ModelCannotUse(
+                raise WrongModelFile(
                     f"workflow {workflow.name} ({workflow.title}) needs a DiT with {wanted} input channels at node "
                     f"{node_id}, but {file_name} has {found} (a text-to-video DiT would ignore the start image): "
                     "put the image-to-video DiT the manifest names there"
