@@ -3,17 +3,18 @@
 from cog import BasePredictor, Path
 
 from comfy_runtime import VideoRequest, VideoService
-from comfy_runtime.cog_inputs import configured_defaults, with_cog_inputs
+from comfy_runtime.cog_inputs import caller_inputs, configured_defaults, with_cog_inputs
 
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
+        self.schema_defaults = configured_defaults()  # what coglet fills in for an input the caller did not send
         self.service = VideoService.from_settings()
         self.service.start()
 
     @with_cog_inputs(configured_defaults())
     def predict(self, **inputs) -> Path:  # a file, or its object-storage URL: both a URI to a video
-        delivered = self.service.predict(VideoRequest(**inputs))
+        delivered = self.service.predict(VideoRequest(**caller_inputs(inputs, self.schema_defaults)))
         for name, value in delivered.metrics.items():  # seed, steps, cache skips, LoRA fit, timings: in the response
             self.record_metric(name, value)
         return delivered.url or Path(delivered.file)

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from cog import Input
 
-from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, Param, Range, Reference, Text, defaults
+from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, ImageRef, Param, Range, Reference, Text, defaults
 from comfy_runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class PerWorkflow:
+    """The default of an input whose reference value differs between the model's workflows (1.5 720p's flow
+    shift: 9 for text-to-video, 7 for image-to-video). Cog shows it empty: a value coglet filled in could not
+    be told from one the caller sent, and an image would then render with the text-to-video value."""
+
+    values: tuple[tuple[str, Any], ...]  # (workflow name, default)
+
+    def __str__(self) -> str:
+        return ", ".join(f"{value} ({name})" for name, value in self.values)
 
 
 def cog_input(param: Param, default: Any) -> Any:
@@ -27,17 +40,41 @@ def cog_input(param: Param, default: Any) -> Any:
         constraints = {"choices": rule.choices}  # the 422 then lists the allowed values
     elif isinstance(rule, Choices):
         constraints = {"choices": list(rule.values)}
-    elif isinstance(rule, Text | Reference):
+    elif isinstance(rule, Text | Reference | ImageRef):
         constraints = {"max_length": rule.max_length}
-    return Input(default=None if default is REQUIRED else default, description=param.description(), **constraints)
+    description = param.description()
+    if isinstance(default, PerWorkflow):
+        description += f" Empty: the rendering workflow's reference value, {default}."
+        default = None
+    return Input(default=None if default is REQUIRED else default, description=description, **constraints)
 
 
 def configured_defaults(settings: Settings | None = None) -> dict[str, Any]:
-    """The defaults of the workflow this deployment serves (HV_WORKFLOW)."""
+    """The defaults of the model this deployment serves (HV_WORKFLOW): a PerWorkflow where its workflows differ."""
     from comfy_runtime.graph.workflow import load_workflow
 
     settings = settings or Settings()
-    return defaults(load_workflow(settings.workflow, settings.workflows_dir).defaults)
+    base = load_workflow(settings.workflow, settings.workflows_dir)
+    shown = defaults(base.defaults)
+    family = [(workflow.name, defaults(workflow.defaults)) for workflow in base.family()]
+    for name in shown:
+        values = tuple((workflow, values[name]) for workflow, values in family)
+        if len({value for _workflow, value in values}) > 1:
+            shown[name] = PerWorkflow(values)
+    return shown
+
+
+def caller_inputs(inputs: dict[str, Any], schema_defaults: dict[str, Any]) -> dict[str, Any]:
+    """The inputs the caller set: coglet hands predict() every input, with the schema's default for those not
+    sent. An empty PerWorkflow input takes the rendering workflow's own value; the rest, equal to the default,
+    are left to the workflow too (the same value), so an input a model cannot use is refused only when set."""
+    given = {}
+    for name, value in inputs.items():
+        default = schema_defaults.get(name, REQUIRED)
+        if value is None and isinstance(default, PerWorkflow) or name in schema_defaults and value == default:
+            continue
+        given[name] = value
+    return given
 
 
 def with_cog_inputs(input_defaults: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -46,8 +83,8 @@ def with_cog_inputs(input_defaults: dict[str, Any]) -> Callable[[Callable[..., A
         params = [self_param]
         annotations: dict[str, Any] = {}
         for param in PARAMS:
-            kind = param.kind | None if param.optional else param.kind
             default = REQUIRED if param.required else input_defaults[param.name]
+            kind = param.kind | None if param.optional or isinstance(default, PerWorkflow) else param.kind
             params.append(inspect.Parameter(
                 param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=cog_input(param, default), annotation=kind,
             ))

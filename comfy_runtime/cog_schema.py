@@ -26,6 +26,9 @@ def input_schema(predictor_ref: str = "predict.py:Predictor", root: Path = PROJE
     from cog._adt import Repetition
 
     module_file, class_name = predictor_ref.split(":")
+    # predict.py's Inputs carry the configured workflow's defaults, read when it is imported: import it afresh so
+    # the schema is the one for the settings in force now (a test process writes it for several models).
+    sys.modules.pop(Path(module_file).stem, None)
     sys.path.insert(0, str(root))
     try:
         info = _inspector.create_predictor(Path(module_file).stem, class_name)

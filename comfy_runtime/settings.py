@@ -28,7 +28,17 @@ class Settings(BaseSettings):
     output_dir: Path = Field(
         PROJECT_ROOT / "outputs", description="Each prediction renders into its own folder under this one."
     )
-    workflow: str = Field("hunyuan_t2v", description="Bundled workflow to serve (a name under workflows/).")
+    workflow: str = Field(
+        "hunyuan15_720p_t2v",
+        description="The model to serve, named by its text-to-video workflow under workflows/ (docs/models.md); its "
+        "image-to-video and upscale workflows come with it. plumbing_video: the weight-free CPU demo.",
+    )
+    image_to_video: bool = Field(
+        True, description="Serve the model's image-to-video workflow (an `image` input): its weights are fetched too."
+    )
+    upscale: bool = Field(
+        False, description="Serve the 1080p super-resolution stage (`upscale=1080p`): its weights (~17 GB) are fetched too."
+    )
     workflows_dir: Path = Field(
         PROJECT_ROOT / "workflows",
         description="Folder holding <workflow>.json and <workflow>.bindings.toml (tests point it at derived graphs).",

@@ -27,7 +27,8 @@ from comfy_runtime.job.request import VideoRequest
 from predict import Predictor
 from tests.support.cog_server import CogServer
 from tests.support.media import probe_video, write_data_uri
-from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
+from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_workflows
+from tests.support.tiny_hunyuan15 import write_tiny_models
 from tests.support.tiny_renders import BASE, mean_abs_diff, render
 
 # The real sampler's progress line as a caller reads it: step i/N, the mean step time and the node's ETA.
@@ -36,7 +37,7 @@ STEP_LINE = re.compile(r"^SamplerCustomAdvanced step (\d+)/(\d+) \(\d+\.\d\d s/s
 
 @pytest.fixture(scope="module")
 def tiny_dit(session_dirs, runtime) -> str:
-    write_tiny_dit(session_dirs["models"] / "diffusion_models" / TINY_DIT_NAME, seed=0)
+    write_tiny_models(session_dirs["models"])  # with the sibling image-to-video DiT its workflow names
     return TINY_DIT_NAME
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.range_server import RangeServer
-from comfy_runtime.graph.workflow import load_workflow
+from comfy_runtime.graph.workflow import available_workflows, load_workflow
 from comfy_runtime.supply.manifest import WeightEntry, load_manifest
 from comfy_runtime.supply.weights import (
     SAMPLE_BYTES,
@@ -72,8 +72,40 @@ def _flip(path: Path, offset: int, keep_mtime: bool) -> None:
 def test_the_workflow_decides_which_weights_are_needed():
     manifest = load_manifest()
     needed = required_entries(load_workflow("hunyuan_t2v").graph, manifest)
-    assert {e.file for e in needed} == {e.file for e in manifest}
+    assert {e.file for e in needed} == {
+        "hunyuan_video_t2v_720p_bf16.safetensors", "clip_l.safetensors", "llava_llama3_fp8_scaled.safetensors",
+        "hunyuan_video_vae_bf16.safetensors",
+    }
     assert required_entries(load_workflow("plumbing_video").graph, manifest) == []
+    every = {e.file for name in available_workflows() for e in required_entries(load_workflow(name).graph, manifest)}
+    assert every == {e.file for e in manifest}, "a manifest entry no workflow loads, or a workflow file with no entry"
+
+
+@pytest.mark.parametrize(
+    "workflow,image_to_video,upscale,expected",
+    [
+        ("hunyuan15_720p_t2v", False, False, {"hunyuanvideo1.5_720p_t2v_fp16.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                              "byt5_small_glyphxl_fp16.safetensors", "hunyuanvideo15_vae_fp16.safetensors"}),
+        ("hunyuan15_720p_t2v", True, False, {"hunyuanvideo1.5_720p_t2v_fp16.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                             "byt5_small_glyphxl_fp16.safetensors", "hunyuanvideo15_vae_fp16.safetensors",
+                                             "hunyuanvideo1.5_720p_i2v_fp16.safetensors", "sigclip_vision_patch14_384.safetensors"}),
+        ("hunyuan15_720p_t2v", False, True, {"hunyuanvideo1.5_720p_t2v_fp16.safetensors", "qwen_2.5_vl_7b_fp8_scaled.safetensors",
+                                             "byt5_small_glyphxl_fp16.safetensors", "hunyuanvideo15_vae_fp16.safetensors",
+                                             "hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors",
+                                             "hunyuanvideo15_latent_upsampler_1080p.safetensors"}),
+        ("hunyuan_t2v", True, True, {"hunyuan_video_t2v_720p_bf16.safetensors", "clip_l.safetensors",
+                                     "llava_llama3_fp8_scaled.safetensors", "hunyuan_video_vae_bf16.safetensors",
+                                     "hunyuan_video_image_to_video_720p_bf16.safetensors", "llava_llama3_vision.safetensors"}),
+    ],
+)
+def test_a_deployment_fetches_only_its_models_files(monkeypatch, workflow, image_to_video, upscale, expected):
+    from comfy_runtime.cli.supply import served_entries
+    from comfy_runtime.settings import Settings
+
+    monkeypatch.setenv("HV_WORKFLOW", workflow)
+    monkeypatch.setenv("HV_IMAGE_TO_VIDEO", str(image_to_video).lower())
+    monkeypatch.setenv("HV_UPSCALE", str(upscale).lower())
+    assert {e.file for e in served_entries(Settings(), load_manifest())} == expected
 
 
 def test_first_check_hashes_in_full_and_records_it(weight):
@@ -208,7 +240,7 @@ def test_cli_fetch_then_verify_then_detect_corruption(tmp_path):
     served.mkdir()
     (served / "vae.bin").write_bytes(data)
     models = tmp_path / "models"
-    env = {**os.environ, "HV_MODELS_DIR": str(models)}
+    env = {**os.environ, "HV_MODELS_DIR": str(models), "HV_WORKFLOW": "hunyuan_t2v"}  # the model whose VAE this is
     with RangeServer(served) as server:
         manifest = _write_manifest(tmp_path / "w.manifest", [_entry(data, url=f"{server.url}/vae.bin")])
         env["HV_WEIGHTS_MANIFEST"] = str(manifest)

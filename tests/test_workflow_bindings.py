@@ -16,14 +16,39 @@ from comfy_runtime.job.params import graph_input_ranges, graph_input_types
 
 
 def test_bundled_workflows_have_sound_bindings(schemas):
-    assert {"hunyuan_t2v", "plumbing_video"} <= set(available_workflows())
-    for name in ("hunyuan_t2v", "plumbing_video"):
+    assert {"hunyuan_t2v", "hunyuan_i2v", "hunyuan15_720p_t2v", "plumbing_video"} <= set(available_workflows())
+    for name in available_workflows():
         check_bindings(load_workflow(name), schemas, graph_input_types(), graph_input_ranges())
+
+
+def test_every_bundled_workflow_validates_against_the_real_node_registry(runtime, session_dirs):
+    """The placeholders are named as the manifest says: a workflow naming a file the manifest lacks fails here."""
+    from comfy_runtime.render.renderer import START_IMAGE_NAME, _placeholder_image
+
+    runtime.upload_input(_placeholder_image(session_dirs["outputs"]), START_IMAGE_NAME)
+    for name in available_workflows():
+        runtime.validate(load_workflow(name).graph)
+
+
+# What each model's workflows cannot use (refused when set): the rest of the inputs must all be bound.
+CANNOT_USE = {
+    "hunyuan_t2v": {"negative_prompt", "image"},  # guidance-distilled: no negative; the image goes to hunyuan_i2v
+    "hunyuan_i2v": {"negative_prompt"},
+    "hunyuan15_480p_distilled_t2v": {"negative_prompt", "guidance", "image"},  # cfg 1: no negative, no cfg
+}
+
+
+@pytest.mark.parametrize("name", [n for n in available_workflows() if n != "plumbing_video"])
+def test_each_model_workflow_binds_every_input_it_can_use(name):
+    workflow = load_workflow(name)
+    cannot = CANNOT_USE.get(name, set() if workflow.takes_image else {"image"})
+    assert set(workflow.bindings) == set(graph_input_types()) - cannot
+    assert workflow.model, f"{name} must name its model in a [model] table"
 
 
 def test_hunyuan_binds_every_input_and_uses_core_nodes_only(schemas):
     workflow = load_workflow("hunyuan_t2v")
-    assert set(workflow.bindings) == set(graph_input_types())
+    assert set(workflow.bindings) == set(graph_input_types()) - CANNOT_USE["hunyuan_t2v"]
     core = {
         "UNETLoader", "DualCLIPLoader", "VAELoader", "CLIPTextEncode", "FluxGuidance", "ModelSamplingSD3",
         "BasicGuider", "KSamplerSelect", "BasicScheduler", "RandomNoise", "EmptyHunyuanLatentVideo",
@@ -32,12 +57,14 @@ def test_hunyuan_binds_every_input_and_uses_core_nodes_only(schemas):
     assert {node["class_type"] for node in workflow.graph.values()} == core
 
 
-def test_scheduler_takes_the_shifted_model():
-    """The flow-shift trap: a scheduler fed by the loader never sees ModelSamplingSD3's shift."""
-    graph = load_workflow("hunyuan_t2v").graph
-    scheduler = next(n for n in graph.values() if n["class_type"] == "BasicScheduler")
-    source_id = scheduler["inputs"]["model"][0]
-    assert graph[source_id]["class_type"] == "ModelSamplingSD3"
+@pytest.mark.parametrize("name", [n for n in available_workflows() if n != "plumbing_video"])
+def test_scheduler_takes_the_shifted_model(name):
+    """The flow-shift trap: a scheduler fed by the loader never sees ModelSamplingSD3's shift (every stage)."""
+    graph = load_workflow(name).graph
+    schedulers = [n for n in graph.values() if n["class_type"] == "BasicScheduler"]
+    assert schedulers
+    for scheduler in schedulers:
+        assert graph[scheduler["inputs"]["model"][0]]["class_type"] == "ModelSamplingSD3"
 
 
 def _with_binding(workflow: Workflow, name: str, target: Target) -> Workflow:

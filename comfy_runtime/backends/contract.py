@@ -86,6 +86,9 @@ class ComfyRuntime(Protocol):
         """Run the graph, writing outputs under output_dir; raise NodeExecutionError (OutOfMemory after freeing
         memory) or ExecutionInterrupted (RunTimedOut once `timeout` seconds have passed)."""
 
+    def upload_input(self, path: Path, name: str | None = None) -> str:
+        """Put a file (a start image) where the graph's LoadImage finds it; return the name to bind."""
+
     def interrupt(self) -> None:
         """Stop the running graph as soon as ComfyUI checks for interruption."""
 

@@ -11,6 +11,7 @@ import asyncio
 import gc
 import importlib
 import logging
+import shutil
 import sys
 import threading
 import time
@@ -330,6 +331,16 @@ class EmbeddedRuntime:
         invalid = _validation_error(ok, error, node_errors)
         if invalid is not None:
             raise invalid
+
+    def upload_input(self, path: Path, name: str | None = None) -> str:
+        """Copy a file into ComfyUI's input folder (as the remote backend's /upload/image does)."""
+        from comfy_runtime.backends.remote import safe_upload_name
+
+        self.start()
+        safe = safe_upload_name(name or Path(path).name)
+        target = Path(_comfy().folder_paths.get_input_directory()) / safe
+        shutil.copyfile(path, target)
+        return safe
 
     # -- running ---------------------------------------------------------------------------
     def run(

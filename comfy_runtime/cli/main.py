@@ -64,16 +64,24 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 def add_input_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per input of job/params.py, its help generated from the input's rule; the defaults shown are
     the configured workflow's (HV_WORKFLOW). A flag left out takes the rendering workflow's default."""
-    from comfy_runtime.job.params import PARAMS, Choices
+    from comfy_runtime.job.params import PARAMS, Choices, ImageRef
 
     shown = _configured_defaults()
     for param in PARAMS:
         default = "required" if param.required else f"default: {shown.get(param.name)}"
         parser.add_argument(
-            param.flag, dest=param.name, type=param.kind, required=param.required,
+            param.flag, dest=param.name, type=_image_arg if isinstance(param.rule, ImageRef) else param.kind,
+            required=param.required,
             choices=param.rule.values if isinstance(param.rule, Choices) else None,
             help=f"{param.description()} ({default})".replace("%", "%%"),
         )
+
+
+def _image_arg(value: str) -> str | Path:
+    """On the command line a start image may also be a local file: the caller owns this machine."""
+    if value.split(":", 1)[0].lower() in ("data", "http", "https"):
+        return value
+    return Path(value).expanduser()
 
 
 def _configured_defaults() -> dict:

@@ -35,6 +35,9 @@ def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callab
         action.add_argument("--connections", type=int, default=8, help="parallel ranged connections per file (default: 8)")
     for action in (fetch, verify):
         action.add_argument("--only", action="append", default=[], metavar="FILE", help="only this file name (repeatable)")
+        action.add_argument("--all", action="store_true",
+                            help="every file in the manifest (default: the configured model's, HV_WORKFLOW with "
+                            "HV_IMAGE_TO_VIDEO and HV_UPSCALE)")
 
     n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI",
                             description="The custom nodes of custom_nodes.lock, at their full commits.")
@@ -69,6 +72,18 @@ def _fail(message: str) -> int:
     return 1
 
 
+def served_entries(settings, entries: list) -> list:
+    """The manifest entries of the model this deployment serves (lazy mode fetches the same ones at setup)."""
+    from comfy_runtime.graph.workflow import load_workflow
+    from comfy_runtime.render.model_choice import served_workflows
+    from comfy_runtime.supply.weights import required_entries
+
+    base = load_workflow(settings.workflow, settings.workflows_dir)
+    needed = {e.file for w in served_workflows(base, settings.image_to_video, settings.upscale)
+              for e in required_entries(w.graph, entries)}
+    return [e for e in entries if e.file in needed]
+
+
 def run_weights(args: argparse.Namespace) -> int:
     from comfy_runtime.settings import Settings
     from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND
@@ -87,6 +102,8 @@ def run_weights(args: argparse.Namespace) -> int:
     models_dir = args.models_dir or settings.models_dir
     only = getattr(args, "only", [])
     entries = [e for e in load_manifest(manifest) if not only or e.file in only]
+    if args.action != "lock" and not getattr(args, "all", False) and not only:
+        entries = served_entries(settings, entries)
     try:
         if args.action == "lock":
             changed = lock_manifest(manifest, models_dir, connections=args.connections)

@@ -23,6 +23,15 @@ _ACCEPTS = {str: {"STRING", "COMBO"}, int: {"INT", "FLOAT"}, float: {"FLOAT"}}
 class Target:
     node: str
     input: str
+    # A stage that works at another size than the one asked for (the 1080p super-resolution stage) takes the
+    # value times `scale`, floored to a multiple of `grid`.
+    scale: float = 1.0
+    grid: int = 1
+
+    def value(self, value: Any) -> Any:
+        if self.scale == 1.0 or isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        return int(value * self.scale) // self.grid * self.grid
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,37 @@ class Workflow:
     # The model family's own reference values for inputs the caller leaves unset (the bindings file's
     # [defaults] table), checked against the inputs' rules when the workflow loads.
     defaults: dict[str, Any] = field(default_factory=dict)
+    # The model it renders, from the bindings file's [model] table. A workflow with one refuses every input it
+    # has no binding for (the model cannot use it) unless the value is the default; one without (the demo) only
+    # warns at setup.
+    model: str = ""
+    # Its sibling workflows of the same model: image-to-video, and the super-resolution chains by name ("1080p").
+    image_to_video: Workflow | None = None
+    upscale: dict[str, Workflow] = field(default_factory=dict)
+    # Narrower maxima than the input rules, for this model (e.g. num_frames = 121, its trained length).
+    limits: dict[str, float] = field(default_factory=dict)
+    # UNETLoader node id -> the DiT input channels the graph needs there (33: HunyuanVideo v1 image-to-video).
+    dit_in_channels: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return self.model or self.name
+
+    @property
+    def takes_image(self) -> bool:
+        return "image" in self.bindings
+
+    def family(self) -> list[Workflow]:
+        """This workflow and every sibling, each once."""
+        found: dict[str, Workflow] = {}
+        pending = [self]
+        while pending:
+            workflow = pending.pop()
+            if workflow.name in found:
+                continue
+            found[workflow.name] = workflow
+            pending.extend([*([workflow.image_to_video] if workflow.image_to_video else []), *workflow.upscale.values()])
+        return list(found.values())
 
     def render(self, values: dict[str, Any], filename_prefix: str) -> Graph:
         """A copy of the graph with the bound inputs set and every save node writing under filename_prefix.
@@ -45,7 +85,7 @@ class Workflow:
             if value is None:
                 continue
             for target in self.bindings.get(name, ()):
-                graph[target.node]["inputs"][target.input] = value
+                graph[target.node]["inputs"][target.input] = target.value(value)
         for node in graph.values():
             if "filename_prefix" in node["inputs"]:
                 node["inputs"]["filename_prefix"] = filename_prefix
@@ -60,7 +100,9 @@ def available_workflows(directory: Path = WORKFLOWS_DIR) -> list[str]:
     return sorted(p.stem for p in directory.glob("*.json"))
 
 
-def load_workflow(name: str, directory: Path = WORKFLOWS_DIR) -> Workflow:
+def load_workflow(name: str, directory: Path = WORKFLOWS_DIR, _loading: tuple[str, ...] = ()) -> Workflow:
+    if name in _loading:
+        raise BindingError(f"workflow {name!r}: its [model] table names itself through {' -> '.join(_loading)}")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or ".." in name:
         raise BindingError(f"workflow name {name!r} must be a plain name (letters, digits, _ . -), not a path")
     graph_path = directory / f"{name}.json"
@@ -75,12 +117,24 @@ def load_workflow(name: str, directory: Path = WORKFLOWS_DIR) -> Workflow:
     declared = tomllib.loads(bindings_path.read_text())
     raw = declared.get("bindings", {})
     bindings = {
-        input_name: tuple(Target(node=str(t["node"]), input=str(t["input"])) for t in targets)
+        input_name: tuple(
+            Target(node=str(t["node"]), input=str(t["input"]), scale=float(t.get("scale", 1.0)), grid=int(t.get("grid", 1)))
+            for t in targets
+        )
         for input_name, targets in raw.items()
     }
     defaults = declared.get("defaults", {})
     _check_defaults(name, bindings_path, defaults)
-    return Workflow(name=name, graph=graph, bindings=bindings, defaults=defaults)
+    model = declared.get("model", {})
+    loading = (*_loading, name)
+    i2v = model.get("image_to_video")
+    return Workflow(
+        name=name, graph=graph, bindings=bindings, defaults=defaults, model=str(model.get("title", "")),
+        image_to_video=load_workflow(i2v, directory, loading) if i2v else None,
+        upscale={size: load_workflow(other, directory, loading) for size, other in model.get("upscale", {}).items()},
+        limits={key: float(value) for key, value in declared.get("limits", {}).items()},
+        dit_in_channels={str(node): int(channels) for node, channels in model.get("dit_in_channels", {}).items()},
+    )
 
 
 def _check_defaults(name: str, bindings_path: Path, defaults: dict[str, Any]) -> None:
@@ -132,7 +186,7 @@ def check_bindings(
                 problems.append(f"{where}: {schema.class_type}.{target.input} takes {spec.type}, not {expected.__name__}")
             low_high = input_ranges.get(input_name)
             if low_high is not None:
-                low, high = low_high
+                low, high = (target.value(bound) for bound in low_high)
                 if spec.minimum is not None and low < spec.minimum or spec.maximum is not None and high > spec.maximum:
                     problems.append(
                         f"{where}: predict() allows {low}..{high} but {schema.class_type}.{target.input} "

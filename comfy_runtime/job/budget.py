@@ -31,11 +31,24 @@ class OverBudget(InputRejected):
 class MemoryBudget:
     max_pixel_frames: int
     source: str  # where the number came from, named in the error
+    # What the GPU's memory allows before the trained-size cap (None: set explicitly, or no GPU). A model with
+    # another trained size (HunyuanVideo 1.5's 121 frames, its 1080p stage) re-caps it with for_model().
+    gpu_pixel_frames: int | None = None
 
     @classmethod
     def for_gpu(cls, total_bytes: int) -> MemoryBudget:
         usable = int(total_bytes * GPU_HEADROOM) // GPU_BYTES_PER_PIXEL_FRAME
-        return cls(min(TRAINED_MAX_PIXEL_FRAMES, usable), f"derived from {total_bytes / 2**30:.0f} GiB of GPU memory")
+        return cls(min(TRAINED_MAX_PIXEL_FRAMES, usable), f"derived from {total_bytes / 2**30:.0f} GiB of GPU memory",
+                   gpu_pixel_frames=usable)
+
+    def for_model(self, trained_max: int | None, model: str) -> MemoryBudget:
+        """This budget for a model whose largest trained size is trained_max pixel-frames (a setting wins)."""
+        if trained_max is None or self.source == "set":
+            return self
+        if self.gpu_pixel_frames is not None:
+            return MemoryBudget(min(trained_max, self.gpu_pixel_frames), f"the lower of: {self.source}; {model}'s "
+                                f"largest trained size", self.gpu_pixel_frames)
+        return MemoryBudget(trained_max, f"{model}'s largest trained size")
 
     def check(self, width: int, height: int, frames: int) -> None:
         """Raise OverBudget naming the job's size, the budget, and concrete smaller values that fit."""

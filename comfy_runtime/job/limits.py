@@ -36,11 +36,21 @@ class JobLimits:
     def default(cls) -> JobLimits:
         return cls(budget=budget_for(None, None))
 
-    def check(self, request: VideoRequest) -> None:
-        """Raise PromptTooLong or OverBudget (ValueErrors that name the fix) for a job that must not start."""
+    def check(self, request: VideoRequest, stage_scale: float = 1.0, trained_max: int | None = None,
+              model: str = "the model") -> None:
+        """Raise PromptTooLong or OverBudget (ValueErrors that name the fix) for a job that must not start.
+        stage_scale: how much larger than the request its largest stage samples (the 1080p stage: 1.5 per side);
+        trained_max: the model's largest trained size in pixel-frames, when it is not HunyuanVideo v1's."""
         if self.tokens is not None:
             self.tokens.check(request.prompt)
-        self.budget.check(request.width, request.height, request.num_frames)
+        budget = self.budget.for_model(trained_max, model)
+        if stage_scale == 1.0:
+            budget.check(request.width, request.height, request.num_frames)
+            return
+        # The largest stage decides: budget its pixel-frames, in the caller's terms (the size asked for).
+        scaled = MemoryBudget(int(budget.max_pixel_frames / stage_scale**2), f"{budget.source}; the "
+                              f"super-resolution stage samples {stage_scale:g}x each side", budget.gpu_pixel_frames)
+        scaled.check(request.width, request.height, request.num_frames)
 
 
 def out_of_memory_advice(error: OutOfMemory, request: VideoRequest) -> str:

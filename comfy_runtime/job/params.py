@@ -73,6 +73,7 @@ class Choices:
 @dataclass(frozen=True)
 class Text:
     max_length: int
+    allow_empty: bool = False
 
     def text(self) -> str:
         return f"plain text, at most {self.max_length} characters"
@@ -90,7 +91,28 @@ class Reference:
         return self.forms
 
 
-Rule = Range | Grid | Choices | Text | Reference
+@dataclass(frozen=True)
+class ImageRef:
+    """A start image, given as a string so every front end shares one rule: a data URI (data:image/png;base64,...)
+    or an https URL. The Cog input is a string too: coglet would fetch a URL given for a cog.Path itself, with no
+    address check (docs/models.md). Its bytes are checked when the render takes it (render/start_image.py)."""
+
+    max_length: int
+
+    def text(self) -> str:
+        return "a data URI (data:image/png;base64,...) or an https URL of a PNG, JPEG or WebP image"
+
+    def problem(self, name: str, value: str) -> str | None:
+        if len(value) > self.max_length:
+            return (f"{name} is {len(value):,} characters long; the limit is {self.max_length:,}: send a smaller image "
+                    "or an https URL to it")
+        scheme = value.split(":", 1)[0].lower() if ":" in value else ""
+        if scheme not in ("data", "https", "http"):
+            return f"{name} must be a data URI or an https URL, not {value[:40]!r}: encode the file as data:image/png;base64,..."
+        return None
+
+
+Rule = Range | Grid | Choices | Text | Reference | ImageRef
 
 
 def _number(value: float) -> str:
@@ -110,8 +132,8 @@ class Param:
     advice: str = ""
     optional: bool = False  # None is allowed and means "choose for me" (a random seed)
     # graph: set into the workflow through its bindings; transform: changes the graph's shape (a LoRA or cache node
-    # inserted, graph/model_chain.py); delivery: read by the encoder of the delivered file.
-    role: Literal["graph", "transform", "delivery"] = "graph"
+    # inserted, graph/model_chain.py); select: chooses the workflow (upscale); delivery: read by the encoder.
+    role: Literal["graph", "transform", "select", "delivery"] = "graph"
 
     @property
     def required(self) -> bool:
@@ -137,10 +159,22 @@ LORA_FORMS = "an https:// URL, hf://owner/repo/path.safetensors@revision, or the
 # EasyCache's reuse_threshold per level: the larger, the more DiT calls are skipped (and the further the video
 # drifts from the uncached one). Measured trade-offs are in docs/lora-and-speed.md.
 CACHE_LEVELS = {"off": None, "fast": 0.2, "faster": 0.3, "fastest": 0.5}
+# The start image's bytes may be at most this large; a data URI is base64 (4 characters per 3 bytes) plus its header.
+MAX_IMAGE_BYTES = 20 * 2**20
+MAX_IMAGE_URI_CHARS = MAX_IMAGE_BYTES * 4 // 3 + 100
+UPSCALES = ("none", "1080p")
 
 PARAMS: tuple[Param, ...] = (
     Param("prompt", str, REQUIRED, "What the video shows", Text(MAX_PROMPT_CHARS),
           "At most 256 LLaMA tokens (about 1000 characters of English)."),
+    Param("negative_prompt", str, "", "What the video must not show", Text(MAX_PROMPT_CHARS, allow_empty=True),
+          "Only for models with real classifier-free guidance (HunyuanVideo 1.5, not its cfg-distilled variant)."),
+    Param("image", str, None, "Start frame: switches to image-to-video", ImageRef(MAX_IMAGE_URI_CHARS),
+          f"At most {MAX_IMAGE_BYTES // 2**20} MB; fitted to the size by scaling to cover and cropping the centre. "
+          "Leave empty for text-to-video.", optional=True),
+    Param("upscale", str, "none", "Super-resolution stage after sampling", Choices(UPSCALES),
+          "1080p runs HunyuanVideo 1.5's 1080p stage (each side x1.5) where the deployment enables it.",
+          role="select"),
     Param("width", int, 848, "Frame width in pixels", SIZE, OFF_GRID),
     Param("height", int, 480, "Frame height in pixels", SIZE, OFF_GRID),
     Param("num_frames", int, 73, "Number of frames", FRAMES, "73 frames at 24 fps is about 3 s. " + OFF_GRID),

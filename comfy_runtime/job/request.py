@@ -7,11 +7,12 @@ them again for callers that skip Cog (the CLI, Python users, the farm's gateway 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
-from comfy_runtime.job.params import MAX_SEED, PARAMS, Choices, Grid, Param, Range, Reference, Text
+from comfy_runtime.job.params import MAX_SEED, PARAMS, Choices, Grid, ImageRef, Param, Range, Reference, Text
 from comfy_runtime.job.prompt import prompt_text_problem
 
 
@@ -31,12 +32,17 @@ class _Request(BaseModel):
         return self.model_copy(update={"seed": random.SystemRandom().randint(0, MAX_SEED)})
 
 
-def _plain_text(value: object) -> object:
+def _plain_text(param: Param, rule: Text):
     # Before pydantic's own str check, which would refuse undecodable text with a less helpful message.
-    problem = prompt_text_problem(value) if isinstance(value, str) else None
-    if problem:
-        raise ValueError(problem)
-    return value
+    def check(value: object) -> object:
+        if not isinstance(value, str) or (rule.allow_empty and value == ""):
+            return value
+        problem = prompt_text_problem(value)
+        if problem:
+            raise ValueError(param.name + problem.removeprefix("prompt"))
+        return value
+
+    return BeforeValidator(check)
 
 
 def _reference_form(value: str) -> str:
@@ -58,6 +64,17 @@ def _on_grid(param: Param, grid: Grid):
     return AfterValidator(check)
 
 
+def _image_ref(param: Param, rule: ImageRef):
+    def check(value: object) -> object:
+        if isinstance(value, str):
+            problem = rule.problem(param.name, value)
+            if problem:
+                raise ValueError(problem)
+        return value
+
+    return BeforeValidator(check)
+
+
 def _field(param: Param) -> tuple[Any, Any]:
     rule = param.rule
     annotation: Any = param.kind
@@ -69,8 +86,12 @@ def _field(param: Param) -> tuple[Any, Any]:
     elif isinstance(rule, Choices):
         annotation = Literal[rule.values]
     elif isinstance(rule, Text):
-        annotation = Annotated[param.kind, BeforeValidator(_plain_text)]
-        constraints = {"min_length": 1}
+        annotation = Annotated[param.kind, _plain_text(param, rule)]
+        constraints = {"max_length": rule.max_length} if rule.allow_empty else {"min_length": 1}
+    elif isinstance(rule, ImageRef):
+        # A Path object comes only from Python callers (the CLI, a test): a local file they chose. A string, the
+        # only thing JSON can carry, must be a data URI or a URL, never a path on this machine.
+        annotation = Annotated[str | Path, _image_ref(param, rule)]
     elif isinstance(rule, Reference):
         annotation = Annotated[param.kind, AfterValidator(_reference_form)]
         constraints = {"max_length": rule.max_length}

@@ -23,18 +23,30 @@ from comfy_runtime.graph.model_chain import add_cache, add_lora, apply_dit_setti
 from comfy_runtime.graph.workflow import Workflow, check_bindings, load_workflow
 from comfy_runtime.job.budget import gpu_total_bytes
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
-from comfy_runtime.job.params import graph_input_ranges, graph_input_types
+from comfy_runtime.job.params import MAX_IMAGE_BYTES, graph_input_ranges, graph_input_types
+from comfy_runtime.job.params import defaults as input_defaults
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
 from comfy_runtime.render.lora import LoraSource
 from comfy_runtime.render.metrics import StageClock, render_metrics
+from comfy_runtime.render.model_choice import (
+    Stages,
+    choose_workflow,
+    refuse_over_limits,
+    switched_off,
+)
 from comfy_runtime.render.progress import ProgressLog, summary_line
+from comfy_runtime.render.start_image import decode_image, fit_image, image_bytes, size_for_aspect
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.boot_checks import NO_SUPPLY_CHECKS, SupplyChain, SupplyChecks
+from comfy_runtime.supply.url_fetch import FetchPolicy
 
 log = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
 VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
+# The name the fitted start image goes to ComfyUI's input folder under (one prediction at a time: each
+# overwrites the last). The bundled image-to-video graphs name it, so they validate at setup with a placeholder.
+START_IMAGE_NAME = "hv_start_image.png"
 
 @dataclass(frozen=True)
 class Rendered:
@@ -57,6 +69,10 @@ class SpeedSettingRefused(HunyuanVideoError, ValueError):
     pass
 
 
+class WrongModelFile(HunyuanVideoError, RuntimeError):
+    """A workflow's loader names a file of another model than the one the workflow is wired for."""
+
+
 class VideoRenderer:
     def __init__(
         self,
@@ -69,6 +85,9 @@ class VideoRenderer:
         loras: LoraSource | None = None,
         dit_weight_dtype: str = "default",
         torch_compile: bool = False,
+        image_policy: FetchPolicy | None = None,
+        serve_image_to_video: bool = True,
+        serve_upscale: bool = True,
     ):
         self.runtime = runtime
         self.workflow = workflow
@@ -85,6 +104,10 @@ class VideoRenderer:
         # Retention: a prediction's folder outlives render() so Cog can take the file, and is removed when
         # the next prediction starts (Cog runs one at a time), so at most one finished folder is on disk.
         self._previous_run: Path | None = None
+        self.image_policy = image_policy or FetchPolicy(MAX_IMAGE_BYTES)
+        self.serve_image_to_video = serve_image_to_video
+        self.serve_upscale = serve_upscale
+        self.stages = Stages(ready={workflow.name: workflow})  # start() adds the siblings it can serve
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None) -> VideoRenderer:
@@ -106,36 +129,89 @@ class VideoRenderer:
             loras=LoraSource.from_settings(settings, local=backend.local),
             dit_weight_dtype=settings.dit_weight_dtype,
             torch_compile=settings.torch_compile,
+            image_policy=FetchPolicy.from_settings(settings, MAX_IMAGE_BYTES),
+            serve_image_to_video=settings.image_to_video,
+            serve_upscale=settings.upscale,
         )
 
     def start(self) -> None:
-        self.supply.before_boot(self.workflow.graph)
+        stages = Stages()
+        for workflow in self.workflow.family():
+            reason = switched_off(self.workflow, workflow, self.serve_image_to_video, self.serve_upscale)
+            if reason is None and workflow is not self.workflow:
+                reason = self.supply.unavailable(workflow.graph)
+            if reason:
+                log.warning("workflow %s (%s) is not served: %s", workflow.name, workflow.title, reason)
+                stages.off[workflow.name] = reason
+                continue
+            self.supply.before_boot(workflow.graph)
+            stages.ready[workflow.name] = workflow
         self.runtime.start()
         schemas = self.runtime.node_schemas()
-        self.supply.after_boot(self.workflow.graph, self.runtime, schemas)
-        check_bindings(self.workflow, schemas, graph_input_types(), graph_input_ranges())
-        # As it will run: the deployment's DiT settings (weight dtype, compile) must be ones this ComfyUI takes.
-        self.runtime.validate(apply_dit_settings(self.workflow.graph, self.dit_weight_dtype, self.torch_compile))
+        for workflow in stages.ready.values():
+            self.supply.after_boot(workflow.graph, self.runtime, schemas)
+            check_bindings(workflow, schemas, graph_input_types(), graph_input_ranges())
+            self._check_dit_channels(workflow)
+            if workflow.takes_image:  # its LoadImage must find a file to validate against
+                self.runtime.upload_input(_placeholder_image(self.output_root), START_IMAGE_NAME)
+            # As it will run: the deployment's DiT settings (weight dtype, compile) must be ones this ComfyUI takes.
+            self.runtime.validate(apply_dit_settings(workflow.graph, self.dit_weight_dtype, self.torch_compile))
+        self.stages = stages
         unbound = sorted(set(graph_input_types()) - set(self.workflow.bindings))
-        if unbound:
+        if unbound and not self.workflow.model:  # a model's workflow refuses what it cannot use instead
             log.warning("workflow %s ignores these inputs: %s", self.workflow.name, ", ".join(unbound))
+
+    def _check_dit_channels(self, workflow: Workflow) -> None:
+        """A DiT with the wrong input channels can run and silently ignore the image (HunyuanImageToVideo's
+        "v1 (concat)" on a 16-channel text-to-video DiT): refuse it at setup."""
+        for node_id, wanted in workflow.dit_in_channels.items():
+            file_name = workflow.graph[node_id]["inputs"]["unet_name"]
+            found = self.supply.dit_in_channels(file_name)
+            if found is not None and found != wanted:
+                raise WrongModelFile(
+                    f"workflow {workflow.name} ({workflow.title}) needs a DiT with {wanted} input channels at node "
+                    f"{node_id}, but {file_name} has {found} (a text-to-video DiT would ignore the start image): "
+                    "put the image-to-video DiT the manifest names there"
+                )
 
     def render(self, request: VideoRequest, log_line: LogSink = print) -> Rendered:
         started = time.perf_counter()
-        request = request.with_defaults(self.workflow.defaults).with_seed()
-        self.limits.check(request)  # before anything runs: a job that cannot fit fails in milliseconds
-        log_line(f"seed: {request.seed}")
+        workflow = choose_workflow(self.workflow, request, self.stages)  # before anything runs
         self._discard_previous()
         run_id = uuid.uuid4().hex
         run_dir = self.output_root / run_id
-        values = request.model_dump(include=set(graph_input_types()))
-        prefix = f"{self.workflow.name}_{run_id[:12]}"
-        graph = self.workflow.render(values, filename_prefix=prefix)
-        graph = apply_dit_settings(graph, self.dit_weight_dtype, self.torch_compile)
-        lora = self.loras.resolve(request, log_line)
-        graph = add_lora(graph, lora.name, request.lora_strength) if lora is not None else graph
-        graph = add_cache(graph, request.cache)
-        graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
+        prefix = f"{workflow.name}_{run_id[:12]}"
+        try:
+            image = None
+            if request.image is not None:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                image = decode_image(image_bytes(request.image, run_dir, self.image_policy))
+                if not {"width", "height"} & request.model_fields_set:
+                    model_defaults = input_defaults(workflow.defaults)
+                    width, height = size_for_aspect(image.size, (model_defaults["width"], model_defaults["height"]))
+                    request = request.model_copy(update={"width": width, "height": height})
+            request = request.with_defaults(workflow.defaults).with_seed()
+            refuse_over_limits(workflow, request)
+            # Before ComfyUI runs: a job that cannot fit fails in milliseconds.
+            stage_scale = max((t.scale for t in workflow.bindings.get("width", ())), default=1.0)
+            trained_max = workflow.limits.get("max_pixel_frames")
+            self.limits.check(request, stage_scale, int(trained_max) if trained_max else None, workflow.title)
+            log_line(f"seed: {request.seed}")
+            values = request.model_dump(include=set(graph_input_types()))
+            if image is not None:
+                fitted = run_dir / "start_image.png"
+                fit_image(image, request.width, request.height).save(fitted)
+                values["image"] = self.runtime.upload_input(fitted, START_IMAGE_NAME)
+                log_line(f"start image: {image.size[0]}x{image.size[1]} fitted to {request.width}x{request.height}")
+            graph = workflow.render(values, filename_prefix=prefix)
+            graph = apply_dit_settings(graph, self.dit_weight_dtype, self.torch_compile)
+            lora = self.loras.resolve(request, log_line)
+            graph = add_lora(graph, lora.name, request.lora_strength) if lora is not None else graph
+            graph = add_cache(graph, request.cache)
+            graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
+        except BaseException:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         clock = StageClock()
         try:
             result = self.runtime.run(graph, run_dir, on_progress=clock.wrap(ProgressLog(log_line)), timeout=self.limits.timeout)
@@ -144,7 +220,7 @@ class VideoRenderer:
                 frames = tapped_file(tap, result.ui_outputs, result.files)
                 if frames is None:
                     raise RenderFailed(
-                        f"workflow {self.workflow.name!r} finished but its frames were not saved (files: "
+                        f"workflow {workflow.name!r} finished but its frames were not saved (files: "
                         f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
                     )
                 video = encode_frames(frames, tap.fps, run_dir / prefix, request.output_format, request.crf)
@@ -152,7 +228,7 @@ class VideoRenderer:
                 videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
                 if not videos:
                     raise RenderFailed(
-                        f"workflow {self.workflow.name!r} finished but saved no video (files: {result.files}); "
+                        f"workflow {workflow.name!r} finished but saved no video (files: {result.files}); "
                         "its output node must be a video saver such as SaveVideo"
                     )
                 video = transcode(videos[0], request.output_format, request.crf)
@@ -175,7 +251,7 @@ class VideoRenderer:
         return Rendered(
             video=video,
             seed=int(request.seed),
-            request=request,
+            request=request.model_copy(update={"image": _shown_image(request.image)}),
             run_dir=run_dir,
             produced_files=result.files,
             timings=timings,
@@ -208,6 +284,24 @@ class VideoRenderer:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+def _shown_image(image: str | Path | None) -> str | None:
+    """The start image as the record keeps it: a data URI is replaced by its size (it can be megabytes)."""
+    if image is None:
+        return None
+    if isinstance(image, str) and image[:5].lower() == "data:":
+        return f"{image.split(',', 1)[0]},... ({len(image):,} characters)"
+    return str(image)
+
+
+def _placeholder_image(folder: Path) -> Path:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".start_image_placeholder.png"
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(path)
+    return path
 
 
 def _keep_only(run_dir: Path, keep: Path) -> None:

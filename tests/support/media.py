@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -44,3 +46,15 @@ def write_data_uri(uri: str, target: Path) -> Path:
     assert header.startswith("data:") and header.endswith(";base64"), header
     target.write_bytes(base64.b64decode(payload))
     return target
+
+
+def png_data_uri(seed: int, size: tuple[int, int] = (64, 64)) -> str:
+    """A seeded random-colour-blocks PNG as a data URI."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+    image = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

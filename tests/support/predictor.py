@@ -14,3 +14,17 @@ def call_predict(predictor: Any, **inputs: Any) -> Any:
         if name not in inputs and parameter.default is not inspect.Parameter.empty:
             inputs[name] = getattr(parameter.default, "default", parameter.default)
     return predictor.predict(**inputs)
+
+
+def booted_predictor(env: dict[str, str]) -> Any:
+    """predict.py's Predictor set up under env (restored after setup), as Cog would boot it."""
+    import pytest
+
+    from predict import Predictor
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        predictor = Predictor()
+        predictor.setup()
+    return predictor

@@ -37,12 +37,24 @@ STAND_INS: dict[str, tuple[str, dict]] = {
 
 def write_tiny_dit(path: Path, seed: int = 0) -> Path:
     """Seeded random weights for the tiny DiT, saved as safetensors. ComfyUI must be importable (booted)."""
+    return write_dit(path, TINY_DIT_CONFIG, seed)
+
+
+def write_dit(path: Path, config: dict, seed: int = 0) -> Path:
+    """A HunyuanVideo-family DiT (ComfyUI's own class) of `config` with seeded random weights, as safetensors.
+    The same function builds the tiny test DiTs and, with a full-size config, a GPU benchmark's random model."""
     import comfy.ops
-    import torch
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, **config)
+    return write_random_weights(model, path, seed)
+
+
+def write_random_weights(model, path: Path, seed: int = 0) -> Path:
+    """Seeded random weights for every tensor of `model`, saved as safetensors."""
+    import torch
     from safetensors.torch import save_file
 
-    model = HunyuanVideo(operations=comfy.ops.disable_weight_init, **TINY_DIT_CONFIG)
     generator = torch.Generator().manual_seed(seed)
     weights = {}
     for name, param in model.state_dict().items():
@@ -77,8 +89,11 @@ def derive_tiny_graph(production: Graph, dit_name: str = TINY_DIT_NAME) -> Graph
 
 
 def write_tiny_workflows(target: Path, name: str = "hunyuan_t2v", source: Path = WORKFLOWS_DIR) -> Path:
-    """A workflows folder (for HV_WORKFLOWS_DIR) with the derived graph and the production bindings."""
-    target.mkdir(parents=True, exist_ok=True)
+    """A workflows folder (for HV_WORKFLOWS_DIR) with the derived graph and the production bindings, and its
+    sibling workflows (image-to-video) derived by tests/tiny_hunyuan15.py."""
+    from tests.support.tiny_hunyuan15 import write_tiny_family
+
+    write_tiny_family(target, name, source)
     production = json.loads((source / f"{name}.json").read_text())
     (target / f"{name}.json").write_text(json.dumps(derive_tiny_graph(production), indent=2))
     shutil.copyfile(source / f"{name}.bindings.toml", target / f"{name}.bindings.toml")
