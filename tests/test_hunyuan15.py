@@ -246,7 +246,7 @@ def test_more_frames_than_the_model_was_trained_for_is_refused(predictor):
 
 
 @pytest.fixture(scope="module")
-def v1booted_predictor(hv_env, tiny_models, workflows_dir):
+def v1_predictor(hv_env, tiny_models, workflows_dir):
     predictor = booted_predictor({**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(workflows_dir)})
     yield predictor
     predictor.service.close()

@@ -28,7 +28,7 @@ dit_inputs = test_hunyuan15.dit_inputs  # the same recording fixture
 
 
 @pytest.fixture(scope="module")
-def real_vaebooted_predictor(hv_env, session_dirs, runtime, tmp_path_factory):
+def real_vae_predictor(hv_env, session_dirs, runtime, tmp_path_factory):
     write_tiny_models(session_dirs["models"])
     vae_path = write_vae15(session_dirs["models"] / "vae" / REAL_VAE, seed=0)
     folder = write_tiny_family(tmp_path_factory.mktemp("hv15-real-vae"), "hunyuan15_720p_i2v")
