@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.gpu_kit.families import FAMILIES, FEATURES, GPU_ONLY_FEATURES, Family, Scale, by_name
 from bench.gpu_kit.flops import Tokens, forward_flops, image_tokens, peak_bf16
-from bench.gpu_kit.measure import LINE_PREFIX
+from bench.gpu_kit.measure import LINE_PREFIX, use_placeholder_pyav_if_absent
 from bench.gpu_kit.models import (
     check_detection,
     dit_shapes,
@@ -50,10 +50,11 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def machine() -> dict[str, Any]:
+def machine(missing: list[str]) -> dict[str, Any]:
     import torch
 
     info: dict[str, Any] = {
+        "missing": missing,  # what the product imports somewhere and this machine runs the kit without
         "python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
         "platform": platform.platform(), "cuda": torch.version.cuda,
     }
@@ -338,7 +339,8 @@ def table(results: dict[str, Any]) -> str:
                              fmt(entry["render_s_at_reference_steps"], "%.1f s")))
         rows.append((name, "product overhead vs ComfyUI executor", fmt(s.get("overhead_s"), "%+.3f s")
                      + fmt(s.get("overhead_fraction") and 100 * s["overhead_fraction"], " (%+.1f%%)")
-                     + fmt(s.get("overhead_excluding_encode_s"), "; %+.3f s without encoding")))
+                     + ("" if s.get("overhead_excluding_encode_s") is None
+                        else f"; {s['overhead_excluding_encode_s']:+.3f} s without encoding")))
         for feature, entry in s["features"].items():
             if "render_s_ratio" not in entry:
                 rows.append((name, feature, entry["status"]))
@@ -382,6 +384,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     started = time.time()
+    from bench.gpu_kit.payload import LEFT_BEHIND, _importable
+
+    missing = [name for name in LEFT_BEHIND if not _importable(name)]
+    use_placeholder_pyav_if_absent()  # before comfy_runtime: its encoder imports av at module level
     deadline = started + args.budget_s
     scale: Scale = args.scale
     import torch
@@ -395,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
     import_comfy(resolve_comfyui_path(Settings()), device)
-    info = machine()
+    info = machine(missing)
     report: dict[str, Any] = {
         "kit": "bench/gpu_kit", "scale": scale, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": info, "steps": args.steps, "prompt": args.prompt, "families": {},

@@ -37,8 +37,11 @@ def emit(kind: str, **fields: Any) -> None:
 
 def use_placeholder_pyav_if_absent() -> bool:
     """True when PyAV is missing and the named placeholder stands in (ComfyUI imports av at module level)."""
-    if importlib.util.find_spec("av") is not None:
-        return False
+    try:
+        if importlib.util.find_spec("av") is not None:
+            return False
+    except ImportError:  # a finder that refuses the name
+        pass
     sys.path.insert(0, str(NO_PYAV_DIR))
     return True
 
