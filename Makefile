@@ -65,6 +65,13 @@ delivery-figures: setup ## cancel latency over HTTP and S3 upload throughput aga
 bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
 	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)
 
+.PHONY: gpu-kit gpu-kit-payload
+gpu-kit: setup ## GPU figures from full-size models with random weights: make gpu-kit scale=full on a GPU (tiny: the CPU check CI runs); docs/gpu-kit.md
+	$(PY) -m bench.gpu_kit --scale $(or $(scale),tiny) $(if $(families),--families $(families))
+
+gpu-kit-payload: setup ## pack .gpu-kit/ (ComfyUI + Python 3.12 wheels, under 64 MiB) for a lent GPU machine with no network
+	$(PY) -m bench.gpu_kit.payload build
+
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
 

@@ -107,10 +107,10 @@ FAMILIES: list[Family] = [
 
 # Speed features measured as ratios against the plain render of a family's first size. Each is a graph edit
 # (bench/gpu_kit/measure.py variant_graph); `gpu_only` ones are validated but not run on a CPU.
-FEATURES = {
+FEATURES = {  # in the order they run: fp8 last, since its loader change drops the bf16 DiT from ComfyUI's cache
     "easycache": "EasyCache node between the flow shift and the guider, ComfyUI's default threshold (0.2)",
-    "fp8": "UNETLoader weight_dtype fp8_e4m3fn_fast on a GPU (fp8 matmuls), fp8_e4m3fn on a CPU",
     "compile": "TorchCompileModel (inductor) on the DiT; the first render's extra time is the compile time",
+    "fp8": "UNETLoader weight_dtype fp8_e4m3fn_fast on a GPU (fp8 matmuls), fp8_e4m3fn on a CPU",
 }
 GPU_ONLY_FEATURES = {"compile"}  # inductor on a CPU takes minutes of C++ compiling: validated, not run, at tiny
 
