@@ -16,7 +16,7 @@ import json
 import shutil
 from pathlib import Path
 
-from bench.gpu_kit.models import TINY_CONTEXT_DIM, TINY_DIT_CONFIG, write_tiny_dit
+from bench.gpu_kit.models import TINY_CONTEXT_DIM, TINY_DIT_CONFIG, write_dit, write_random_weights, write_tiny_dit
 from comfy_runtime.graph.types import Graph
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 
@@ -27,8 +27,8 @@ STAND_INS: dict[str, tuple[str, dict]] = {
     "DualCLIPLoader": ("HVStandInTextEncoders", {"context_dim": CONTEXT_DIM}),
     "VAELoader": ("HVStandInVideoVAE", {"seed": 0}),
 }
-__all__ = ["CONTEXT_DIM", "STAND_INS", "TINY_DIT_CONFIG", "TINY_DIT_NAME", "derive_tiny_graph", "write_tiny_dit",
-           "write_tiny_workflows"]
+__all__ = ["CONTEXT_DIM", "STAND_INS", "TINY_DIT_CONFIG", "TINY_DIT_NAME", "derive_tiny_graph", "write_dit",
+           "write_random_weights", "write_tiny_dit", "write_tiny_workflows"]
 
 
 def derive_tiny_graph(production: Graph, dit_name: str = TINY_DIT_NAME) -> Graph:

@@ -6,10 +6,11 @@ the same values back and picks `detected_as`), the VAE (by the weight keys Comfy
 its architecture follows from them), the text-encoder stand-in with the real output width, and the
 reference sizes.
 
-HunyuanVideo 1.5 is listed but off: its workflow, its text-encoder stand-in (Qwen2.5-VL 3584 wide + byT5
-1472 wide) and its VAE handling come from the models work (branch `models`). At merge: set `workflow` to
-its t2v workflow name, `text_stand_in` to its stand-in node and inputs, and `enabled=True`; its DiT and VAE
-rows are already checked against ComfyUI's detection by tests/test_gpu_kit.py.
+HunyuanVideo 1.5 (480p and 720p: separate checkpoints and workflows, one architecture) is listed but off:
+its workflows (hunyuan15_480p_t2v, hunyuan15_720p_t2v) and its Qwen2.5-VL + byT5 stand-in
+(HVStandIn15TextEncoders, HVStandIn15VideoVAE) come with the models work (branch `models`). Once they are
+merged (the stand-ins into bench/gpu_kit/stand_ins.py), set `enabled=True` on both rows; their DiT and VAE
+configs are already checked against ComfyUI's detection by tests/test_gpu_kit.py.
 """
 
 from __future__ import annotations
@@ -63,8 +64,10 @@ class Family:
     dit: dict[Scale, dict[str, Any]]
     detected_as: str  # ComfyUI's supported_models class the DiT file must be detected as
     vae_keys: dict[str, tuple[int, ...]]
-    text_stand_in: dict[Scale, tuple[str, dict[str, Any]]] | None  # node class, inputs
+    text_stand_in: dict[Scale, tuple[str, dict[str, Any]]]  # node class, inputs
+    vae_stand_in: tuple[str, dict[str, Any]]  # the VAE at tiny scale (the real one at full)
     sizes: dict[Scale, list[Size]]
+    spatial_compression: int = 8  # the VAE's: latent = 1 + (frames - 1) / 4 frames of (height/s, width/s)
     dit_dtype: dict[Scale, str] = field(default_factory=lambda: {"tiny": "float32", "full": "bfloat16"})
     # Model passes per sampling step: 1 with embedded guidance (v1), 2 with real CFG (1.5: cond + uncond).
     passes_per_step: int = 1
@@ -78,6 +81,25 @@ class Family:
         return f"gpukit_{self.name}_vae.safetensors"
 
 
+def _hunyuan15(resolution: str, size: Size) -> Family:
+    return Family(
+        name=f"hunyuan_video_15_{resolution}",
+        label=f"HunyuanVideo 1.5 8.3B t2v {resolution}",
+        workflow=f"hunyuan15_{resolution}_t2v",
+        dit={"tiny": V15_TINY, "full": V15_FULL},
+        detected_as="HunyuanVideo15",
+        vae_keys=V15_VAE_KEYS,
+        text_stand_in={"tiny": ("HVStandIn15TextEncoders", {"context_dim": TINY_CONTEXT_DIM}),
+                       "full": ("HVStandIn15TextEncoders", {"context_dim": 3584})},
+        vae_stand_in=("HVStandIn15VideoVAE", {"seed": 0}),
+        sizes={"tiny": [Size(64, 64, 5)], "full": [size]},
+        spatial_compression=16,
+        passes_per_step=2,
+        enabled=False,
+        why_off=f"needs workflows/hunyuan15_{resolution}_t2v.json and the 1.5 stand-ins from the models work",
+    )
+
+
 FAMILIES: list[Family] = [
     Family(
         name="hunyuan_video",
@@ -88,21 +110,11 @@ FAMILIES: list[Family] = [
         vae_keys=V1_VAE_KEYS,
         text_stand_in={"tiny": ("HVStandInTextEncoders", {"context_dim": TINY_CONTEXT_DIM}),
                        "full": ("HVStandInTextEncoders", {"context_dim": 4096})},
+        vae_stand_in=("HVStandInVideoVAE", {"seed": 0}),
         sizes={"tiny": [Size(64, 64, 5)], "full": [Size(848, 480, 73)]},
     ),
-    Family(
-        name="hunyuan_video_15",
-        label="HunyuanVideo 1.5 8.3B t2v",
-        workflow=None,
-        dit={"tiny": V15_TINY, "full": V15_FULL},
-        detected_as="HunyuanVideo15",
-        vae_keys=V15_VAE_KEYS,
-        text_stand_in=None,
-        sizes={"tiny": [Size(64, 64, 5)], "full": [Size(848, 480, 121), Size(1280, 720, 121)]},
-        passes_per_step=2,
-        enabled=False,
-        why_off="needs the 1.5 t2v workflow and its Qwen2.5-VL + byT5 stand-in from the models work",
-    ),
+    _hunyuan15("480p", Size(848, 480, 121)),
+    _hunyuan15("720p", Size(1280, 720, 121)),
 ]
 
 # Speed features measured as ratios against the plain render of a family's first size. Each is a graph edit

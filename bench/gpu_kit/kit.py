@@ -44,7 +44,8 @@ DEFAULTS: dict[Scale, dict[str, Any]] = {
     "tiny": {"steps": 3, "budget_s": 300.0, "overhead_pairs": 3},
     "full": {"steps": 4, "budget_s": 540.0, "overhead_pairs": 1},
 }
-REFERENCE_STEPS = {"hunyuan_video": 30, "hunyuan_video_15": 50}  # the families' own default step counts
+# The families' own default step counts (the workflows' BasicScheduler steps).
+REFERENCE_STEPS = {"hunyuan_video": 30, "hunyuan_video_15_480p": 50, "hunyuan_video_15_720p": 50}
 
 
 def say(text: str) -> None:
@@ -88,7 +89,7 @@ def derive_workflow(family: Family, scale: Scale, target: Path) -> Path:
         elif node["class_type"] == "VAELoader" and real_vae(scale):
             node["inputs"]["vae_name"] = family.vae_file()
         elif node["class_type"] == "VAELoader":
-            node["class_type"], node["inputs"] = "HVStandInVideoVAE", {"seed": 0}
+            node["class_type"], node["inputs"] = family.vae_stand_in[0], dict(family.vae_stand_in[1])
             node.setdefault("_meta", {})["title"] = "stand-in for VAELoader (tiny scale)"
     target.mkdir(parents=True, exist_ok=True)
     (target / f"{family.workflow}.json").write_text(json.dumps(graph, indent=2))
@@ -114,15 +115,15 @@ def write_manifest(models_dir: Path, written: dict[str, Any], target: Path) -> P
 
 
 def latent_thw(family: Family, width: int, height: int, frames: int) -> tuple[int, int, int]:
-    spatial = 16 if family.name == "hunyuan_video_15" else 8
+    spatial = family.spatial_compression
     return ((frames - 1) // 4 + 1, height // spatial, width // spatial)
 
 
 def step_flops(family: Family, scale: Scale, shapes: dict[str, tuple[int, ...]], size: dict[str, int], prompt: str) -> float:
-    from bench.gpu_kit.stand_ins import StandInHunyuanTextEncoder
-
     config = family.dit[scale]
-    text_tokens = len(StandInHunyuanTextEncoder(config["context_in_dim"]).tokenize(prompt))
+    # The stand-ins give one token per word plus the start token (the real tokenizers give a few more: the
+    # text term is a small share of a step either way). No byT5 glyph tokens: the kit's prompt quotes no text.
+    text_tokens = 1 + len(prompt.split())
     tokens = Tokens(image=image_tokens(latent_thw(family, size["width"], size["height"], size["num_frames"]),
                                        config["patch_size"]), llm_text=text_tokens)
     return forward_flops(shapes, config["hidden_size"], tokens, batch=family.passes_per_step)

@@ -193,9 +193,25 @@ def write_streamed(
     return Written(path, path.stat().st_size, digest.hexdigest(), parameter_count(shapes), time.perf_counter() - started)
 
 
+def write_dit(path: Path, config: dict[str, Any], seed: int = 0, dtype: str = "float32") -> Path:
+    """A HunyuanVideo-family DiT (ComfyUI's own class) of `config` with seeded random weights, as safetensors:
+    the tiny test DiTs and, with a full-size config, the kit's. ComfyUI must be importable (booted)."""
+    write_streamed(Path(path), dit_shapes(config), dtype=dtype, seed=seed)
+    return Path(path)
+
+
 def write_tiny_dit(path: Path, seed: int = 0) -> Path:
     """Seeded random weights for the tiny test DiT (float32). ComfyUI must be importable (booted)."""
-    write_streamed(Path(path), dit_shapes(TINY_DIT_CONFIG), dtype="float32", seed=seed)
+    return write_dit(path, TINY_DIT_CONFIG, seed)
+
+
+def write_random_weights(model: Any, path: Path, seed: int = 0, dtype: str = "float32") -> Path:
+    """Seeded random weights for every tensor of `model` (any torch module: a latent upsampler, a VAE)."""
+    state = model.state_dict()
+    odd = [name for name, tensor in state.items() if not tensor.is_floating_point()]
+    if odd:
+        raise ValueError(f"write_random_weights draws floating-point weights only; {odd} are not")
+    write_streamed(Path(path), {name: tuple(tensor.shape) for name, tensor in state.items()}, dtype=dtype, seed=seed)
     return Path(path)
 
 

@@ -11,8 +11,5 @@ _spec = importlib.util.spec_from_file_location("hv_test_nodes_model_stand_ins", 
 _module = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_module)
 
-StandInHunyuanTextEncoder = _module.StandInHunyuanTextEncoder
-StandInHunyuanVideoVAE = _module.StandInHunyuanVideoVAE
-HVStandInTextEncoders = _module.HVStandInTextEncoders
-HVStandInVideoVAE = _module.HVStandInVideoVAE
-NODE_CLASS_MAPPINGS = _module.NODE_CLASS_MAPPINGS
+# Everything the module defines, so a stand-in added there is here too.
+globals().update({name: value for name, value in vars(_module).items() if not name.startswith("__")})
