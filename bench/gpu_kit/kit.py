@@ -92,8 +92,12 @@ def derive_workflow(family: Family, scale: Scale, target: Path) -> Path:
             node["class_type"], node["inputs"] = family.vae_stand_in[0], dict(family.vae_stand_in[1])
             node.setdefault("_meta", {})["title"] = "stand-in for VAELoader (tiny scale)"
     target.mkdir(parents=True, exist_ok=True)
+    # The other bundled workflows come along unchanged: a workflow may name siblings (image-to-video, upscale)
+    # that load from the same folder; the kit serves text-to-video only (HV_IMAGE_TO_VIDEO / HV_UPSCALE off).
+    for other in source.glob("*.json"):
+        shutil.copyfile(other, target / other.name)
+        shutil.copyfile(other.with_name(f"{other.stem}.bindings.toml"), target / f"{other.stem}.bindings.toml")
     (target / f"{family.workflow}.json").write_text(json.dumps(graph, indent=2))
-    shutil.copyfile(source / f"{family.workflow}.bindings.toml", target / f"{family.workflow}.bindings.toml")
     return target
 
 
@@ -185,9 +189,11 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
         "HV_MODELS_DIR": str(models), "HV_OUTPUT_DIR": str(work / "outputs"), "HV_WORKFLOW": family.workflow,
         "HV_WORKFLOWS_DIR": str(workflows), "HV_WEIGHTS_MANIFEST": str(manifest), "HV_WEIGHTS_MODE": "off",
         "HV_EXTRA_CUSTOM_NODES": json.dumps([str(KIT_NODES)]), "HV_DEVICE": device,
+        "HV_IMAGE_TO_VIDEO": "false", "HV_UPSCALE": "false",  # text-to-video only (settings of the models work)
         "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
     }
     records: list[dict[str, Any]] = []
+    log_tail: list[str] = []
     spec["spawned_at"] = time.time()
     spec_path.write_text(json.dumps(spec))
     child = subprocess.Popen([sys.executable, "-m", "bench.gpu_kit.measure", str(spec_path)], cwd=REPO, env=env,
@@ -202,8 +208,10 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
                 record = json.loads(line[len(LINE_PREFIX):])
                 records.append(record)
                 say(f"[{family.name}] {brief(record)}")
-            elif args.verbose:
-                say(f"  | {line.rstrip()}")
+            else:
+                log_tail[:] = [*log_tail[-39:], line.rstrip()]
+                if args.verbose:
+                    say(f"  | {line.rstrip()}")
         child.wait(timeout=60)
     finally:
         watchdog.cancel()
@@ -212,6 +220,11 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
             child.wait()
     if child.returncode and child.returncode < 0:
         say(f"[{family.name}] the measuring process was stopped at the deadline (signal {-child.returncode})")
+    elif child.returncode:
+        say(f"[{family.name}] the measuring process failed (exit {child.returncode}); its last lines:")
+        for line in log_tail[-25:]:
+            say(f"  | {line}")
+        result["log_tail"] = log_tail
     result["returncode"] = child.returncode
     result["records"] = records
     result["flops_per_step"] = {
@@ -327,6 +340,8 @@ def table(results: dict[str, Any]) -> str:
         if not s:
             rows.append((name, "status", result.get("status", "failed")))
             continue
+        if result.get("returncode"):
+            rows.append((name, "status", f"measuring process failed (exit {result['returncode']}): see log_tail in the JSON"))
         rows += [
             (name, "DiT parameters / file", f"{s['dit_parameters_b']:.2f} B / {s['dit_file_gb']:.2f} GB"),
             (name, "raw sequential read", fmt(s["raw_read_gb_per_s"], "%.2f GB/s")),
