@@ -273,8 +273,12 @@ def main(spec_path: str) -> int:
                     continue
                 loads.loads.clear()
                 easycache_log.skipped.clear()
-                timed = [timed_render(runner, {**fields, "seed": 10 + run}, f"{feature}_{run + 1}", encode_skipped)
-                         for run in range(runs)]
+                try:
+                    timed = [timed_render(runner, {**fields, "seed": 10 + run}, f"{feature}_{run + 1}", encode_skipped)
+                             for run in range(runs)]
+                except Exception as error:  # e.g. inductor without a C compiler: the other figures still count
+                    emit("feature", feature=feature, status=f"failed: {type(error).__name__}: {str(error)[:500]}")
+                    continue
                 emit("feature", feature=feature, status="measured", runs=[t.record() for t in timed],
                      loads=list(loads.loads), easycache_skipped=list(easycache_log.skipped))
     emit("done", seconds_from_spawn=time.time() - spawned_at)
