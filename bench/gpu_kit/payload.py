@@ -29,7 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PAYLOAD_DIR = REPO / ".gpu-kit"
 WHEELS_DIR = PAYLOAD_DIR / "wheels"
-SITE_DIR = PAYLOAD_DIR / "site"
+# Unpacked beside the carried folder, not in it: what travels with a call stays the payload alone.
+UNPACKED_DIR = REPO / ".gpu-kit-unpacked"
+SITE_DIR = UNPACKED_DIR / "site"
 COMFYUI_ARCHIVE = PAYLOAD_DIR / "comfyui.tar.xz"
 LIMIT_BYTES = 64 << 20
 # ComfyUI's folders the kit never imports: its tests and example scripts.
@@ -185,14 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     make = sub.add_parser("build", help="pack ComfyUI and download the Python 3.12 wheels into .gpu-kit/")
     make.add_argument("--comfyui", type=Path, default=None, help="ComfyUI folder (default: the provisioned one)")
-    sub.add_parser("unpack", help="on the lent machine: unpack ComfyUI and the wheels it lacks")
+    unpacking = sub.add_parser("unpack", help="on the lent machine: unpack ComfyUI and the wheels it lacks")
+    unpacking.add_argument("--target", type=Path, default=UNPACKED_DIR,
+                           help="where to (default .gpu-kit-unpacked/, outside the carried folder)")
     sub.add_parser("size", help="bytes that would travel with a call (as built)")
     args = parser.parse_args(argv)
     if args.command == "build":
         comfyui = args.comfyui or REPO / ".cache" / "comfyui-0.3.75"
         print(json.dumps(build(comfyui.resolve())))
     elif args.command == "unpack":
-        print(json.dumps(unpack()))
+        print(json.dumps(unpack(PAYLOAD_DIR, args.target.resolve())))
     else:
         print(json.dumps(payload_bytes()))
     return 0
