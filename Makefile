@@ -100,6 +100,13 @@ test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gate
 farm-figures: setup ## farm queue overhead against a direct Cog server, jobs/min with 1 vs 2 workers (make farm-figures runs=10)
 	$(PY) bench/farm_overhead.py $(or $(runs),10)
 
+.PHONY: gpu-kit gpu-kit-payload
+gpu-kit: setup ## GPU figures from full-size models with random weights: make gpu-kit scale=full on a GPU (tiny: the CPU check CI runs); docs/gpu-kit.md
+	$(PY) -m bench.gpu_kit --scale $(or $(scale),tiny) $(if $(families),--families $(families))
+
+gpu-kit-payload: setup ## pack .gpu-kit/ (ComfyUI + Python 3.12 wheels, under 64 MiB) for a lent GPU machine with no network
+	$(PY) -m bench.gpu_kit.payload build
+
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
 

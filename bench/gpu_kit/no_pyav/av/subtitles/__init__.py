@@ -1,0 +1,1 @@
+"""See av/__init__.py: a placeholder, not PyAV."""
