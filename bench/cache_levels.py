@@ -24,13 +24,14 @@ LEVELS = ("off", "fast", "faster", "fastest")
 
 
 def _environment(tmp: Path) -> dict[str, str]:
-    from tests.support.paths import FIXTURE_CUSTOM_NODES
-    from tests.support.tiny_hunyuan import write_tiny_workflows
+    from bench.gpu_kit.families import by_name
+    from bench.gpu_kit.kit import derive_workflow
+    from bench.harness import FIXTURE_CUSTOM_NODES
 
-    workflows = write_tiny_workflows(tmp / "workflows")
+    workflows = derive_workflow(by_name("hunyuan_video"), "tiny", tmp / "workflows")
     return {"HV_MODELS_DIR": str(tmp / "models"), "HV_OUTPUT_DIR": str(tmp / "outputs"), "HV_DEVICE": "cpu",
             "HV_EXTRA_CUSTOM_NODES": json.dumps([str(FIXTURE_CUSTOM_NODES)]), "HV_WORKFLOW": "hunyuan_t2v",
-            "HV_WORKFLOWS_DIR": str(workflows), "HV_WEIGHTS_MODE": "off",
+            "HV_WORKFLOWS_DIR": str(workflows), "HV_WEIGHTS_MODE": "off", "HV_IMAGE_TO_VIDEO": "false",
             "HV_WEIGHTS_MANIFEST": str(tmp / "empty.manifest")}
 
 
@@ -42,20 +43,26 @@ def _service(env: dict[str, str]):
 
 
 def _write_dit(tmp: Path) -> None:
+    from bench.gpu_kit.families import by_name
+    from bench.gpu_kit.models import write_tiny_dit
     from comfy_runtime.backends.embedded import _boot_comfyui
     from comfy_runtime.settings import Settings
     from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-    from tests.support.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit
 
     _boot_comfyui(resolve_comfyui_path(Settings()).resolve(), "cpu")
-    write_tiny_dit(tmp / "models" / "diffusion_models" / TINY_DIT_NAME, seed=0)
+    write_tiny_dit(tmp / "models" / "diffusion_models" / by_name("hunyuan_video").dit_file("tiny"), seed=0)
 
 
 def cache_levels(sizes: list[tuple[int, int, int]], steps: int) -> None:
     import numpy as np
 
     from comfy_runtime.job.request import VideoRequest
-    from tests.support.media import decode_frames
+
+    def decode_frames(path: Path) -> list:
+        import av
+
+        with av.open(str(path)) as container:
+            return [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

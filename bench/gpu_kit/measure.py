@@ -27,8 +27,6 @@ from typing import Any
 KIT_DIR = Path(__file__).resolve().parent
 NO_PYAV_DIR = KIT_DIR / "no_pyav"
 LINE_PREFIX = "GPUKIT "
-STEP_LINE = re.compile(r"^(\S+) step (\d+)/(\d+)$")
-NODE_LINE = re.compile(r"^node (\S+) (\S+)$")
 
 
 def emit(kind: str, **fields: Any) -> None:
@@ -88,6 +86,7 @@ def _peak_gib() -> float | None:
 def timed_render(renderer, request_fields: dict[str, Any], label: str, encode_skipped: bool) -> Timed:
     """One render through VideoRenderer.render, timed from the product's own progress lines."""
     from comfy_runtime.job.request import VideoRequest
+    from comfy_runtime.render.progress import NODE_LINE, STEP_LINE
 
     lines: list[tuple[float, str]] = []
     request = VideoRequest(**request_fields)  # the product's input rules apply to every kit render

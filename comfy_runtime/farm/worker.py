@@ -18,7 +18,6 @@ import asyncio
 import logging
 import os
 import random
-import re
 import signal
 import socket
 import threading
@@ -40,14 +39,13 @@ from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
 from comfy_runtime.job.params import MAX_SEED
 from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.progress import NODE_LINE, STEP_LINE
 from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
 PROGRESS_FLUSH_SECONDS = 0.5  # progress reaches the row at most this often: a step per row write is too many
-_NODE_LINE = re.compile(r"^node (?P<node>\S+) (?P<class_type>\S+)$")
-_STEP_LINE = re.compile(r"^(?P<class_type>.+?) step (?P<step>\d+)/(?P<total>\d+)(?: \(.*\))?$")  # render/progress.py
 
 
 class RenderJobFailed(HunyuanVideoError, RuntimeError):
@@ -111,9 +109,9 @@ class _ProgressSink:
             # every line the run still reports, so it lands at the next node or step.
             self.on_cancelled_line()
         self.pending.append(line)
-        if match := _NODE_LINE.match(line):
+        if match := NODE_LINE.match(line):
             self.progress = {"node": match["node"], "class_type": match["class_type"]}
-        elif match := _STEP_LINE.match(line):
+        elif match := STEP_LINE.match(line):
             self.progress = {**self.progress, "step": int(match["step"]), "total": int(match["total"])}
             self.run.last_step = f"{match['step']}/{match['total']}"
         self.dirty = True

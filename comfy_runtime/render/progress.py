@@ -8,6 +8,7 @@ node. The frame tap is our own node (graph/frame_tap.py): its generated id means
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -15,6 +16,10 @@ from comfy_runtime.backends.contract import NodeStarted, ProgressEvent, StepProg
 from comfy_runtime.graph.frame_tap import TAP_NODE_PREFIX
 
 LogSink = Callable[[str], None]
+# The two line shapes ProgressLog writes, for readers of a render's log lines (the farm's job progress, the GPU
+# kit's step timing): `node <id> <class>` and `<class> step <i>/<n>` with an optional `(... s/step, ETA ...)`.
+NODE_LINE = re.compile(r"^node (?P<node>\S+) (?P<class_type>\S+)$")
+STEP_LINE = re.compile(r"^(?P<class_type>.+?) step (?P<step>\d+)/(?P<total>\d+)(?: \(.*\))?$")
 
 
 def clock(seconds: float) -> str:
