@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 from harness import ROOT, machine_line, range_server_process
 
-from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.download import fetch
 from comfy_runtime.supply.manifest import WeightEntry
 from comfy_runtime.supply.weights import check_file

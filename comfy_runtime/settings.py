@@ -6,6 +6,7 @@ renamed setting cannot silently drift from the Kubernetes ConfigMap that sets it
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -137,10 +138,26 @@ class Settings(BaseSettings):
     @field_validator("pinned_memory")
     @classmethod
     def _pinned_memory_is_readable(cls, value: str) -> str:
-        from comfy_runtime.backends.host_memory import parse_pinned_setting
-
         parse_pinned_setting(value)  # refused at start-up, naming the forms it takes
         return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb|k|m|g|t)?\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_pinned_setting(value: str) -> str | int:
+    """HV_PINNED_MEMORY: "auto", "off", or a size ("24GiB", "512MiB", "8G", bytes). Returns "auto", "off" or bytes."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return text
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(
+            f"HV_PINNED_MEMORY={value!r} is not auto, off or a size: use e.g. auto, off, 24GiB or 512MiB"
+        )
+    number, unit = float(match.group(1)), (match.group(2) or "b").lower()[0]
+    return int(number * _UNITS[unit])
 
 
 def env_names() -> dict[str, str]:

@@ -19,8 +19,8 @@ from comfy_runtime.supply.comfyui_source import (
     declared_commit,
     download_wheel,
     provision,
-    sha256_of,
 )
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import ComfyUIPin, Lock, OfflineSource, load_lock
 from comfy_runtime.supply.nodes import (
     COMFY_CLI_QUIET_ENV,

@@ -6,7 +6,8 @@ import pytest
 
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply import comfyui_source
-from comfy_runtime.supply.comfyui_source import ComfyUISourceError, provision, resolve_comfyui_path, sha256_of
+from comfy_runtime.supply.comfyui_source import ComfyUISourceError, provision, resolve_comfyui_path
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import ComfyUIPin, Lock, OfflineSource, load_lock
 
 

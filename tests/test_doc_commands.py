@@ -20,11 +20,13 @@ from tests.support.paths import PROJECT_ROOT
 
 SERVED = ("curl",)  # run for real against the Cog server in tests/test_cog_server.py
 OTHER = ("make", "cog", "cog-safe-push", "kubectl", ".venv/bin/python", "export")
+GPU_KIT = ("python", "-m", "bench.gpu_kit")
 
 
 def test_commands_are_found_and_each_has_a_checker():
     assert len(ALL) > 20, ALL
-    unknown = [str(c) for c in ALL if cli_args(c) is None and c.words[0] not in SERVED + OTHER]
+    unknown = [str(c) for c in ALL if cli_args(c) is None and c.words[0] not in SERVED + OTHER + ("bash",)
+               and tuple(c.words[:3]) != GPU_KIT]
     assert unknown == [], f"commands no checker here knows (add one): {unknown}"
 
 
@@ -77,3 +79,15 @@ def test_files_other_commands_name_exist(command):
         assert (PROJECT_ROOT / words[words.index("--config") + 1]).is_file(), command
     else:
         assert (PROJECT_ROOT / words[1]).is_file(), command
+
+
+@pytest.mark.parametrize("command", [c for c in ALL if tuple(c.words[:3]) == GPU_KIT], ids=str)
+def test_gpu_kit_commands_parse_with_the_kits_parser(command):
+    from bench.gpu_kit.kit import parse
+
+    parse(command.words[3:])  # a usage error exits 2 and fails the test
+
+
+@pytest.mark.parametrize("command", [c for c in ALL if c.words[0] == "bash"], ids=str)
+def test_scripts_the_docs_run_exist(command):
+    assert (PROJECT_ROOT / command.words[1]).is_file(), command

@@ -344,7 +344,7 @@ def test_a_worker_on_the_tiny_dit_graph_renders_through_the_real_sampler(farm_en
     from tests.support.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 
     write_tiny_dit(session_dirs["models"] / "diffusion_models" / TINY_DIT_NAME, seed=0)
-    env = {**farm_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_FARM_QUEUE": "tiny-dit",
+    env = {**farm_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_FARM_QUEUE": "tiny-dit", "HV_IMAGE_TO_VIDEO": "false",
            "HV_WORKFLOWS_DIR": str(write_tiny_workflows(tmp_path / "workflows"))}
     worker = WorkerProcess(env, tmp_path / "tiny-worker.log").start()
     try:

@@ -16,9 +16,8 @@ from comfy_runtime.backends.host_memory import (
     MemoryLimit,
     container_memory_limit,
     decide_pinned_memory,
-    parse_pinned_setting,
 )
-from comfy_runtime.settings import Settings
+from comfy_runtime.settings import Settings, parse_pinned_setting
 
 TB = 1024 * GIB
 

@@ -11,7 +11,6 @@ RAM-pressure cache), so pinning is the one host-RAM budget ComfyUI sizes from to
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,6 @@ V1_UNLIMITED = 1 << 62
 # are offloaded, and the decoded frames: half the limit leaves that room (ComfyUI's own rule takes 95%).
 AUTO_FRACTION = 0.5
 GIB = 1 << 30
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kib|mib|gib|tib|kb|mb|gb|tb|k|m|g|t)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
 @dataclass(frozen=True)
 class MemoryLimit:
     bytes: int
@@ -87,20 +82,6 @@ def _read_limit(path: Path) -> int | None:
         return None
     value = int(text)
     return None if value >= V1_UNLIMITED else value
-
-
-def parse_pinned_setting(value: str) -> str | int:
-    """HV_PINNED_MEMORY: "auto", "off", or a size ("24GiB", "512MiB", "8G", bytes). Returns "auto", "off" or bytes."""
-    text = str(value).strip().lower()
-    if text in ("auto", "off"):
-        return text
-    match = _SIZE.match(text)
-    if not match:
-        raise ValueError(
-            f"HV_PINNED_MEMORY={value!r} is not auto, off or a size: use e.g. auto, off, 24GiB or 512MiB"
-        )
-    number, unit = float(match.group(1)), (match.group(2) or "b").lower()[0]
-    return int(number * _UNITS[unit])
 
 
 @dataclass(frozen=True)

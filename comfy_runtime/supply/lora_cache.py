@@ -30,7 +30,7 @@ from comfy_runtime.errors import InputRejected
 from comfy_runtime.job.lora_ref import LoraRef, parse_lora_ref
 from comfy_runtime.redact import url_without_credentials
 from comfy_runtime.settings import Settings
-from comfy_runtime.supply.comfyui_source import sha256_of
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused, fetch_url
 from comfy_runtime.supply.weights import _auth_headers, hf_endpoint
 

@@ -25,10 +25,10 @@ from typing import Any, Literal
 import httpx
 
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.supply.comfyui_source import sha256_of
 from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND as FETCH_COMMAND
 from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND as LOCK_COMMAND
 from comfy_runtime.supply.commands import WEIGHTS_VERIFY_COMMAND
+from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
 from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
