@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 
 from bench.harness import ROOT as PROJECT_ROOT
-from bench.harness import free_port
-from bench.harness import stop_group as stop_process_group
+from bench.processes import free_port, stop_process_group
 
 
 class _Process:

@@ -12,8 +12,6 @@ import copy
 import inspect
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,30 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.processes import free_port, stop_process_group  # noqa: E402
 from bench.range_server import RangeServer  # noqa: E402
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR, Workflow, load_workflow  # noqa: E402
 
 # The fixture node pack (a slow stepping node, a failing node, OOM faults): data the bench loads, not code it imports.
 FIXTURE_CUSTOM_NODES = ROOT / "tests" / "fixture_custom_nodes"
 FINAL_STATUSES = {"succeeded", "failed", "canceled"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def stop_group(process: subprocess.Popen | None, grace: float = 20) -> None:
-    """SIGTERM to the process group a server leads (start_new_session), SIGKILL after `grace` seconds."""
-    if process is None or process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
 
 
 # -- the plumbing graph, in-process ---------------------------------------------------------------
@@ -131,7 +112,7 @@ class CogServer:
 
     def __exit__(self, *exc: object) -> None:
         self.client.close()
-        stop_group(self.process)
+        stop_process_group(self.process)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
@@ -221,7 +202,7 @@ class ComfyUIServer:
         return self
 
     def stop(self) -> None:
-        stop_group(self.process)
+        stop_process_group(self.process)
 
 
 @contextlib.contextmanager
@@ -244,7 +225,7 @@ def moto_s3_server(log_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
         yield url
     finally:
-        stop_group(process, grace=10)
+        stop_process_group(process, grace=10)
 
 
 @contextlib.contextmanager
@@ -257,7 +238,7 @@ def range_server_process(root: Path, delay_per_chunk: float) -> Iterator[str]:
         assert process.stdout is not None
         yield process.stdout.readline().strip()  # the server prints its URL once it listens
     finally:
-        stop_group(process, grace=10)
+        stop_process_group(process, grace=10)
 
 
 def serve_ranges(root: Path, port: int, delay_per_chunk: float) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.harness import free_port
+from bench.processes import free_port
 
 
 def postgres_bin_dir() -> Path:

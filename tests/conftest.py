@@ -69,3 +69,39 @@ def runtime(hv_env):
 @pytest.fixture(scope="session")
 def schemas(runtime):
     return runtime.node_schemas()
+
+
+# -- shared by several suites -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def s3(request, tmp_path_factory):
+    """moto's S3 server on 127.0.0.1 with the module's BUCKET created."""
+    from tests.support.s3_server import MotoS3Server
+
+    with MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
+        server.client().create_bucket(Bucket=request.module.BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def webhooks():
+    from tests.support.webhooks import WebhookReceiver
+
+    receiver = WebhookReceiver()
+    yield receiver
+    receiver.close()
+
+
+@pytest.fixture
+def sigmas_seen(monkeypatch) -> list[list[float]]:
+    """Records the sigmas each sampling run hands the real sampler (calls straight through)."""
+    import comfy.samplers
+
+    seen: list[list[float]] = []
+    original = comfy.samplers.KSAMPLER.sample
+
+    def recording(self, model_wrap, sigmas, *args, **kwargs):
+        seen.append([float(s) for s in sigmas])
+        return original(self, model_wrap, sigmas, *args, **kwargs)
+
+    monkeypatch.setattr(comfy.samplers.KSAMPLER, "sample", recording)
+    return seen

@@ -47,20 +47,6 @@ def start_cog(env: dict[str, str], log_path: Path) -> CogServer:
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def webhooks():
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture(scope="module")
 def served(hv_env, s3, tmp_path_factory):
     root = tmp_path_factory.mktemp("delivery")
     server = start_cog(cog_env(hv_env, root, s3), root / "server.log")

@@ -25,7 +25,6 @@ from tests.support.farm import FAIL_SEED, GatewayProcess, WorkerProcess, wait_un
 from tests.support.media import probe_video
 from tests.support.paths import PROJECT_ROOT
 from tests.support.s3_server import MotoS3Server
-from tests.support.webhooks import WebhookReceiver
 
 BUCKET = "farm-videos"
 PREFIX = "hv/"
@@ -39,20 +38,6 @@ def pg():
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        server.client().create_bucket(Bucket=BUCKET)
-        yield server
-
-
-@pytest.fixture(scope="module")
-def webhooks():
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
-
-
-@pytest.fixture(scope="module")
 def farm_env(hv_env, pg, s3, tmp_path_factory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("farm")
     return {
@@ -60,7 +45,7 @@ def farm_env(hv_env, pg, s3, tmp_path_factory) -> dict[str, str]:
         "HV_OUTPUT_DIR": str(root / "outputs"), "HV_S3_BUCKET": BUCKET, "HV_S3_ENDPOINT_URL": s3.url,
         "HV_S3_PREFIX": PREFIX, "AWS_ACCESS_KEY_ID": "farm-test", "AWS_SECRET_ACCESS_KEY": "farm-test",
         "HV_FARM_DATABASE_URL": pg.url, "HV_FARM_HEARTBEAT_SECONDS": "0.5", "HV_FARM_STALLED_SECONDS": "5",
-        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "5",
+        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "15",
         "HV_FARM_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
     }
 
@@ -298,8 +283,8 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         done = http.post("/predictions", json={"input": job(seed=12)})
         assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
 
-        # sync, but longer than the gateway waits (HV_FARM_SYNC_WAIT_SECONDS=5): 202 with the id to GET
-        slow = http.post("/predictions", json={"input": job(steps=100)})
+        # sync, but longer than the gateway waits (HV_FARM_SYNC_WAIT_SECONDS=15; 300 steps x 0.1 s): 202 with the id
+        slow = http.post("/predictions", json={"input": job(steps=300)})
         assert slow.status_code == 202 and slow.json()["status"] in {"starting", "processing"}, slow.text
         running = slow.json()
         assert slow.headers["Location"] == f"/predictions/{running['id']}"

@@ -15,7 +15,6 @@ from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
 from tests.support.cog_server import CogServer
 from tests.support.graphs import slow_steps_logged, write_slow_workflow
 from tests.support.media import probe_video, write_data_uri
-from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 
@@ -141,13 +140,6 @@ def test_a_prediction_past_the_time_limit_fails_clearly_and_the_next_succeeds(se
 def untimed(hv_env, tmp_path_factory):
     """No time limit and 0.5 s a step: a long run can only end by finishing (50 s at 100 steps) or by the cancel."""
     yield from slow_server(hv_env, tmp_path_factory.mktemp("untimed"), seconds_per_step=0.5, HV_PREDICT_TIMEOUT="0")
-
-
-@pytest.fixture(scope="module")
-def webhooks():
-    receiver = WebhookReceiver()
-    yield receiver
-    receiver.close()
 
 
 def test_cancel_over_http_ends_canceled_and_removes_the_prediction_folder(untimed, webhooks):

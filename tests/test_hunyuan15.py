@@ -61,21 +61,6 @@ def baseline(predictor) -> Output:
 
 
 @pytest.fixture
-def sigmas_seen(monkeypatch) -> list[list[float]]:
-    import comfy.samplers
-
-    seen: list[list[float]] = []
-    original = comfy.samplers.KSAMPLER.sample
-
-    def recording(self, model_wrap, sigmas, *args, **kwargs):
-        seen.append([float(s) for s in sigmas])
-        return original(self, model_wrap, sigmas, *args, **kwargs)
-
-    monkeypatch.setattr(comfy.samplers.KSAMPLER, "sample", recording)
-    return seen
-
-
-@pytest.fixture
 def dit_inputs(monkeypatch) -> list[dict]:
     """What the HunyuanVideo DiT's forward receives on each call (its real input, recorded; calls straight through)."""
     from comfy.ldm.hunyuan_video.model import HunyuanVideo

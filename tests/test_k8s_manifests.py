@@ -36,13 +36,13 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from bench.processes import free_port
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.config import env_names as farm_env_names
 from comfy_runtime.farm.schema import backlog_query
 from comfy_runtime.settings import Settings, env_names
 from tests.support.cog_server import CogServer
 from tests.support.paths import PROJECT_ROOT
-from tests.support.processes import free_port
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
 SCHEMAS = DEPLOY / "schemas"

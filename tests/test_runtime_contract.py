@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.processes import free_port
 from comfy_runtime.backends.contract import NodeStarted, StepProgress
 from comfy_runtime.backends.embedded import EmbeddedRuntime
 from comfy_runtime.backends.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
@@ -30,7 +31,6 @@ from tests.support.comfyui_server import ComfyUIServer
 from tests.support.graphs import plumbing_graph, splice
 from tests.support.media import probe_video
 from tests.support.paths import FIXTURE_CUSTOM_NODES
-from tests.support.processes import free_port
 
 
 def with_node(class_type, **inputs):

@@ -202,7 +202,7 @@ def test_coglet_fetches_a_path_input_url_itself_with_no_address_check(served, tm
 
     import httpx
 
-    from tests.support.processes import free_port, stop_process_group
+    from bench.processes import free_port, stop_process_group
 
     server, png = served
     (tmp_path / "predict.py").write_text(PATH_INPUT_PREDICTOR)

@@ -60,22 +60,6 @@ def predictor(tiny_env, runtime):
 
 
 @pytest.fixture
-def sigmas_seen(monkeypatch) -> list[list[float]]:
-    """Records the sigmas each sampling run hands the real sampler (calls straight through)."""
-    import comfy.samplers
-
-    seen: list[list[float]] = []
-    original = comfy.samplers.KSAMPLER.sample
-
-    def recording(self, model_wrap, sigmas, *args, **kwargs):
-        seen.append([float(s) for s in sigmas])
-        return original(self, model_wrap, sigmas, *args, **kwargs)
-
-    monkeypatch.setattr(comfy.samplers.KSAMPLER, "sample", recording)
-    return seen
-
-
-@pytest.fixture
 def frames_to_encoder(monkeypatch) -> list[np.ndarray]:
     """Records the frames ComfyUI's SaveVideo hands the h264 encoder (its own save path; calls straight through)."""
     from comfy_api.latest._input_impl.video_types import VideoFromComponents

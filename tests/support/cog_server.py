@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.processes import free_port, stop_process_group
 from tests.support.paths import PROJECT_ROOT
-from tests.support.processes import free_port, stop_process_group
 
 
 class CogServer:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.processes import free_port, stop_process_group
+from bench.processes import free_port, stop_process_group
 
 
 class ComfyUIServer:

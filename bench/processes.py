@@ -1,4 +1,4 @@
-"""Ports and process groups for the servers the tests start (127.0.0.1 only, ended by the test)."""
+"""Ports and process groups for the servers the tests and the benches start (127.0.0.1 only, ended by whoever started them)."""
 
 from __future__ import annotations
 
