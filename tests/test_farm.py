@@ -45,7 +45,7 @@ def farm_env(hv_env, pg, s3, tmp_path_factory) -> dict[str, str]:
         "HV_OUTPUT_DIR": str(root / "outputs"), "HV_S3_BUCKET": BUCKET, "HV_S3_ENDPOINT_URL": s3.url,
         "HV_S3_PREFIX": PREFIX, "AWS_ACCESS_KEY_ID": "farm-test", "AWS_SECRET_ACCESS_KEY": "farm-test",
         "HV_FARM_DATABASE_URL": pg.url, "HV_FARM_HEARTBEAT_SECONDS": "0.5", "HV_FARM_STALLED_SECONDS": "5",
-        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "15",
+        "HV_FARM_POLL_SECONDS": "1", "HV_FARM_MAX_ATTEMPTS": "3", "HV_FARM_SYNC_WAIT_SECONDS": "8",
         "HV_FARM_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
     }
 
@@ -283,8 +283,8 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         done = http.post("/predictions", json={"input": job(seed=12)})
         assert done.status_code == 200 and done.json()["status"] == "succeeded", done.text
 
-        # sync, but longer than the gateway waits (HV_FARM_SYNC_WAIT_SECONDS=15; 300 steps x 0.1 s): 202 with the id
-        slow = http.post("/predictions", json={"input": job(steps=300)})
+        # sync, but longer than the gateway waits (HV_FARM_SYNC_WAIT_SECONDS=8; 100 steps of 0.1 s): 202 with the id
+        slow = http.post("/predictions", json={"input": job(steps=100)})
         assert slow.status_code == 202 and slow.json()["status"] in {"starting", "processing"}, slow.text
         running = slow.json()
         assert slow.headers["Location"] == f"/predictions/{running['id']}"
