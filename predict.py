@@ -14,7 +14,6 @@ class Predictor(BasePredictor):
 
     @with_cog_inputs(configured_defaults())
     def predict(self, **inputs) -> Path:  # a file, or its object-storage URL: both a URI to a video
-        delivered = self.service.predict(VideoRequest(**caller_inputs(inputs, self.schema_defaults)))
-        for name, value in delivered.metrics.items():  # seed, steps, cache skips, LoRA fit, timings: in the response
-            self.record_metric(name, value)
+        request = VideoRequest(**caller_inputs(inputs, self.schema_defaults))
+        delivered = self.service.predict(request, record_metric=self.record_metric)
         return delivered.url or Path(delivered.file)

@@ -10,12 +10,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed, LogSink, delivery_from_settings
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.renderer import VideoRenderer
 from comfy_runtime.render.warm_start import warm_up
 from comfy_runtime.settings import Settings
+
+MetricSink = Callable[[str, Any], None]
+
+
+def _no_metrics(name: str, value: Any) -> None:
+    pass
 
 
 class VideoService:
@@ -41,7 +49,10 @@ class VideoService:
         if self.warm_start:
             warm_up(self.renderer)
 
-    def predict(self, request: VideoRequest, log_line: LogSink = print) -> Delivered:
+    def predict(self, request: VideoRequest, log_line: LogSink = print,
+                record_metric: MetricSink = _no_metrics) -> Delivered:
+        """Render and deliver; each metric (seed, steps, cache skips, LoRA fit, stage timings) also goes to
+        record_metric (Cog's, in predict.py), so a caller sees them in the response without reading logs."""
         rendered = self.renderer.render(request, log_line=log_line)
         delivery_started = time.perf_counter()
         try:
@@ -51,7 +62,10 @@ class VideoService:
             raise
         self.renderer.settle(rendered, delivered_elsewhere=delivered.elsewhere)
         upload = round(time.perf_counter() - delivery_started, 4)
-        return dataclasses.replace(delivered, metrics={**rendered.metrics, "timings.upload": upload})
+        delivered = dataclasses.replace(delivered, metrics={**rendered.metrics, "timings.upload": upload})
+        for name, value in delivered.metrics.items():
+            record_metric(name, value)
+        return delivered
 
     def cancel(self) -> None:
         self.renderer.cancel()

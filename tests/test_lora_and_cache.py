@@ -65,7 +65,8 @@ def loras(session_dirs) -> dict[str, str]:
 def tiny_env(hv_env, session_dirs, runtime, tmp_path_factory) -> dict[str, str]:
     write_tiny_dit(session_dirs["models"] / "diffusion_models" / TINY_DIT_NAME, seed=0)
     workflows = write_tiny_workflows(tmp_path_factory.mktemp("tiny-workflows"))
-    return {**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(workflows)}
+    # Text-to-video only: the sibling image-to-video workflow would need a tiny i2v DiT these tests do not write.
+    return {**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(workflows), "HV_IMAGE_TO_VIDEO": "false"}
 
 
 @pytest.fixture(scope="module")

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from comfy_runtime.backends.contract import ComfyRuntime
+from comfy_runtime.backends.contract import ComfyRuntime, RunResult
 from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError, OutOfMemory
-from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
+from comfy_runtime.graph.frame_tap import FrameTap, add_frame_tap, tapped_file
 from comfy_runtime.graph.model_chain import add_cache, add_lora, apply_dit_settings
+from comfy_runtime.graph.types import Graph
 from comfy_runtime.graph.workflow import Workflow, check_bindings, load_workflow
 from comfy_runtime.job.budget import gpu_total_bytes
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory, out_of_memory_advice
@@ -27,7 +28,7 @@ from comfy_runtime.job.params import MAX_IMAGE_BYTES, graph_input_ranges, graph_
 from comfy_runtime.job.params import defaults as input_defaults
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import encode_frames, transcode
-from comfy_runtime.render.lora import LoraSource
+from comfy_runtime.render.lora import LoraSource, ResolvedLora
 from comfy_runtime.render.metrics import StageClock, render_metrics
 from comfy_runtime.render.model_choice import (
     Stages,
@@ -47,6 +48,14 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
 # The name the fitted start image goes to ComfyUI's input folder under (one prediction at a time: each
 # overwrites the last). The bundled image-to-video graphs name it, so they validate at setup with a placeholder.
 START_IMAGE_NAME = "hv_start_image.png"
+
+@dataclass(frozen=True)
+class _PreparedRun:
+    request: VideoRequest  # concrete: the start image's size, the workflow's defaults and the seed filled in
+    graph: Graph
+    tap: FrameTap | None
+    lora: ResolvedLora | None
+
 
 @dataclass(frozen=True)
 class Rendered:
@@ -181,72 +190,29 @@ class VideoRenderer:
         run_id = uuid.uuid4().hex
         run_dir = self.output_root / run_id
         prefix = f"{workflow.name}_{run_id[:12]}"
-        try:
-            image = None
-            if request.image is not None:
-                run_dir.mkdir(parents=True, exist_ok=True)
-                image = decode_image(image_bytes(request.image, run_dir, self.image_policy))
-                if not {"width", "height"} & request.model_fields_set:
-                    model_defaults = input_defaults(workflow.defaults)
-                    width, height = size_for_aspect(image.size, (model_defaults["width"], model_defaults["height"]))
-                    request = request.model_copy(update={"width": width, "height": height})
-            request = request.with_defaults(workflow.defaults).with_seed()
-            refuse_over_limits(workflow, request)
-            # Before ComfyUI runs: a job that cannot fit fails in milliseconds.
-            stage_scale = max((t.scale for t in workflow.bindings.get("width", ())), default=1.0)
-            trained_max = workflow.limits.get("max_pixel_frames")
-            self.limits.check(request, stage_scale, int(trained_max) if trained_max else None, workflow.title)
-            log_line(f"seed: {request.seed}")
-            values = request.model_dump(include=set(graph_input_types()))
-            if image is not None:
-                fitted = run_dir / "start_image.png"
-                fit_image(image, request.width, request.height).save(fitted)
-                values["image"] = self.runtime.upload_input(fitted, START_IMAGE_NAME)
-                log_line(f"start image: {image.size[0]}x{image.size[1]} fitted to {request.width}x{request.height}")
-            graph = workflow.render(values, filename_prefix=prefix)
-            graph = apply_dit_settings(graph, self.dit_weight_dtype, self.torch_compile)
-            lora = self.loras.resolve(request, log_line)
-            graph = add_lora(graph, lora.name, request.lora_strength) if lora is not None else graph
-            graph = add_cache(graph, request.cache)
-            graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
-        except BaseException:
-            shutil.rmtree(run_dir, ignore_errors=True)
-            raise
-        clock = StageClock()
-        try:
-            result = self.runtime.run(graph, run_dir, on_progress=clock.wrap(ProgressLog(log_line)), timeout=self.limits.timeout)
+        try:  # failure, time limit, or Cog's cancel: nothing of this run is worth keeping
+            run = self._prepare(workflow, request, run_dir, prefix, log_line)
+            clock = StageClock()
+            result = self.runtime.run(run.graph, run_dir, on_progress=clock.wrap(ProgressLog(log_line)),
+                                      timeout=self.limits.timeout)
             encode_started = time.perf_counter()
-            if tap is not None:
-                frames = tapped_file(tap, result.ui_outputs, result.files)
-                if frames is None:
-                    raise RenderFailed(
-                        f"workflow {workflow.name!r} finished but its frames were not saved (files: "
-                        f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
-                    )
-                video = encode_frames(frames, tap.fps, run_dir / prefix, request.output_format, request.crf)
-            else:
-                videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
-                if not videos:
-                    raise RenderFailed(
-                        f"workflow {workflow.name!r} finished but saved no video (files: {result.files}); "
-                        "its output node must be a video saver such as SaveVideo"
-                    )
-                video = transcode(videos[0], request.output_format, request.crf)
+            video = self._encode(workflow, run, result, run_dir / prefix)
             encode_seconds = time.perf_counter() - encode_started
         except OutOfMemory as error:
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise RenderOutOfMemory(out_of_memory_advice(error, request)) from error
-        except BaseException:  # failure, time limit, or Cog's cancel: nothing of this run is worth keeping
+            raise RenderOutOfMemory(out_of_memory_advice(error, run.request)) from error
+        except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise
         _keep_only(run_dir, video)  # intermediates (the tap's frames or the workflow's own video, temp files) go now
         self._previous_run = run_dir
+        request = run.request
         total = time.perf_counter() - started
         timings = {"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total}
         stages = {**clock.seconds(encode_started), "encode": encode_seconds, "total": total}
-        if lora is not None:
-            stages["lora_fetch"] = lora.seconds
-        lora_metrics = self.loras.report(request, lora, result.lora_fits, log_line)
+        if run.lora is not None:
+            stages["lora_fetch"] = run.lora.seconds
+        lora_metrics = self.loras.report(request, run.lora, result.lora_fits, log_line)
         log_line(summary_line(timings, request.width, request.height, request.num_frames, int(request.seed), video.name))
         return Rendered(
             video=video,
@@ -258,6 +224,58 @@ class VideoRenderer:
             metrics=render_metrics(int(request.seed), int(request.steps), request.cache, result.cache_steps_skipped,
                                    stages, lora_metrics),
         )
+
+    def _prepare(self, workflow: Workflow, request: VideoRequest, run_dir: Path, prefix: str,
+                 log_line: LogSink) -> _PreparedRun:
+        """The request made concrete (start image, defaults, seed), checked against the limits, and the graph this
+        run executes: bindings filled in, then the DiT settings, the LoRA, the cache and the frame tap."""
+        image = None
+        if request.image is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            image = decode_image(image_bytes(request.image, run_dir, self.image_policy))
+            if not {"width", "height"} & request.model_fields_set:
+                model_defaults = input_defaults(workflow.defaults)
+                width, height = size_for_aspect(image.size, (model_defaults["width"], model_defaults["height"]))
+                request = request.model_copy(update={"width": width, "height": height})
+        request = request.with_defaults(workflow.defaults).with_seed()
+        refuse_over_limits(workflow, request)
+        # Before ComfyUI runs: a job that cannot fit fails in milliseconds.
+        stage_scale = max((t.scale for t in workflow.bindings.get("width", ())), default=1.0)
+        trained_max = workflow.limits.get("max_pixel_frames")
+        self.limits.check(request, stage_scale, int(trained_max) if trained_max else None, workflow.title)
+        log_line(f"seed: {request.seed}")
+        values = request.model_dump(include=set(graph_input_types()))
+        if image is not None:
+            fitted = run_dir / "start_image.png"
+            fit_image(image, request.width, request.height).save(fitted)
+            values["image"] = self.runtime.upload_input(fitted, START_IMAGE_NAME)
+            log_line(f"start image: {image.size[0]}x{image.size[1]} fitted to {request.width}x{request.height}")
+        graph = workflow.render(values, filename_prefix=prefix)
+        graph = apply_dit_settings(graph, self.dit_weight_dtype, self.torch_compile)
+        lora = self.loras.resolve(request, log_line)
+        graph = add_lora(graph, lora.name, request.lora_strength) if lora is not None else graph
+        graph = add_cache(graph, request.cache)
+        graph, tap = add_frame_tap(graph, f"{prefix}_frame") if self.tap_frames else (graph, None)
+        return _PreparedRun(request, graph, tap, lora)
+
+    def _encode(self, workflow: Workflow, run: _PreparedRun, result: RunResult, stem: Path) -> Path:
+        """The delivered file: encoded from the tap's exact frames, or (no tap) re-encoded from the workflow's video."""
+        request = run.request
+        if run.tap is not None:
+            frames = tapped_file(run.tap, result.ui_outputs, result.files)
+            if frames is None:
+                raise RenderFailed(
+                    f"workflow {workflow.name!r} finished but its frames were not saved (files: "
+                    f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
+                )
+            return encode_frames(frames, run.tap.fps, stem, request.output_format, request.crf)
+        videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
+        if not videos:
+            raise RenderFailed(
+                f"workflow {workflow.name!r} finished but saved no video (files: {result.files}); "
+                "its output node must be a video saver such as SaveVideo"
+            )
+        return transcode(videos[0], request.output_format, request.crf)
 
     def cancel(self) -> None:
         self.runtime.interrupt()
