@@ -221,79 +221,36 @@ class StandInVisionEncoder:
         return StandInVisionOutput(**outputs)
 
 
-class HVStandInTextEncoders:
-    """Stand-in loader for DualCLIPLoader (CLIP-L + LLaVA-Llama3, type hunyuan_video); see the module doc."""
+def _stand_in_loader(name: str, doc: str, returns: str, field: str, spec: tuple, make) -> type:
+    """A ComfyUI loader node with one widget input whose load() hands on make(value)."""
 
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"context_dim": ("INT", {"default": 32, "min": 1, "max": 8192})}}
+    def load(self, **inputs):
+        return (make(inputs[field]),)
 
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, context_dim):
-        return (StandInHunyuanTextEncoder(context_dim),)
+    return type(name, (), {
+        "__doc__": doc,
+        "INPUT_TYPES": classmethod(lambda cls: {"required": {field: spec}}),
+        "RETURN_TYPES": (returns,), "FUNCTION": "load", "CATEGORY": "testing", "load": load,
+    })
 
 
-class HVStandInVideoVAE:
-    """Stand-in loader for VAELoader (HunyuanVideo 3D VAE); see the module doc."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
-
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, seed):
-        return (StandInHunyuanVideoVAE(seed),)
-
-
-class HVStandIn15TextEncoders:
-    """Stand-in loader for DualCLIPLoader (Qwen2.5-VL + byT5, type hunyuan_video_15); see the module doc."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"context_dim": ("INT", {"default": 32, "min": 1, "max": 8192})}}
-
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, context_dim):
-        return (StandInHunyuan15TextEncoder(context_dim),)
-
-
-class HVStandIn15VideoVAE:
-    """Stand-in loader for VAELoader (HunyuanVideo 1.5 VAE); see the module doc."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})}}
-
-    RETURN_TYPES = ("VAE",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, seed):
-        return (StandInHunyuan15VideoVAE(seed),)
-
-
-class HVStandInVisionEncoder:
-    """Stand-in loader for CLIPVisionLoader (SigLIP for 1.5, LLaVA-Llama3's vision tower for v1)."""
-
-    @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {"kind": (list(VISION_SHAPES),)}}
-
-    RETURN_TYPES = ("CLIP_VISION",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, kind):
-        return (StandInVisionEncoder(kind),)
+_WIDTH = ("INT", {"default": 32, "min": 1, "max": 8192})  # as wide as the DiT's txt_in: up to 4096 and 3584 real
+_SEED = ("INT", {"default": 0, "min": 0, "max": 2**31 - 1})
+HVStandInTextEncoders = _stand_in_loader(
+    "HVStandInTextEncoders", "Stand-in loader for DualCLIPLoader (CLIP-L + LLaVA-Llama3, type hunyuan_video).",
+    "CLIP", "context_dim", _WIDTH, StandInHunyuanTextEncoder)
+HVStandInVideoVAE = _stand_in_loader(
+    "HVStandInVideoVAE", "Stand-in loader for VAELoader (HunyuanVideo 3D VAE).", "VAE", "seed", _SEED,
+    StandInHunyuanVideoVAE)
+HVStandIn15TextEncoders = _stand_in_loader(
+    "HVStandIn15TextEncoders", "Stand-in loader for DualCLIPLoader (Qwen2.5-VL + byT5, type hunyuan_video_15).",
+    "CLIP", "context_dim", _WIDTH, StandInHunyuan15TextEncoder)
+HVStandIn15VideoVAE = _stand_in_loader(
+    "HVStandIn15VideoVAE", "Stand-in loader for VAELoader (HunyuanVideo 1.5 VAE).", "VAE", "seed", _SEED,
+    StandInHunyuan15VideoVAE)
+HVStandInVisionEncoder = _stand_in_loader(
+    "HVStandInVisionEncoder", "Stand-in loader for CLIPVisionLoader (SigLIP for 1.5, LLaVA-Llama3's vision tower for v1).",
+    "CLIP_VISION", "kind", (list(VISION_SHAPES),), StandInVisionEncoder)
 
 
 NODE_CLASS_MAPPINGS = {
