@@ -324,7 +324,7 @@ def test_the_jobs_cli_submits_waits_shows_and_refuses_bad_input(workers, farm_en
 
 def test_a_worker_on_the_tiny_dit_graph_renders_through_the_real_sampler(farm_env, session_dirs, runtime, pg, s3,
                                                                            tmp_path):
-    """The production t2v graph with a tiny real DiT (tests/tiny_hunyuan.py) behind a worker of its own, on
+    """The production t2v graph with a tiny real DiT (tests/support/tiny_hunyuan.py) behind a worker of its own, on
     its own queue: the job's progress is the real sampler's steps, and the video decodes."""
     from tests.support.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 

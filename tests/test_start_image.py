@@ -1,6 +1,6 @@
 """The start image as hostile input: size and pixel caps, formats, damage, EXIF, alpha, and URLs.
 
-Real files made with Pillow, a real HTTP server on 127.0.0.1 (tests/range_server.py) that records every
+Real files made with Pillow, a real HTTP server on 127.0.0.1 (bench/range_server.py) that records every
 request, and the product's own fetcher (supply/url_fetch.py) with its default policy.
 """
 

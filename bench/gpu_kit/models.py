@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# The tiny v1 DiT the CPU tests render with (tests/tiny_hunyuan.py re-exports these): the real ComfyUI class at
+# The tiny v1 DiT the CPU tests render with (tests/support/tiny_hunyuan.py re-exports these): the real ComfyUI class at
 # hidden 128, one double and one single block. Its arguments as ComfyUI's detection reads them back.
 TINY_CONTEXT_DIM = 32
 TINY_DIT_CONFIG: dict[str, Any] = dict(

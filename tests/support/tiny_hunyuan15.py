@@ -1,7 +1,7 @@
 """Tiny real DiTs for the whole HunyuanVideo family, and the test graphs derived from the bundled workflows.
 
 Every builder takes its config, so a GPU benchmark can build the same architectures at full size with
-seeded random weights (write_dit(path, FULL_CONFIG) from tests/tiny_hunyuan.py). ComfyUI detects each file
+seeded random weights (write_dit(path, FULL_CONFIG) from bench/gpu_kit/models.py). ComfyUI detects each file
 by its weight shapes, as it does the real ones:
 - HunyuanVideo 1.5 (t2v and i2v share the architecture: 65 input channels = 32 noise + 32 image + 1 mask):
   vision_in must stay 1152 wide, or ComfyUI takes the file for HunyuanImage 2.1's refiner.

@@ -1,4 +1,4 @@
-"""Tiny LoRAs for the tiny v1 DiT (tests/tiny_hunyuan.py), one per key format people publish, and the hostile
+"""Tiny LoRAs for the tiny v1 DiT (tests/support/tiny_hunyuan.py), one per key format people publish, and the hostile
 files the LoRA fetcher must refuse.
 
 The six layers are real layers of the tiny DiT. How each format names them decides how many ComfyUI 0.3.75
