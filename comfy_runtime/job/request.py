@@ -19,10 +19,15 @@ from comfy_runtime.job.prompt import prompt_text_problem
 class _Request(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The inputs the caller set; every other one takes the rendering workflow's default."""
+        return frozenset(self.model_fields_set)
+
     def with_defaults(self, defaults: dict[str, Any]) -> _Request:
         """This request with every input the caller did not set taken from `defaults` (a workflow's own
         reference values). The defaults were checked against the same rules when the workflow loaded."""
-        unset = {name: value for name, value in defaults.items() if name not in self.model_fields_set}
+        unset = {name: value for name, value in defaults.items() if name not in self.given}
         return self.model_copy(update=unset) if unset else self
 
     def with_seed(self) -> _Request:

@@ -82,7 +82,7 @@ def refuse_unusable_inputs(workflow: Workflow, request: VideoRequest) -> None:
     effective = input_defaults(workflow.defaults)
     unusable = [
         name for name in graph_input_types()
-        if name not in workflow.bindings and name in request.model_fields_set
+        if name not in workflow.bindings and name in request.given
         and getattr(request, name) != effective.get(name) and name != "image"
     ]
     if unusable:

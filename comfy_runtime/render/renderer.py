@@ -233,7 +233,7 @@ class VideoRenderer:
         if request.image is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             image = decode_image(image_bytes(request.image, run_dir, self.image_policy))
-            if not {"width", "height"} & request.model_fields_set:
+            if not {"width", "height"} & request.given:
                 model_defaults = input_defaults(workflow.defaults)
                 width, height = size_for_aspect(image.size, (model_defaults["width"], model_defaults["height"]))
                 request = request.model_copy(update={"width": width, "height": height})
