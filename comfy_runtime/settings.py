@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     comfyui_startup_timeout: float = Field(
         600.0, gt=0, description="Seconds setup waits for the remote ComfyUI to answer before it fails (HV_BACKEND=remote)."
     )
-    # Supply chain (comfy_runtime/supply/weights.py, custom_nodes.py).
+    # Supply chain (comfy_runtime/supply/weights.py, supply/nodes.py).
     weights_mode: Literal["bake", "lazy", "off"] = Field(
         "lazy",
         description="bake: weights are in the image; lazy: setup fetches what is missing (a PVC is filled once); "
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         description="Hosts exempt from the public-address check (JSON list). Empty: loopback, private and "
         "link-local targets are refused.",
     )
-    # LoRAs by URL (comfy_runtime/supply/lora_cache.py), kept under <models>/loras/hv-cache/.
+    # LoRAs by URL (comfy_runtime/lora/cache.py), kept under <models>/loras/hv-cache/.
     lora_max_bytes: int = Field(
         2 << 30, ge=1 << 10, description="Largest LoRA file fetched (bytes); larger ones are refused, nothing kept."
     )

@@ -28,8 +28,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from comfy_runtime.delivery.deliverer import FileDelivery
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.renderer import VideoRenderer
+    from comfy_runtime.service import VideoService
     from comfy_runtime.settings import Settings
 
     fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
@@ -40,11 +41,12 @@ def _cmd_render(args: argparse.Namespace) -> int:
             print(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
         return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
-    renderer = VideoRenderer.from_settings(Settings(**overrides))
-    renderer.start()
-    rendered = renderer.render(request, log_line=lambda line: print(line, file=sys.stderr))
-    target = Path(args.out or rendered.video.name).resolve()
-    shutil.copyfile(rendered.video, target)
+    # The file, not the bucket: the operator asked for it here, at --out.
+    service = VideoService.from_settings(Settings(**overrides), FileDelivery())
+    service.start()
+    delivered = service.predict(request, log_line=lambda line: print(line, file=sys.stderr))
+    target = Path(args.out or delivered.file.name).resolve()
+    shutil.copyfile(delivered.file, target)
     print(target)
     return 0
 
@@ -165,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_Messages())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = build_parser().parse_args(argv)  # a usage error exits 2 here, with the command's own usage line
-    from comfy_runtime.errors import HunyuanVideoError, InputRejected
-    from comfy_runtime.graph.workflow import BindingError
+    from comfy_runtime.errors import HunyuanVideoError
 
     try:
         return args.fn(args)
     except HunyuanVideoError as error:  # raised on purpose: its message names the fix; a traceback adds nothing
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, InputRejected | BindingError) else EXIT_FAILED
+        return error.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

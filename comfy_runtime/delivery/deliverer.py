@@ -14,12 +14,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.render.renderer import Rendered
+from comfy_runtime.render.rendered import Rendered
 from comfy_runtime.settings import Settings
+
+if TYPE_CHECKING:  # boto3 loads only where a bucket is configured: the GPU kit runs without it
+    from comfy_runtime.delivery.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
@@ -72,11 +74,13 @@ class ObjectStoreDelivery:
 
     def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         metadata = {
-            "inputs": rendered.request.model_dump(mode="json"),
+            "inputs": rendered.shown_inputs,
             "seed": rendered.seed,
             "timings": rendered.timings,
             "metrics": rendered.metrics,
         }
+        from comfy_runtime.delivery.storage import StorageError
+
         try:
             uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata, key=key)
         except StorageError as error:
@@ -87,5 +91,7 @@ class ObjectStoreDelivery:
 
 
 def delivery_from_settings(settings: Settings | None = None) -> Delivery:
+    from comfy_runtime.delivery.storage import ObjectStore, StorageConfig
+
     config = StorageConfig.from_settings(settings or Settings())
     return ObjectStoreDelivery(ObjectStore(config)) if config else FileDelivery()
