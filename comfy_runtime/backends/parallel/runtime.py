@@ -161,7 +161,9 @@ class ParallelRuntime(EmbeddedRuntime):
     def _follower_env(self, rank: int) -> dict[str, str]:
         env = dict(os.environ)
         if self.device != "cpu":
-            env["CUDA_VISIBLE_DEVICES"] = str(rank)  # its one GPU is its cuda:0
+            # Its one GPU is its cuda:0: the rank-th of the GPUs this process sees (a pod may list them by UUID).
+            visible = [d for d in env.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+            env["CUDA_VISIBLE_DEVICES"] = visible[rank] if rank < len(visible) else str(rank)
         return env
 
     def _stop_followers(self) -> None:
