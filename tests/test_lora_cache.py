@@ -234,8 +234,8 @@ def test_the_request_checks_the_form_and_the_defaults_leave_the_model_alone():
 
 
 def test_a_remote_backend_takes_lora_names_but_refuses_urls():
-    from comfy_runtime.job.request import VideoRequest
     from comfy_runtime.backends.contract import RunEvents
+    from comfy_runtime.job.request import VideoRequest
     from comfy_runtime.lora.source import LoraSource
 
     source = LoraSource(None)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from comfy_runtime.backends.contract import StepProgress
 from comfy_runtime.backends.factory import BackendRefused, backend_from_settings
 from comfy_runtime.backends.parallel.runtime import GroupFailed
 from comfy_runtime.backends.parallel.ulysses import LOCAL_IMAGE_TOKENS, SequenceParallelRefused, UlyssesDiT
@@ -127,11 +128,11 @@ def test_the_same_seed_twice_on_two_ranks_gives_identical_frames(split):
 def _render_reporting_steps(predictor, on_step, steps: int):
     request = VideoRequest(**{**BASE, "steps": steps, "seed": 555})
 
-    def log_line(line: str) -> None:
-        if " step " in line and line.startswith("SamplerCustomAdvanced"):
-            on_step(int(line.split(" step ")[1].split("/")[0]))
+    def steps_seen(event) -> None:
+        if isinstance(event, StepProgress) and event.class_type == "SamplerCustomAdvanced":
+            on_step(event.step)
 
-    return predictor.service.predict(request, log_line=log_line)
+    return predictor.service.predict(request, subscribers=[steps_seen])
 
 
 def test_cancel_mid_render_reaches_every_rank_and_the_next_prediction_works(split, family):
@@ -147,13 +148,13 @@ def test_cancel_mid_render_reaches_every_rank_and_the_next_prediction_works(spli
     with pytest.raises(ExecutionInterrupted):
         _render_reporting_steps(split, on_step, steps=8)
     assert max(seen) <= 3, f"steps after the cancel at step 2: {seen}"
-    followers = split.service.renderer.runtime.followers
+    followers = split.service.model.runtime.followers
     assert all(follower.alive() for follower in followers), "a cancel must not cost the group"
     assert render(split, steps=2, seed=8).frames.shape == (5, 64, 64, 3)
 
 
 def test_a_follower_killed_mid_render_fails_the_prediction_in_one_line_then_the_group_recovers(split):
-    runtime = split.service.renderer.runtime
+    runtime = split.service.model.runtime
     victim = runtime.followers[0].process
 
     def on_step(step: int) -> None:
