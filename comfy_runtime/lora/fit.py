@@ -1,14 +1,15 @@
 """How well a LoRA fits the DiT it was applied to: the layers ComfyUI applied out of the layers the file holds.
 
 A LoRA whose key names ComfyUI does not map onto the model loads without an error and changes nothing (ComfyUI
-only logs "lora key not loaded"). The embedded backend measures the fit from the patches ComfyUI added
-(embedded.py); this module names the key format, so the error says what the file is and what would fit.
+only logs "lora key not loaded"). The embedded backend reports what ComfyUI did with the file (AppliedLora: its
+keys, where each layer maps on the model, which model keys got a new patch; embedded.py) and measure_fit turns
+that into the fit, naming the key format, so the error says what the file is and what would fit.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from comfy_runtime.errors import InputRejected
@@ -90,3 +91,22 @@ class LoraFit:
             f"have no effect. Its keys look like {self.key_format}; not applied{example}. Convert them to "
             f"{ACCEPTED_FORMATS}"
         )
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    """What the embedded backend saw ComfyUI do with one LoRA file on one model."""
+
+    lora_name: str
+    model: str  # the model class ComfyUI detected
+    keys: tuple[str, ...]  # the file's keys, after ComfyUI's own conversion (comfy.lora_convert)
+    target_of: Callable[[str], str | None]  # a layer's model key in ComfyUI's key map, or None
+    patched: frozenset[str]  # the model keys that got a new patch
+
+
+def measure_fit(applied: AppliedLora) -> LoraFit:
+    """Applied layers: the file's layers whose model key got a new patch."""
+    layers = lora_layers(applied.keys)
+    hit = {layer for layer in layers if applied.target_of(layer) in applied.patched}
+    missing = tuple(layer for layer in layers if layer not in hit)
+    return LoraFit(applied.lora_name, applied.model, len(hit), len(layers), key_format(layers), missing[:3])
