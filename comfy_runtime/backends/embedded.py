@@ -144,7 +144,7 @@ def _comfy() -> _Comfy:
     return _comfy_modules
 
 
-def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> _Comfy:
+def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> _Comfy:
     global _booted_from, _comfy_modules
     with _BOOT_LOCK:
         if _booted_from is not None:
@@ -228,7 +228,7 @@ class EmbeddedRuntime:
     def start(self) -> None:
         if self._started:
             return
-        comfy = _boot_comfyui(self.comfyui_path, self.device)
+        comfy = boot_comfyui(self.comfyui_path, self.device)
         self._point_model_folders(comfy.folder_paths)
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
