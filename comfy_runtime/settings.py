@@ -117,6 +117,17 @@ class Settings(BaseSettings):
         description="In setup, render one minimal job through the workflow's real loaders, so the first prediction "
         "loads nothing (the image turns it on).",
     )
+    # Several GPUs for one video (comfy_runtime/backends/parallel/): sequence-parallel DiT over torch.distributed.
+    gpus: int = Field(
+        1, ge=1, le=8,
+        description="GPUs one prediction runs on: 1 renders as before; N starts N-1 follower processes, one per GPU, "
+        "and splits each DiT step over all N (Ulysses sequence parallelism). N must divide the DiT's heads.",
+    )
+    gpu_collective_timeout: float = Field(
+        120.0, gt=0,
+        description="Seconds a rank waits for the others inside one step (HV_GPUS > 1) before the prediction fails "
+        "and the group is rebuilt: a follower that died or hung cannot stall the worker.",
+    )
     # Object storage (comfy_runtime/delivery/storage.py). Unset bucket: predict returns the file itself.
     # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
     s3_bucket: str = Field("", description="Bucket the videos are uploaded to. Empty: return the file, no upload.")
