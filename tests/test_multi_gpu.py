@@ -147,13 +147,13 @@ def test_cancel_mid_render_reaches_every_rank_and_the_next_prediction_works(spli
     with pytest.raises(ExecutionInterrupted):
         _render_reporting_steps(split, on_step, steps=8)
     assert max(seen) <= 3, f"steps after the cancel at step 2: {seen}"
-    followers = split.service.renderer.runtime.followers
+    followers = split.service.model.runtime.followers
     assert all(follower.alive() for follower in followers), "a cancel must not cost the group"
     assert render(split, steps=2, seed=8).frames.shape == (5, 64, 64, 3)
 
 
 def test_a_follower_killed_mid_render_fails_the_prediction_in_one_line_then_the_group_recovers(split):
-    runtime = split.service.renderer.runtime
+    runtime = split.service.model.runtime
     victim = runtime.followers[0].process
 
     def on_step(step: int) -> None:

@@ -105,7 +105,7 @@ def add_cache(graph: Graph, level: str) -> Graph:
 def add_sequence_parallel(graph: Graph) -> Graph:
     """HVSequenceParallel (backends/parallel) last on the first-stage DiT's chain, so what runs split is the DiT with
     its LoRA and cache. A super-resolution DiT is not split: it runs whole on every rank."""
-    return _insert(graph, "sequence_parallel", "HVSequenceParallel", {}, "DiT split over the GPUs")
+    return insert_on_dit_chain(graph, "sequence_parallel", "HVSequenceParallel", {}, "DiT split over the GPUs")
 
 
 def apply_dit_settings(graph: Graph, weight_dtype: str = "default", compile_model: bool = False) -> Graph:
