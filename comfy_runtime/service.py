@@ -180,6 +180,7 @@ class VideoService:
 
     def _discard(self, rendered: Rendered) -> None:
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
+        self.keep(rendered)  # gone already: nothing for retention to remove
 
     def _discard_previous(self) -> None:
         if self._previous_run is not None:
