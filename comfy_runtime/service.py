@@ -74,7 +74,7 @@ class VideoService:
         self.model.start()
         if self.warm_start:
             started = time.perf_counter()
-            self._discard(self.render(VideoRequest(**WARM_START_REQUEST)))
+            self.discard(self.render(VideoRequest(**WARM_START_REQUEST)))
             log_warm_start(time.perf_counter() - started)
 
     def predict(self, request: VideoRequest, log_line: LogSink = print, record_metric: MetricSink = _no_metrics,
@@ -91,7 +91,7 @@ class VideoService:
             self.keep(rendered)  # the message points at the file: it must outlive the next prediction
             raise
         if delivered.elsewhere:  # now in a bucket: the disk copy goes at once; a file Cog sends stays till the next
-            self._discard(rendered)
+            self.discard(rendered)
         metrics = {**rendered.metrics, "timings.upload": round(time.perf_counter() - delivery_started, 4)}
         events(StageTimings({name.removeprefix("timings."): value for name, value in metrics.items()
                              if name.startswith("timings.")}))
@@ -181,7 +181,8 @@ class VideoService:
     def close(self) -> None:
         self.model.close()
 
-    def _discard(self, rendered: Rendered) -> None:
+    def discard(self, rendered: Rendered) -> None:
+        """Remove a run's folder now (a warm-start or bench run nobody will take the file of)."""
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
         self.keep(rendered)  # gone already: nothing for retention to remove
 
