@@ -45,6 +45,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     rendered = renderer.render(request, log_line=lambda line: print(line, file=sys.stderr))
     target = Path(args.out or rendered.video.name).resolve()
     shutil.copyfile(rendered.video, target)
+    renderer.settle(rendered, delivered_elsewhere=True)  # the copy is the delivery: no second one in outputs/
     print(target)
     return 0
 
@@ -113,7 +114,9 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from comfy_runtime.cli.parser import OneLineParser
+
+    parser = OneLineParser(
         prog=PROG, description="HunyuanVideo through ComfyUI, in this process: render, set up, check.",
         epilog="Each command has its own --help. Exit status: 0 done, 1 failed, 2 usage error or refused input.",
     )
@@ -147,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="write .cog/openapi_schema.json from predict.py",
                                  description="Write the Cog input schema coglet validates requests against.")
-    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"))
+    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"),
+                        help="where to write the schema (default: .cog/openapi_schema.json, where coglet reads it)")
     schema.set_defaults(fn=_cmd_schema)
     return parser
 
@@ -164,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(_Messages())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    args = build_parser().parse_args(argv)  # a usage error exits 2 here, with the command's own usage line
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here, in one line naming the command's --help
     from comfy_runtime.errors import HunyuanVideoError, InputRejected
     from comfy_runtime.graph.workflow import BindingError
 
