@@ -111,6 +111,7 @@ def test_a_checksum_mismatch_leaves_nothing_under_the_final_name(served, tmp_pat
     assert "checksum mismatch" in message and wrong in message and digest in message  # both hashes
     assert "model.safetensors" in message and "weights fetch" in message
     assert not dest.exists() and not partial_path(dest).exists()
+    assert list(tmp_path.iterdir()) == []  # no .lock either: a failed fetch leaves nothing behind
 
 
 def test_404_names_the_file_and_what_to_check(served, tmp_path):
