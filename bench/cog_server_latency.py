@@ -52,10 +52,11 @@ def main(runs: int = 20) -> None:
 
         # Baseline: ComfyUI alone, same graph, this process.
         os.environ.update(env)
-        from comfy_runtime.render.renderer import VideoRenderer
+        from comfy_runtime.delivery.deliverer import FileDelivery
+        from comfy_runtime.service import VideoService
         from comfy_runtime.settings import Settings
 
-        renderer = VideoRenderer.from_settings(Settings())
+        renderer = VideoService.from_settings(Settings(warm_start=False), FileDelivery())
         renderer.start()
         from comfy_runtime.job.request import VideoRequest
 

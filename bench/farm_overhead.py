@@ -101,7 +101,7 @@ def main(runs: int = 10) -> None:
                 to_start.append(_ts(prediction["started_at"]) - _ts(prediction["created_at"]))
                 to_visible.append(seen - _ts(prediction["completed_at"]))
                 end_to_end.append(seen - t0)
-                worker_side.append(prediction["metrics"]["total_seconds"] + prediction["metrics"]["upload_seconds"])
+                worker_side.append(prediction["metrics"]["timings"]["total"] + prediction["metrics"]["timings"]["upload"])
             to_start, to_visible, end_to_end, worker_side = (x[1:] for x in (to_start, to_visible, end_to_end, worker_side))
             one_worker = _drain(client, 2 * runs)
             workers[1].start().wait_ready()

@@ -37,7 +37,8 @@ def main() -> None:
         from comfy_runtime.job.limits import JobLimits
         from comfy_runtime.job.prompt import PromptTokenCounter
         from comfy_runtime.job.request import VideoRequest
-        from comfy_runtime.render.renderer import VideoRenderer
+        from comfy_runtime.render.served_model import ServedModel
+        from comfy_runtime.service import VideoService
         from comfy_runtime.settings import Settings
         from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
@@ -53,7 +54,7 @@ def main() -> None:
         def renderer(*nodes, budget=None, timeout=None):
             workflow = plumbing_with(*nodes) if nodes else None
             limits = JobLimits(budget or JobLimits.default().budget, tokens, timeout)
-            return VideoRenderer(runtime, workflow or load_workflow("plumbing_video"), root, limits)
+            return VideoService(ServedModel(runtime, workflow or load_workflow("plumbing_video"), root, limits))
 
         good = renderer()
         walls = []

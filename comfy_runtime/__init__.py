@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.renderer import Rendered, VideoRenderer
+    from comfy_runtime.render.rendered import Rendered
+    from comfy_runtime.render.served_model import ServedModel
     from comfy_runtime.service import VideoService
 
-__all__ = ["Rendered", "VideoRenderer", "VideoRequest", "VideoService", "__version__"]
-# Resolved on first use, so importing one subpackage (settings, the renderer) does not pull in every edge the
-# service has: boto3 for delivery, PyAV for encoding. The GPU kit runs the renderer where neither is installed.
-_HOMES = {"VideoRequest": "comfy_runtime.job.request", "Rendered": "comfy_runtime.render.renderer",
-          "VideoRenderer": "comfy_runtime.render.renderer", "VideoService": "comfy_runtime.service"}
+__all__ = ["Rendered", "ServedModel", "VideoRequest", "VideoService", "__version__"]
+# Resolved on first use, so importing one subpackage (settings, the planner) does not pull in every edge the
+# service has: PyAV for encoding, the ComfyUI backend.
+_HOMES = {"VideoRequest": "comfy_runtime.job.request", "Rendered": "comfy_runtime.render.rendered",
+          "ServedModel": "comfy_runtime.render.served_model", "VideoService": "comfy_runtime.service"}
 
 
 def __getattr__(name: str):

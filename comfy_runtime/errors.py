@@ -1,7 +1,8 @@
 """Every error the product raises on purpose, under one base.
 
-Each message names the fix. The CLI prints a HunyuanVideoError as one line and exits 2 (refused input)
-or 1; anything else is a bug and keeps its traceback.
+Each message names the fix. The CLI prints a HunyuanVideoError as one line and exits with its exit_status
+(2 for refused input or a workflow that does not bind, as argparse's usage errors; 1 otherwise); anything else
+is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from typing import Any
 class HunyuanVideoError(Exception):
     """Base of every error raised on purpose; its message says what to do."""
 
+    exit_status = 1  # the CLI's exit status for it
+
 
 class InputRejected(HunyuanVideoError, ValueError):
     """A request that must not run (off-grid, over budget, too long); nothing was rendered."""
+
+    exit_status = 2
 
 
 class ComfyRuntimeError(HunyuanVideoError, RuntimeError):

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     comfyui_startup_timeout: float = Field(
         600.0, gt=0, description="Seconds setup waits for the remote ComfyUI to answer before it fails (HV_BACKEND=remote)."
     )
-    # Supply chain (comfy_runtime/supply/weights.py, custom_nodes.py).
+    # Supply chain (comfy_runtime/supply/weights.py, supply/nodes.py).
     weights_mode: Literal["bake", "lazy", "off"] = Field(
         "lazy",
         description="bake: weights are in the image; lazy: setup fetches what is missing (a PVC is filled once); "
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
         description="Hosts exempt from the public-address check (JSON list). Empty: loopback, private and "
         "link-local targets are refused.",
     )
-    # LoRAs by URL (comfy_runtime/supply/lora_cache.py), kept under <models>/loras/hv-cache/.
+    # LoRAs by URL (comfy_runtime/lora/cache.py), kept under <models>/loras/hv-cache/.
     lora_max_bytes: int = Field(
         2 << 30, ge=1 << 10, description="Largest LoRA file fetched (bytes); larger ones are refused, nothing kept."
     )
@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         False,
         description="In setup, render one minimal job through the workflow's real loaders, so the first prediction "
         "loads nothing (the image turns it on).",
+    )
+    # Several GPUs for one video (comfy_runtime/backends/parallel/): sequence-parallel DiT over torch.distributed.
+    gpus: int = Field(
+        1, ge=1, le=8,
+        description="GPUs one prediction runs on: 1 renders as before; N starts N-1 follower processes, one per GPU, "
+        "and splits each DiT step over all N (Ulysses sequence parallelism). N must divide the DiT's heads.",
+    )
+    gpu_collective_timeout: float = Field(
+        120.0, gt=0,
+        description="Seconds a rank waits for the others inside one step (HV_GPUS > 1) before the prediction fails "
+        "and the group is rebuilt: a follower that died or hung cannot stall the worker.",
     )
     # Object storage (comfy_runtime/delivery/storage.py). Unset bucket: predict returns the file itself.
     # Credentials are not settings: boto3 reads the standard AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.

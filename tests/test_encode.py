@@ -12,7 +12,8 @@ from comfy_runtime.graph.frame_tap import add_frame_tap, tapped_file
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.encode import MAX_CRF, codec_options
-from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.render.served_model import ServedModel
+from comfy_runtime.service import VideoService
 from tests.support.media import decode_frames, probe_video
 
 QUIET = lambda _line: None  # noqa: E731
@@ -21,7 +22,7 @@ REQUEST = VideoRequest(prompt="x", width=128, height=96, num_frames=17, fps=12, 
 
 @pytest.fixture
 def renderer(runtime, tmp_path):
-    return VideoRenderer(runtime, load_workflow("plumbing_video"), tmp_path / "outputs")
+    return VideoService(ServedModel(runtime, load_workflow("plumbing_video"), tmp_path / "outputs"))
 
 
 def render_bytes(renderer, **overrides) -> bytes:

@@ -17,7 +17,8 @@ from comfy_runtime.errors import ComfyRuntimeError, ExecutionInterrupted, NodeEx
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.job.limits import JobLimits, RenderOutOfMemory
 from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.render.served_model import ServedModel
+from comfy_runtime.service import VideoService
 from comfy_runtime.settings import Settings
 from tests.support.graphs import plumbing_with
 from tests.support.media import probe_video
@@ -31,8 +32,8 @@ def faults_module():
     return next(module for name, module in sys.modules.items() if name.endswith("hv_test_nodes.faults"))
 
 
-def renderer_for(runtime, root, workflow=None, **limits) -> VideoRenderer:
-    return VideoRenderer(runtime, workflow or load_workflow("plumbing_video"), root, JobLimits(JobLimits.default().budget, **limits))
+def renderer_for(runtime, root, workflow=None, **limits) -> VideoService:
+    return VideoService(ServedModel(runtime, workflow or load_workflow("plumbing_video"), root, JobLimits(JobLimits.default().budget, **limits)))
 
 
 def folders(root):

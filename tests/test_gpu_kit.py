@@ -1,7 +1,7 @@
 """The GPU kit (bench/gpu_kit) at tiny scale, on a CPU, the way the lent GPU machine would run it.
 
 The full-scale run needs a GPU; everything it runs is run here at tiny scale by the same code: the weights
-written tensor by tensor, the boot check of the product passing on them, the renders through VideoRenderer,
+written tensor by tensor, the boot check of the product passing on them, the renders through VideoService,
 ComfyUI's own executor on the same graph, the EasyCache and fp8 variants (torch.compile's graph is validated,
 not compiled, on a CPU), the FLOP count, the JSON. The run happens in a subprocess that can import only what
 the lent machine has plus what the kit's payload brings, with the ComfyUI unpacked from the payload's archive.

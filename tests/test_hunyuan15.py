@@ -294,7 +294,8 @@ def test_i2v_the_dit_receives_the_vae_encoding_of_the_fitted_start_image(predict
     import nodes
     import torch
 
-    from comfy_runtime.render.start_image import decode_image, fit_image
+    from comfy_runtime.render.plan import fit_image
+    from comfy_runtime.render.start_image import decode_image
 
     uri = png_data_uri(3, size=(128, 96))  # 4:3, fitted to 64x64 by covering and cropping the centre
     render(predictor, image=uri, seed=11)
@@ -320,17 +321,17 @@ def test_i2v_takes_its_own_reference_shift_when_the_caller_leaves_it(predictor, 
 
 
 def test_with_no_size_the_image_aspect_sets_it_on_the_model_grid(predictor):
-    from comfy_runtime.render.start_image import size_for_aspect
+    from comfy_runtime.render.plan import size_for_aspect
 
     assert size_for_aspect((1600, 900), (1280, 720)) == (1280, 720)
     assert size_for_aspect((900, 1600), (1280, 720)) == (720, 1280)
     assert size_for_aspect((1000, 1000), (1280, 720)) == (960, 960)
     # Through the renderer with the tiny model: its reference area would be 1280x720, too big for a CPU test,
     # so the request here uses the renderer with a small-area default.
-    renderer = predictor.service.renderer
-    i2v = renderer.stages.ready["hunyuan15_720p_i2v"]
+    renderer = predictor.service
+    i2v = renderer.model.stages.ready["hunyuan15_720p_i2v"]
     small = dataclasses.replace(i2v, defaults={**i2v.defaults, "width": 96, "height": 96, "num_frames": 5, "steps": 2})
-    renderer.stages.ready["hunyuan15_720p_i2v"] = small
+    renderer.model.stages.ready["hunyuan15_720p_i2v"] = small
     try:
         from comfy_runtime.job.request import VideoRequest
 
@@ -338,7 +339,7 @@ def test_with_no_size_the_image_aspect_sets_it_on_the_model_grid(predictor):
         video = probe_video(rendered.video)
         assert (video.width, video.height) == (64, 128)  # 1:2 on the 16-pixel grid, within 96x96's area
     finally:
-        renderer.stages.ready["hunyuan15_720p_i2v"] = i2v
+        renderer.model.stages.ready["hunyuan15_720p_i2v"] = i2v
 
 
 def test_an_image_on_a_deployment_without_image_to_video_is_refused(hv_env, tiny_models, workflows_dir):
@@ -386,7 +387,7 @@ def test_v1_i2v_refuses_a_16_channel_dit_that_would_ignore_the_image(hv_env, tin
     graph = json.loads((folder / "hunyuan_i2v.json").read_text())
     graph["10"]["inputs"]["unet_name"] = TINY_DIT_NAME
     (folder / "hunyuan_i2v.json").write_text(json.dumps(graph))
-    from comfy_runtime.render.renderer import WrongModelFile
+    from comfy_runtime.render.served_model import WrongModelFile
 
     with pytest.raises(WrongModelFile, match="needs a DiT with 33 input channels .* has 16"):
         booted_predictor({**hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(folder)})
@@ -536,7 +537,7 @@ def test_upscale_over_the_budget_is_refused_where_the_plain_render_fits(predicto
     from comfy_runtime.job.budget import MemoryBudget, OverBudget
     from comfy_runtime.job.limits import JobLimits
 
-    renderer = predictor.service.renderer
+    renderer = predictor.service.model
     saved = renderer.limits
     renderer.limits = JobLimits(MemoryBudget(64 * 64 * 5 * 2, "set"))  # room for 64x64x5 once, not 1.5x per side
     try:

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
-from comfy_runtime.render.start_image import decode_image, fit_image
+from comfy_runtime.render.plan import fit_image
+from comfy_runtime.render.start_image import decode_image
 from tests import test_hunyuan15
 from tests.support.media import decode_frames, png_data_uri, probe_video
 from tests.support.predictor import booted_predictor

@@ -17,7 +17,8 @@ from comfy_runtime.job.budget import TRAINED_MAX_PIXEL_FRAMES, MemoryBudget, Ove
 from comfy_runtime.job.limits import JobLimits
 from comfy_runtime.job.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
 from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.render.served_model import ServedModel
+from comfy_runtime.service import VideoService
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 from tests.support.media import probe_video
@@ -73,7 +74,7 @@ def test_a_prompt_over_256_tokens_is_refused_with_its_count_and_what_fits(tokens
 
 
 def test_the_renderer_refuses_a_long_prompt_before_running_anything(runtime, tokens, tmp_path):
-    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), tmp_path, JobLimits(budget_for(None, None), tokens))
+    renderer = VideoService(ServedModel(runtime, load_workflow("plumbing_video"), tmp_path, JobLimits(budget_for(None, None), tokens)))
     with pytest.raises(PromptTooLong):
         renderer.render(VideoRequest(prompt="word " * 300, width=64, height=64, num_frames=9), log_line=lambda _: None)
     assert not any(tmp_path.iterdir()), "a refused job must not create a run folder"
@@ -101,7 +102,7 @@ def test_one_step_past_the_bounds_is_refused_with_the_nearest_allowed_value(fiel
 
 
 def test_the_smallest_job_renders_and_decodes(runtime, tmp_path):
-    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), tmp_path)
+    renderer = VideoService(ServedModel(runtime, load_workflow("plumbing_video"), tmp_path))
     rendered = renderer.render(VideoRequest(prompt="x", width=64, height=64, num_frames=1, fps=1, seed=0), lambda _: None)
     video = probe_video(rendered.video)
     assert (video.frames, video.width, video.height) == (1, 64, 64)
@@ -137,8 +138,8 @@ def test_the_default_budget_is_the_trained_maximum_and_a_gpu_derives_its_own():
 def test_the_budget_setting_reaches_the_renderer_and_refuses_before_sampling(runtime, tmp_path, monkeypatch):
     monkeypatch.setenv("HV_MAX_PIXEL_FRAMES", str(64 * 64 * 9))
     monkeypatch.setenv("HV_OUTPUT_DIR", str(tmp_path))
-    renderer = VideoRenderer.from_settings(Settings(workflow="plumbing_video"))
-    renderer.runtime = runtime  # the session's booted ComfyUI
+    renderer = VideoService.from_settings(Settings(workflow="plumbing_video"))
+    renderer.model.runtime = runtime  # the session's booted ComfyUI
     runs = []
     real_run = runtime.run
 
@@ -189,7 +190,7 @@ def test_a_request_cannot_carry_a_path_field():
 
 def test_path_like_prompts_stay_text_and_every_file_lands_in_the_run_folder(runtime, tmp_path):
     root = tmp_path / "outputs"
-    renderer = VideoRenderer(runtime, load_workflow("plumbing_video"), root)
+    renderer = VideoService(ServedModel(runtime, load_workflow("plumbing_video"), root))
     before = {p for p in tmp_path.rglob("*")}
     rendered = renderer.render(
         VideoRequest(prompt="../../../../tmp/evil /etc/passwd C:\\x embedding:../../x", width=64, height=64, num_frames=9),

@@ -13,10 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
-from comfy_runtime.backends.lora_fit import LoraDoesNotFit
-from comfy_runtime.graph.model_chain import add_cache, add_lora, apply_dit_settings, first_stage_loaders
+from comfy_runtime.graph.model_chain import add_cache, apply_dit_settings, first_stage_loaders
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.lora.fit import LoraDoesNotFit
+from comfy_runtime.lora.graph import add_lora
 from predict import Predictor
 from tests.support.media import decode_frames, probe_video
 from tests.support.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
@@ -261,7 +262,7 @@ def test_torch_compile_is_wired_in_and_validated_without_compiling(tiny_env, run
     """On the CPU the node is only validated (compiling takes 16-44 s per shape); setup refuses the setting there."""
     from pathlib import Path
 
-    from comfy_runtime.render.renderer import SpeedSettingRefused, VideoRenderer
+    from comfy_runtime.render.served_model import ServedModel, SpeedSettingRefused
     from comfy_runtime.settings import Settings
 
     workflow = load_workflow("hunyuan_t2v", Path(tiny_env["HV_WORKFLOWS_DIR"]))
@@ -270,5 +271,5 @@ def test_torch_compile_is_wired_in_and_validated_without_compiling(tiny_env, run
     (node,) = [n for n in graph.values() if n["class_type"] == "TorchCompileModel"]
     assert node["inputs"] == {"model": ["10", 0], "backend": "inductor"}
     with pytest.raises(SpeedSettingRefused, match="HV_TORCH_COMPILE=true needs a GPU"):
-        VideoRenderer.from_settings(Settings(torch_compile=True, device="cpu", workflow="hunyuan_t2v",
+        ServedModel.from_settings(Settings(torch_compile=True, device="cpu", workflow="hunyuan_t2v",
                                              workflows_dir=Path(tiny_env["HV_WORKFLOWS_DIR"])))

@@ -10,8 +10,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from comfy_runtime.supply import lora_cache
-from comfy_runtime.supply.lora_cache import LoraCache, LoraRejected, read_safetensors_header
+from comfy_runtime.lora import cache as lora_cache
+from comfy_runtime.lora.cache import LoraCache, LoraRejected, read_safetensors_header
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused
 from tests.support.tiny_lora import header_claiming, pickle_bytes, tiny_lora_bytes, torch_zip_bytes
 
@@ -234,15 +234,16 @@ def test_the_request_checks_the_form_and_the_defaults_leave_the_model_alone():
 
 
 def test_a_remote_backend_takes_lora_names_but_refuses_urls():
+    from comfy_runtime.backends.contract import RunEvents
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.lora import LoraSource
+    from comfy_runtime.lora.source import LoraSource
 
     source = LoraSource(None)
-    named = source.resolve(VideoRequest(prompt="a fox", lora_url="styles/anime.safetensors"), print)
+    named = source.resolve(VideoRequest(prompt="a fox", lora_url="styles/anime.safetensors"), RunEvents())
     assert named.name == "styles/anime.safetensors"
     with pytest.raises(LoraRejected, match="a remote ComfyUI cannot load a LoRA fetched here"):
-        source.resolve(VideoRequest(prompt="a fox", lora_url="https://example.com/a.safetensors"), print)
-    assert source.resolve(VideoRequest(prompt="a fox"), print) is None
+        source.resolve(VideoRequest(prompt="a fox", lora_url="https://example.com/a.safetensors"), RunEvents())
+    assert source.resolve(VideoRequest(prompt="a fox"), RunEvents()) is None
 
 
 @pytest.mark.parametrize("naming,label", [
@@ -250,7 +251,7 @@ def test_a_remote_backend_takes_lora_names_but_refuses_urls():
     ("musubi", "musubi-tuner names"), ("diffusers", "diffusers names"), ("bare", "bare module names"),
 ])
 def test_the_key_format_is_named_from_the_layer_names(naming, label):
-    from comfy_runtime.backends.lora_fit import key_format, lora_layers
+    from comfy_runtime.lora.fit import key_format, lora_layers
     from tests.support.tiny_lora import lora_tensors
 
     layers = lora_layers(lora_tensors(naming))
@@ -272,7 +273,7 @@ def test_two_processes_sharing_the_volume_download_a_url_once(server, tmp_path):
     here.start()
     assert server.request_arrived.wait(10)
     script = (
-        "import sys; from pathlib import Path; from comfy_runtime.supply.lora_cache import LoraCache; "
+        "import sys; from pathlib import Path; from comfy_runtime.lora.cache import LoraCache; "
         "from comfy_runtime.supply.url_fetch import FetchPolicy; "
         "policy = FetchPolicy(1 << 20, 10, allow_http=True, allow_hosts=frozenset({'127.0.0.1'})); "
         "cache = LoraCache(Path(sys.argv[1]), policy, 1 << 30); print('resolving', flush=True); "

@@ -342,11 +342,11 @@ def test_upload_names_that_are_only_a_path_are_refused(bad):
 
 def test_the_renderer_serves_a_video_through_the_remote_backend(remote_runtime, comfyui_server, hv_env, tmp_path):
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.renderer import VideoRenderer
+    from comfy_runtime.service import VideoService
 
     settings = Settings(backend="remote", comfyui_url=comfyui_server.url, output_dir=tmp_path / "outputs")
-    renderer = VideoRenderer.from_settings(settings)
-    assert isinstance(renderer.runtime, RemoteRuntime)
+    renderer = VideoService.from_settings(settings)
+    assert isinstance(renderer.model.runtime, RemoteRuntime)
     renderer.start()
     lines = []
     rendered = renderer.render(VideoRequest(prompt="remote", width=64, height=64, num_frames=9, fps=12, seed=3), lines.append)

@@ -18,13 +18,8 @@ from pydantic import ValidationError
 from bench.range_server import RangeServer
 from comfy_runtime.job.params import MAX_IMAGE_URI_CHARS
 from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.render.start_image import (
-    MAX_IMAGE_PIXELS,
-    ImageRejected,
-    decode_image,
-    fit_image,
-    image_bytes,
-)
+from comfy_runtime.render.plan import fit_image
+from comfy_runtime.render.start_image import MAX_IMAGE_PIXELS, ImageRejected, decode_image, image_bytes
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused
 
 

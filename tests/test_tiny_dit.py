@@ -241,7 +241,7 @@ def test_one_progress_line_per_sampling_step_in_order(predictor, capsys):
 
 
 def test_cancel_between_steps_stops_within_one_step_and_the_next_prediction_succeeds(predictor):
-    renderer = predictor.service.renderer
+    renderer = predictor.service
     cancel_at, steps = 2, 6
     seen: list[int] = []
 

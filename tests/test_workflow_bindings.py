@@ -23,9 +23,10 @@ def test_bundled_workflows_have_sound_bindings(schemas):
 
 def test_every_bundled_workflow_validates_against_the_real_node_registry(runtime, session_dirs):
     """The placeholders are named as the manifest says: a workflow naming a file the manifest lacks fails here."""
-    from comfy_runtime.render.renderer import START_IMAGE_NAME, _placeholder_image
+    from comfy_runtime.render.plan import START_IMAGE_NAME
+    from comfy_runtime.render.served_model import placeholder_image
 
-    runtime.upload_input(_placeholder_image(session_dirs["outputs"]), START_IMAGE_NAME)
+    runtime.upload_input(placeholder_image(session_dirs["outputs"]), START_IMAGE_NAME)
     for name in available_workflows():
         runtime.validate(load_workflow(name).graph)
 

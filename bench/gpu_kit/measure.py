@@ -2,8 +2,9 @@
 
 A process per family gives honest start-up figures (process start -> READY -> first video, with nothing
 imported or loaded before) and hands the GPU back whole before the next family. Everything here goes through
-the product: Settings from HV_* variables, VideoRenderer.from_settings (the boot check of the weights, the
-custom-node check, the bindings check, validation), VideoRenderer.render. Each figure is printed at once as a
+the product: Settings from HV_* variables, VideoService.from_settings and start() (the boot check of the weights,
+the custom-node check, the bindings check, validation), VideoService.render, timed by a subscriber of the run's
+typed events (RunTimer). Each figure is printed at once as a
 `GPUKIT {json}` line, so a run cut off by a time limit still reports what it measured.
 """
 
@@ -83,33 +84,47 @@ def _peak_gib() -> float | None:
     return torch.cuda.max_memory_allocated() / (1 << 30)
 
 
-def timed_render(renderer, request_fields: dict[str, Any], label: str, encode_skipped: bool) -> Timed:
-    """One render through VideoRenderer.render, timed from the product's own progress lines."""
-    from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.progress import NODE_LINE, STEP_LINE
+class RunTimer:
+    """A subscriber of one run's events: when each node started and when each sampler step was reported."""
 
-    lines: list[tuple[float, str]] = []
+    def __init__(self) -> None:
+        self.nodes: list[tuple[float, str, str]] = []  # (at, node id, class)
+        self.steps: list[tuple[float, int]] = []  # (at, step) of SamplerCustomAdvanced
+
+    def __call__(self, event) -> None:
+        from comfy_runtime.backends.contract import NodeStarted, StepProgress
+
+        if isinstance(event, NodeStarted):
+            self.nodes.append((event.at, event.node_id, event.class_type))
+        elif isinstance(event, StepProgress) and event.class_type == "SamplerCustomAdvanced":
+            self.steps.append((event.at, event.step))
+
+
+def timed_render(service, request_fields: dict[str, Any], label: str, encode_skipped: bool) -> Timed:
+    """One render through VideoService.render, timed from the product's own progress events."""
+    from comfy_runtime.job.request import VideoRequest
+
+    timer = RunTimer()
     request = VideoRequest(**request_fields)  # the product's input rules apply to every kit render
     _peak_reset()
     started = time.perf_counter()
-    rendered = renderer.render(request, log_line=lambda line: lines.append((time.perf_counter(), line)))
+    rendered = service.render(request, subscribers=(timer,))
     ended = time.perf_counter()
     peak = _peak_gib()
-    nodes = [(t, m[1], m[2]) for t, line in lines if (m := NODE_LINE.match(line))]
+    nodes = timer.nodes
     node_s = {}
     for index, (t, node_id, cls) in enumerate(nodes):
         following = nodes[index + 1][0] if index + 1 < len(nodes) else started + rendered.timings["comfyui_seconds"]
         node_s[f"{node_id} {cls}"] = following - t
-    steps = [(t, int(m[2])) for t, line in lines if (m := STEP_LINE.match(line)) and m[1] == "SamplerCustomAdvanced"]
+    steps = timer.steps
     step_s = [b[0] - a[0] for a, b in zip(steps, steps[1:], strict=False) if b[1] == a[1] + 1]
     sampler_start = next((t for t, _, cls in nodes if cls == "SamplerCustomAdvanced"), None)
     first_step = steps[0][0] - sampler_start if steps and sampler_start is not None else None
     decode = next((s for key, s in node_s.items() if key.split()[1].startswith("VAEDecode")), None)
-    rendered_dir = rendered.run_dir
-    renderer.discard(rendered)
-    shutil.rmtree(rendered_dir, ignore_errors=True)
+    shutil.rmtree(rendered.run_dir, ignore_errors=True)
     return Timed(
-        label=label, size=f"{request.width}x{request.height}x{request.num_frames}", steps=int(request.steps),
+        label=label, size=f"{rendered.request.width}x{rendered.request.height}x{rendered.request.num_frames}",
+        steps=int(rendered.request.steps),
         total_s=ended - started, step_s=step_s, first_step_s=first_step, vae_decode_s=decode, peak_gpu_gib=peak,
         comfyui_s=rendered.timings["comfyui_seconds"],
         encode_s=None if encode_skipped else rendered.timings["encode_seconds"], node_s=node_s,
@@ -173,13 +188,13 @@ class EasyCacheLog(logging.Handler):
             self.skipped.append((int(match[1]), int(match[2])))
 
 
-def executor_seconds(renderer, graph: dict[str, Any], scratch: Path) -> float:
+def executor_seconds(model, graph: dict[str, Any], scratch: Path) -> float:
     """The same graph through ComfyUI's own validate_prompt + PromptExecutor, as its /prompt worker runs it:
     same booted ComfyUI, same executor (so the same cached models), no product code around it."""
     import execution
     import folder_paths
 
-    runtime = renderer.runtime
+    runtime = model.runtime
     scratch.mkdir(parents=True, exist_ok=True)
     prompt_id = uuid.uuid4().hex
 
@@ -207,20 +222,23 @@ def main(spec_path: str) -> int:
     deadline = float(spec["deadline"])
     encode_skipped = use_placeholder_pyav_if_absent()
 
+    from comfy_runtime.delivery.deliverer import FileDelivery
     from comfy_runtime.graph.frame_tap import add_frame_tap
     from comfy_runtime.job.params import graph_input_types
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render import renderer as renderer_module
-    from comfy_runtime.render.renderer import VideoRenderer
+    from comfy_runtime.render import encode as encode_module
+    from comfy_runtime.render.served_model import ServedModel
+    from comfy_runtime.service import VideoService
     from comfy_runtime.settings import Settings
 
     if encode_skipped:
-        # No PyAV here (bench/gpu_kit/no_pyav): the renderer keeps the lossless frames it tapped as its
+        # No PyAV here (bench/gpu_kit/no_pyav): the run keeps the lossless frames it tapped as its
         # output and the figures say encoding was skipped (a CPU cost, measured by the CPU benches).
-        renderer_module.encode_frames = lambda frames, fps, stem, output_format, crf: frames
-    settings = Settings()
-    renderer = VideoRenderer.from_settings(settings)
-    renderer.start()
+        encode_module.encode_frames = lambda frames, fps, stem, output_format, crf: frames
+    settings = Settings(warm_start=False)  # the first render's figures are the cold start's
+    service = VideoService.from_settings(settings, FileDelivery())
+    service.start()
+    model = service.model
     emit("ready", seconds_from_spawn=time.time() - spawned_at, encode_skipped=encode_skipped)
     import torch
 
@@ -234,13 +252,13 @@ def main(spec_path: str) -> int:
     warm: Timed | None = None
     for index, size in enumerate(spec["sizes"]):
         fields = {**base, "width": size["width"], "height": size["height"], "num_frames": size["num_frames"]}
-        first = timed_render(renderer, {**fields, "seed": 1}, "first" if index == 0 else "first_at_size", encode_skipped)
+        first = timed_render(service, {**fields, "seed": 1}, "first" if index == 0 else "first_at_size", encode_skipped)
         record = first.record()
         if index == 0:
             record["seconds_from_spawn"] = time.time() - spawned_at
             record["loads"] = loads.loads
         emit("render", **record)
-        this_warm = timed_render(renderer, {**fields, "seed": 2}, "warm", encode_skipped)
+        this_warm = timed_render(service, {**fields, "seed": 2}, "warm", encode_skipped)
         emit("render", **this_warm.record())
         if index == 0:
             warm = this_warm
@@ -249,20 +267,20 @@ def main(spec_path: str) -> int:
             product, comfy_own = [warm.total_s], []
             for pair in range(int(spec.get("overhead_pairs", 1))):
                 values = VideoRequest(**{**fields, "seed": 100 + pair}).model_dump(include=set(graph_input_types()))
-                graph = renderer.workflow.render(values, filename_prefix="gpukit_executor")
+                graph = model.workflow.render(values, filename_prefix="gpukit_executor")
                 graph, _ = add_frame_tap(graph, f"gpukit_executor_{uuid.uuid4().hex[:8]}")
-                comfy_own.append(executor_seconds(renderer, graph, Path(settings.output_dir) / "executor"))
+                comfy_own.append(executor_seconds(model, graph, Path(settings.output_dir) / "executor"))
                 if pair + 1 < int(spec.get("overhead_pairs", 1)):
-                    product.append(timed_render(renderer, {**fields, "seed": 200 + pair}, "warm_pair", encode_skipped).total_s)
+                    product.append(timed_render(service, {**fields, "seed": 200 + pair}, "warm_pair", encode_skipped).total_s)
             emit("executor", size=first.size, seconds=statistics.median(comfy_own), runs=comfy_own,
                  renderer_seconds=statistics.median(product), renderer_runs=product,
                  overhead_seconds=statistics.median(product) - statistics.median(comfy_own),
                  encode_seconds=None if encode_skipped else warm.encode_s)
             for feature in spec["features"]:
-                variant = dataclasses.replace(renderer.workflow, graph=variant_graph(renderer.workflow.graph, feature, on_gpu))
-                runner = VideoRenderer(renderer.runtime, variant, settings.output_dir, renderer.limits, tap_frames=True)
+                variant = dataclasses.replace(model.workflow, graph=variant_graph(model.workflow.graph, feature, on_gpu))
+                runner = VideoService(ServedModel(model.runtime, variant, settings.output_dir, model.limits, tap_frames=True))
                 if feature in spec["validate_only"]:
-                    renderer.runtime.validate(variant.graph)
+                    model.runtime.validate(variant.graph)
                     emit("feature", feature=feature, status="validated only (not run at this scale)")
                     continue
                 runs = 2 if feature in ("compile", "fp8") else 1  # the first one compiles or converts the weights
@@ -281,7 +299,7 @@ def main(spec_path: str) -> int:
                 emit("feature", feature=feature, status="measured", runs=[t.record() for t in timed],
                      loads=list(loads.loads), easycache_skipped=list(easycache_log.skipped))
     emit("done", seconds_from_spawn=time.time() - spawned_at)
-    renderer.close()
+    service.close()
     return 0
 
 

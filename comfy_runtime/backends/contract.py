@@ -1,26 +1,31 @@
 """The runtime interface both backends implement, and what crosses it.
 
 A backend runs an API-format ComfyUI graph and reports what happened in these types, so the
-rest of the product never sees ComfyUI's own event dictionaries.
+rest of the product never sees ComfyUI's own event dictionaries. RunEvent is everything one prediction
+reports (the backend's node and step events, then the pipeline's notes, warnings, stage timings and its end);
+RunEvents hands each event to every subscriber: the log line writer, the farm's row writer, the metrics
+recorder, the GPU kit's timer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from comfy_runtime.backends.lora_fit import LoraFit
 from comfy_runtime.errors import NodeFailure
 from comfy_runtime.graph.types import Graph, NodeSchema
+from comfy_runtime.lora.fit import LoraFit
 
 
 @dataclass(frozen=True)
 class NodeStarted:
     node_id: str
     class_type: str
+    at: float = field(default_factory=time.perf_counter, compare=False)  # when it was reported
 
 
 @dataclass(frozen=True)
@@ -29,10 +34,72 @@ class StepProgress:
     class_type: str | None
     step: int
     total: int
+    at: float = field(default_factory=time.perf_counter, compare=False)
 
 
+# The events a backend reports while a graph runs.
 ProgressEvent = NodeStarted | StepProgress
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@dataclass(frozen=True)
+class Note:
+    """A line for the people following the run (the seed drawn, the start image fitted, the upload)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class RunWarning:
+    """Something the caller should act on, though the run goes on (a LoRA that fits only in part)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Seconds per stage of one prediction (load, text, sample, decode, other, encode, upload, total...)."""
+
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RunDone:
+    """One prediction delivered: what it made, and its metrics in the one shape every front door records."""
+
+    width: int
+    height: int
+    num_frames: int
+    seed: int
+    video_name: str
+    timings: dict[str, float]  # comfyui_seconds, encode_seconds, total_seconds: the summary line's figures
+    metrics: dict[str, Any]  # render/metrics.py names, as Cog's record_metric takes them
+
+
+# Everything one prediction reports, in order: what the backend sees, then what the pipeline adds.
+RunEvent = NodeStarted | StepProgress | Note | RunWarning | StageTimings | RunDone
+RunEventSubscriber = Callable[[RunEvent], None]
+
+
+class RunEvents:
+    """One prediction's events, handed to each subscriber in turn. A subscriber that fails is logged and
+    skipped: a broken log sink or row writer must not fail the render."""
+
+    def __init__(self, subscribers: Iterable[RunEventSubscriber] = ()):
+        self.subscribers = tuple(subscribers)
+
+    def __call__(self, event: RunEvent) -> None:
+        for subscriber in self.subscribers:
+            try:
+                subscriber(event)
+            except Exception:
+                logging.getLogger(__name__).exception("progress subscriber %r failed", subscriber)
+
+    def note(self, text: str) -> None:
+        self(Note(text))
+
+    def warn(self, text: str) -> None:
+        self(RunWarning(text))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,6 @@ from comfy_runtime.backends.host_memory import (
     container_memory_limit,
     decide_pinned_memory,
 )
-from comfy_runtime.backends.lora_fit import LoraDoesNotFit, LoraFit, key_format, lora_layers
 from comfy_runtime.backends.outputs import collect_output_files
 from comfy_runtime.errors import (
     ComfyRuntimeError,
@@ -54,6 +53,7 @@ from comfy_runtime.errors import (
 )
 from comfy_runtime.graph.node_schema import node_schema_from_object_info
 from comfy_runtime.graph.types import Graph, NodeSchema
+from comfy_runtime.lora.fit import LoraDoesNotFit, LoraFit, key_format, lora_layers
 from comfy_runtime.settings import parse_pinned_setting
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comfy_runtime.backends.contract import ComfyRuntime
+from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import ComfyUISourceError, resolve_comfyui_path
+
+
+class BackendRefused(HunyuanVideoError, ValueError):
+    """A backend setting this deployment cannot run."""
 
 
 @dataclass(frozen=True)
@@ -21,6 +26,11 @@ class Backend:
 
 def backend_from_settings(settings: Settings) -> Backend:
     if settings.backend == "remote":
+        if settings.gpus > 1:
+            raise BackendRefused(
+                f"HV_GPUS={settings.gpus} splits the DiT inside this process's ComfyUI, which HV_BACKEND=remote does not "
+                "run: use HV_BACKEND=embedded, or HV_GPUS=1 and let the remote ComfyUI use its own GPUs"
+            )
         from comfy_runtime.backends.remote import RemoteRuntime
 
         try:
@@ -33,7 +43,7 @@ def backend_from_settings(settings: Settings) -> Backend:
     from comfy_runtime.backends.embedded import EmbeddedRuntime
 
     comfyui_path = resolve_comfyui_path(settings)
-    runtime = EmbeddedRuntime(
+    arguments = dict(
         comfyui_path=comfyui_path,
         models_dir=settings.models_dir,
         work_dir=settings.output_dir / ".work",
@@ -41,4 +51,10 @@ def backend_from_settings(settings: Settings) -> Backend:
         extra_custom_nodes=settings.extra_custom_nodes,
         pinned_memory=settings.pinned_memory,
     )
+    if settings.gpus == 1:
+        return Backend(EmbeddedRuntime(**arguments), comfyui_path, local=True)
+    from comfy_runtime.backends.parallel.runtime import ParallelRuntime, refuse_gpu_count
+
+    refuse_gpu_count(settings.gpus, settings.device)
+    runtime = ParallelRuntime(**arguments, gpus=settings.gpus, collective_timeout=settings.gpu_collective_timeout)
     return Backend(runtime, comfyui_path, local=True)

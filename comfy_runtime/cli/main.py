@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,8 +27,9 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from comfy_runtime.delivery.deliverer import CopyDelivery
     from comfy_runtime.job.request import VideoRequest
-    from comfy_runtime.render.renderer import VideoRenderer
+    from comfy_runtime.service import VideoService
     from comfy_runtime.settings import Settings
 
     fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
@@ -40,13 +40,11 @@ def _cmd_render(args: argparse.Namespace) -> int:
             print(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
         return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
-    renderer = VideoRenderer.from_settings(Settings(**overrides))
-    renderer.start()
-    rendered = renderer.render(request, log_line=lambda line: print(line, file=sys.stderr))
-    target = Path(args.out or rendered.video.name).resolve()
-    shutil.copyfile(rendered.video, target)
-    renderer.settle(rendered, delivered_elsewhere=True)  # the copy is the delivery: no second one in outputs/
-    print(target)
+    # The file, not the bucket: the operator asked for it here, at --out.
+    service = VideoService.from_settings(Settings(**overrides), CopyDelivery(args.out))
+    service.start()
+    delivered = service.predict(request, log_line=lambda line: print(line, file=sys.stderr))
+    print(delivered.file)
     return 0
 
 
@@ -169,14 +167,13 @@ def main(argv: list[str] | None = None) -> int:
     handler.setFormatter(_Messages())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     args = build_parser().parse_args(argv)  # a usage error exits 2 here, in one line naming the command's --help
-    from comfy_runtime.errors import HunyuanVideoError, InputRejected
-    from comfy_runtime.graph.workflow import BindingError
+    from comfy_runtime.errors import HunyuanVideoError
 
     try:
         return args.fn(args)
     except HunyuanVideoError as error:  # raised on purpose: its message names the fix; a traceback adds nothing
         print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(error, InputRejected | BindingError) else EXIT_FAILED
+        return error.exit_status
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -11,15 +11,18 @@ files (previewed on its page, FileOutput objects in its clients), where a `str` 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.errors import HunyuanVideoError
-from comfy_runtime.render.renderer import Rendered
+from comfy_runtime.render.rendered import Rendered
 from comfy_runtime.settings import Settings
+
+if TYPE_CHECKING:  # boto3 loads only where a bucket is configured: the GPU kit runs without it
+    from comfy_runtime.delivery.storage import ObjectStore
 
 log = logging.getLogger(__name__)
 LogSink = Callable[[str], None]
@@ -62,6 +65,26 @@ class FileDelivery:
         return Delivered(file=rendered.video)
 
 
+class CopyDelivery:
+    """The CLI's: the video copied to the path the operator named (default: its own name, in the current
+    folder). Like an upload, the video then lives elsewhere, so the run folder under outputs/ goes."""
+
+    def __init__(self, target: Path | str | None = None):
+        self.target = target
+
+    def check(self) -> None:
+        pass
+
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
+        target = Path(self.target or rendered.video.name).resolve()
+        try:
+            shutil.copyfile(rendered.video, target)
+        except OSError as error:
+            raise DeliveryFailed(f"could not copy the video to {target} ({error.strerror}); it is kept at "
+                                 f"{rendered.video}: copy it from there, or give --out a writable path") from error
+        return Delivered(file=target, url=target.as_uri())
+
+
 class ObjectStoreDelivery:
     def __init__(self, store: ObjectStore):
         self.store = store
@@ -72,11 +95,13 @@ class ObjectStoreDelivery:
 
     def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         metadata = {
-            "inputs": rendered.request.model_dump(mode="json"),
+            "inputs": rendered.shown_inputs,
             "seed": rendered.seed,
             "timings": rendered.timings,
             "metrics": rendered.metrics,
         }
+        from comfy_runtime.delivery.storage import StorageError
+
         try:
             uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata, key=key)
         except StorageError as error:
@@ -87,5 +112,7 @@ class ObjectStoreDelivery:
 
 
 def delivery_from_settings(settings: Settings | None = None) -> Delivery:
+    from comfy_runtime.delivery.storage import ObjectStore, StorageConfig
+
     config = StorageConfig.from_settings(settings or Settings())
     return ObjectStoreDelivery(ObjectStore(config)) if config else FileDelivery()

@@ -1,11 +1,12 @@
 """`python -m comfy_runtime worker`: a GPU worker that pulls one job at a time and renders it in-process.
 
-The same VideoRenderer and Delivery as predict.py; weights and locked nodes are checked (renderer.start())
-and the bucket is proven (delivery.check()) before the worker takes any work. For each job: the prediction
-row goes to processing (its seed fixed, so a re-run renders the same video), progress and logs go to the row,
-the video goes to object storage under a key made from the prediction id (a re-run overwrites the same one
-object, and a re-run of a job already recorded as ended stops before rendering), then the row ends with the
-URL, seed and timings, and the job's webhook fires in Cog's shape.
+The same VideoService as predict.py: the bucket is proven, weights and locked nodes are checked and (with
+HV_WARM_START) the models are loaded (service.start()) before the worker takes any work. For each job: the
+prediction row goes to processing (its seed fixed, so a re-run renders the same video), the service renders it
+and delivers it to object storage under a key made from the prediction id (a re-run overwrites the same one
+object, and a re-run of a job already recorded as ended stops before rendering) while the run's events go to
+the row (progress and log lines), then the row ends with the URL, seed and metrics (Cog's shape), and the job's
+webhook fires in Cog's shape.
 
 SIGTERM/SIGINT: the job in flight finishes and is delivered, no new one is taken, the process exits.
 A worker that vanishes (SIGKILL, node lost) stops heartbeating; any other worker finds its job stalled and
@@ -17,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import socket
 import threading
@@ -30,6 +30,7 @@ from procrastinate import exceptions, jobs
 from procrastinate.worker import Worker
 from pydantic import ValidationError
 
+from comfy_runtime.backends.contract import NodeStarted, RunEvent, StepProgress
 from comfy_runtime.delivery.deliverer import Delivery, ObjectStoreDelivery, delivery_from_settings
 from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTimedOut
 from comfy_runtime.farm import webhook as webhooks
@@ -37,10 +38,9 @@ from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
-from comfy_runtime.job.params import MAX_SEED
 from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.render.progress import NODE_LINE, STEP_LINE
-from comfy_runtime.render.renderer import VideoRenderer
+from comfy_runtime.render.metrics import as_response
+from comfy_runtime.service import VideoService
 from comfy_runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class _Run:
 
     prediction_id: str
     attempt: int
-    phase: str = "preparing"  # preparing -> rendering -> delivering
+    phase: str = "preparing"  # preparing -> rendering (the service renders and delivers)
     cancel_requested: bool = False
     last_step: str = ""
 
@@ -91,33 +91,37 @@ class Outcome:
     output: str | None = None
 
 
-class _ProgressSink:
-    """The renderer's log lines: kept for the row's logs, parsed into {node, class_type, step, total}, and
-    written to the row at most every PROGRESS_FLUSH_SECONDS, best effort (a database blip costs a progress
-    update, never the render)."""
+class _JobProgress:
+    """A run's events, for its row: the log lines (from the service's line writer, through line()) and the
+    progress {node, class_type, step, total} (from the typed events), written to the row at most every
+    PROGRESS_FLUSH_SECONDS, best effort (a database blip costs a progress update, never the render)."""
 
-    def __init__(self, store: JobStore, run: _Run, on_cancelled_line=None):
+    def __init__(self, store: JobStore, run: _Run, repeat_cancel=None):
         self.store = store
         self.run = run
-        self.on_cancelled_line = on_cancelled_line
+        self.repeat_cancel = repeat_cancel
         self.pending: list[str] = []
         self.progress: dict[str, Any] = {}
         self.dirty = False
         self.flushed_at = 0.0
 
-    def __call__(self, line: str) -> None:
-        log.info("[%s] %s", self.run.prediction_id, line)
-        if self.run.cancel_requested and self.run.phase == "rendering" and self.on_cancelled_line is not None:
-            # A cancel that came just before ComfyUI started would be cleared by its start: repeat it on
-            # every line the run still reports, so it lands at the next node or step.
-            self.on_cancelled_line()
-        self.pending.append(line)
-        if match := NODE_LINE.match(line):
-            self.progress = {"node": match["node"], "class_type": match["class_type"]}
-        elif match := STEP_LINE.match(line):
-            self.progress = {**self.progress, "step": int(match["step"]), "total": int(match["total"])}
-            self.run.last_step = f"{match['step']}/{match['total']}"
+    def line(self, text: str) -> None:
+        log.info("[%s] %s", self.run.prediction_id, text)
+        self.pending.append(text)
         self.dirty = True
+
+    def __call__(self, event: RunEvent) -> None:
+        if self.run.cancel_requested and self.run.phase == "rendering" and self.repeat_cancel is not None:
+            # A cancel that came just before ComfyUI started would be cleared by its start: repeat it on
+            # every event the run still reports, so it lands at the next node or step.
+            self.repeat_cancel()
+        if isinstance(event, NodeStarted):
+            self.progress = {"node": event.node_id, "class_type": event.class_type}
+            self.dirty = True
+        elif isinstance(event, StepProgress):
+            self.progress = {**self.progress, "step": event.step, "total": event.total}
+            self.run.last_step = f"{event.step}/{event.total}"
+            self.dirty = True
         if time.monotonic() - self.flushed_at >= PROGRESS_FLUSH_SECONDS:
             self.flush()
 
@@ -144,10 +148,10 @@ class _ProgressSink:
 
 class FarmWorker:
     def __init__(self, farm: FarmSettings | None = None, settings: Settings | None = None,
-                 renderer: VideoRenderer | None = None, delivery: Delivery | None = None):
+                 service: VideoService | None = None, delivery: Delivery | None = None):
         self.farm = farm or FarmSettings()
         self.settings = settings or Settings()
-        self.renderer = renderer
+        self.service = service
         self.delivery = delivery
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="render")
@@ -160,16 +164,15 @@ class FarmWorker:
         """Everything that can fail before taking work: database settings, bucket, weights, ComfyUI."""
         self.farm.require_database()
         if self.delivery is None:
-            self.delivery = delivery_from_settings(self.settings)
+            self.delivery = self.service.delivery if self.service is not None else delivery_from_settings(self.settings)
         if not isinstance(self.delivery, ObjectStoreDelivery):
             raise FarmNotConfigured(
                 "a farm worker delivers to object storage, and HV_S3_BUCKET is not set: set HV_S3_BUCKET "
                 "(and HV_S3_ENDPOINT_URL for MinIO) so results outlive the worker"
             )
-        self.delivery.check()
-        if self.renderer is None:
-            self.renderer = VideoRenderer.from_settings(self.settings)
-            self.renderer.start()
+        if self.service is None:
+            self.service = VideoService.from_settings(self.settings, self.delivery)
+            self.service.start()  # proves the bucket first, then the model; warm start as HV_WARM_START says
 
     def object_key(self, prediction_id: str, output_format: str) -> str:
         assert isinstance(self.delivery, ObjectStoreDelivery)
@@ -180,8 +183,8 @@ class FarmWorker:
         try:
             asyncio.run(self.serve())
         finally:
-            if self.renderer is not None:
-                self.renderer.close()
+            if self.service is not None:
+                self.service.close()
         return 0
 
     async def connect(self) -> None:
@@ -259,9 +262,9 @@ class FarmWorker:
         except asyncio.CancelledError:
             # An abort (cancel) reached this job: interrupt ComfyUI, then let the thread record how it ended.
             run.cancel_requested = True
-            if run.phase == "rendering" and self.renderer is not None:
+            if run.phase == "rendering" and self.service is not None:
                 log.info("cancel of %s %s: interrupting ComfyUI", prediction_id, run.where())
-                self.renderer.cancel()
+                self.service.cancel()
             outcome = await future
             current = asyncio.current_task()
             if current is not None:
@@ -282,8 +285,8 @@ class FarmWorker:
                              "submit it again, and check the worker's log and the database")
 
     def _run_job(self, run: _Run) -> Outcome:
-        """The render thread: render, deliver, record. Every end is written to the row here."""
-        assert self.renderer is not None and self.delivery is not None
+        """The render thread: the service renders and delivers; every end is written to the row here."""
+        assert self.service is not None and self.delivery is not None
         row = self.store.get(run.prediction_id)
         if row is None:
             log.warning("job for %s has no prediction row; nothing to do", run.prediction_id)
@@ -296,53 +299,45 @@ class FarmWorker:
             request = VideoRequest(**row["input"])
         except ValidationError as error:  # written by an older gateway with other rules
             return self._end(run, "failed", error=f"input no longer valid: {error}")
-        seed = request.seed if request.seed is not None else random.SystemRandom().randint(0, MAX_SEED)
-        started = self.store.start(run.prediction_id, self.name, seed, f"attempt {run.attempt} on worker {self.name}\n")
+        started = self.store.start(run.prediction_id, self.name, request.with_seed().seed,
+                                   f"attempt {run.attempt} on worker {self.name}\n")
         if started is None:
             return Outcome("skipped")
         if webhooks.wants(started, "start"):
             self._send(started, attempts=1)
-        request = request.model_copy(update={"seed": started["seed"]})
-        sink = _ProgressSink(self.store, run, on_cancelled_line=self.renderer.cancel)
+        request = request.model_copy(update={"seed": started["seed"]})  # a re-run keeps the first run's seed
+        progress = _JobProgress(self.store, run, repeat_cancel=self.service.cancel)
         run.phase = "rendering"
         if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
-            return self._end(run, "canceled", sink=sink, logs="canceled before rendering\n")
+            return self._end(run, "canceled", progress=progress, logs="canceled before rendering\n")
+        key = self.object_key(run.prediction_id, request.output_format)
         try:
-            rendered = self.renderer.render(request, log_line=sink)
+            delivered = self.service.predict(request, log_line=progress.line, subscribers=(progress,), key=key)
         except RunTimedOut as error:
-            return self._end(run, "failed", error=str(error), sink=sink)
+            return self._end(run, "failed", error=str(error), progress=progress)
         except ExecutionInterrupted as error:
             if run.cancel_requested:
-                return self._end(run, "canceled", sink=sink, logs=f"canceled {run.where()}\n")
-            return self._end(run, "failed", error=str(error), sink=sink)
-        except HunyuanVideoError as error:
-            return self._end(run, "failed", error=str(error), sink=sink)
+                return self._end(run, "canceled", progress=progress, logs=f"canceled {run.where()}\n")
+            return self._end(run, "failed", error=str(error), progress=progress)
+        except HunyuanVideoError as error:  # refused input, a failed node, a failed upload (the file is kept)
+            return self._end(run, "failed", error=str(error), progress=progress)
         except Exception as error:  # a bug: keep the traceback in the worker's log, the message on the row
             log.exception("render of %s failed", run.prediction_id)
-            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", sink=sink)
-        run.phase = "delivering"
-        key = self.object_key(run.prediction_id, request.output_format)
-        upload_started = time.perf_counter()
-        try:
-            delivered = self.delivery.deliver(rendered, log_line=sink, key=key)
-        except HunyuanVideoError as error:
-            self.renderer.keep(rendered)  # the error names the file: it must outlive the next job
-            return self._end(run, "failed", error=str(error), sink=sink)
-        self.renderer.settle(rendered, delivered_elsewhere=True)
-        # The render's metrics (seed, steps, cache, LoRA fit, stage timings) go on the row as Cog's metrics.
-        timings = {**rendered.timings, **rendered.metrics, "upload_seconds": time.perf_counter() - upload_started}
-        return self._end(run, "succeeded", output=delivered.url, timings=timings, object_key=key, sink=sink)
+            return self._end(run, "failed", error=f"{type(error).__name__}: {error}", progress=progress)
+        # The metrics (seed, steps, cache, LoRA fit, stage timings) go on the row as a Cog response shows them.
+        return self._end(run, "succeeded", output=delivered.url, timings=as_response(delivered.metrics),
+                         object_key=key, progress=progress)
 
-    def _end(self, run: _Run, status: str, *, sink: _ProgressSink | None = None, logs: str = "",
+    def _end(self, run: _Run, status: str, *, progress: _JobProgress | None = None, logs: str = "",
              error: str | None = None, output: str | None = None, timings: dict[str, float] | None = None,
              object_key: str | None = None) -> Outcome:
-        if sink is not None:  # what the throttled progress writes have not sent yet goes with the end
-            logs = sink.take() + logs
+        if progress is not None:  # what the throttled progress writes have not sent yet goes with the end
+            logs = progress.take() + logs
         if error:
             logs += f"error: {error}\n"
         ended = self.store.finish_surely(run.prediction_id, status, logs=logs, output=output, error=error,
                                          timings=timings, object_key=object_key,
-                                         progress=sink.progress if sink is not None else None)
+                                         progress=progress.progress if progress is not None else None)
         if ended is None:  # another run of this job ended it first
             return Outcome("skipped", output=output)
         if webhooks.wants(ended, "completed"):

@@ -12,7 +12,8 @@ The tap takes the place of CreateVideo -> SaveVideo in the copy that runs: their
 be thrown away, and at 848x480x73 it costs seconds of x264 per prediction (same bench). The bundled
 workflow files keep their SaveVideo (they stay valid ComfyUI graphs, and setup validates them as they are); a graph
 without CreateVideo -> SaveVideo gets no tap, and its video is re-encoded from its own file instead.
-Only the embedded backend taps (service.py): a remote server would keep every ~90 MB tap file.
+Only the embedded backend taps (ServedModel.from_settings, render/served_model.py): a remote server would keep
+every ~90 MB tap file.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Transforms of the graph a run executes that change the DiT: a LoRA, EasyCache, its weight dtype, torch.compile.
+"""Transforms of the graph a run executes that change the DiT: EasyCache, its weight dtype, torch.compile, and the
+place a LoRA goes (comfy_runtime/lora/graph.py inserts it with insert_on_dit_chain).
 
 Each inserts one core ComfyUI node on the model chain right after the DiT loader (UNETLoader), re-pointing every
 node that read the loader's model to it, so the rest of the workflow stays as it is. The chain is found by
@@ -68,7 +69,7 @@ def _chain_end(graph: Graph, loader: str) -> str:
         current = following[0]
 
 
-def _insert(graph: Graph, what: str, class_type: str, inputs: dict[str, Any], title: str) -> Graph:
+def insert_on_dit_chain(graph: Graph, what: str, class_type: str, inputs: dict[str, Any], title: str) -> Graph:
     loaders = first_stage_loaders(graph)
     if not loaders:
         raise ModelChainError(
@@ -88,12 +89,6 @@ def _insert(graph: Graph, what: str, class_type: str, inputs: dict[str, Any], ti
     return graph
 
 
-def add_lora(graph: Graph, lora_name: str, strength: float) -> Graph:
-    """LoraLoaderModelOnly on the first-stage DiT. lora_name is the file's name under models/loras."""
-    return _insert(graph, "lora", "LoraLoaderModelOnly", {"lora_name": lora_name, "strength_model": float(strength)},
-                   "LoRA of the request")
-
-
 def add_cache(graph: Graph, level: str) -> Graph:
     """EasyCache at the named level (job/params.py CACHE_LEVELS); "off" returns the graph unchanged."""
     if level not in CACHE_LEVELS:
@@ -101,10 +96,16 @@ def add_cache(graph: Graph, level: str) -> Graph:
     threshold = CACHE_LEVELS[level]
     if threshold is None:
         return graph
-    return _insert(graph, "cache", "EasyCache", {
+    return insert_on_dit_chain(graph, "cache", "EasyCache", {
         "reuse_threshold": threshold, "start_percent": CACHE_START_PERCENT, "end_percent": CACHE_END_PERCENT,
         "verbose": False,
     }, f"EasyCache ({level})")
+
+
+def add_sequence_parallel(graph: Graph) -> Graph:
+    """HVSequenceParallel (backends/parallel) last on the first-stage DiT's chain, so what runs split is the DiT with
+    its LoRA and cache. A super-resolution DiT is not split: it runs whole on every rank."""
+    return insert_on_dit_chain(graph, "sequence_parallel", "HVSequenceParallel", {}, "DiT split over the GPUs")
 
 
 def apply_dit_settings(graph: Graph, weight_dtype: str = "default", compile_model: bool = False) -> Graph:
@@ -115,5 +116,5 @@ def apply_dit_settings(graph: Graph, weight_dtype: str = "default", compile_mode
             if node.get("class_type") in DIT_LOADERS:
                 node["inputs"]["weight_dtype"] = weight_dtype
     if compile_model:
-        graph = _insert(graph, "compile", "TorchCompileModel", {"backend": "inductor"}, "torch.compile of the DiT")
+        graph = insert_on_dit_chain(graph, "compile", "TorchCompileModel", {"backend": "inductor"}, "torch.compile of the DiT")
     return graph

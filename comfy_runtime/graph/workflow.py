@@ -93,7 +93,7 @@ class Workflow:
 
 
 class BindingError(HunyuanVideoError, ValueError):
-    pass
+    exit_status = 2  # a usage error of the workflow's author, as refused input is the caller's
 
 
 def available_workflows(directory: Path = WORKFLOWS_DIR) -> list[str]:

@@ -51,7 +51,7 @@ def _plain_text(param: Param, rule: Text):
 
 
 def _reference_form(value: str) -> str:
-    from comfy_runtime.job.lora_ref import lora_reference_problem
+    from comfy_runtime.lora.reference import lora_reference_problem
 
     problem = lora_reference_problem(value)
     if problem:

@@ -5,7 +5,8 @@ writes its index at the end of the file (a browser must fetch the whole file bef
 not reproducible: libx264 with PyAV's defaults (macroblock-tree rate control on, threads by core
 count) now and then writes a different stream for identical frames. Our mp4 pins every option that
 changes the bytes, so the same frames give the same file on any machine. The frames are the exact
-ones the workflow decoded (frame_tap.py); a workflow without the tap is re-encoded from its own file.
+ones the workflow decoded (frame_tap.py); a workflow without the tap is re-encoded from its own file
+(encode_run picks which).
 """
 
 from __future__ import annotations
@@ -15,18 +16,30 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 from PIL import Image, ImageSequence
 
+from comfy_runtime.backends.contract import RunResult
+from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.graph.frame_tap import tapped_file
 from comfy_runtime.job.params import BY_NAME, CRF
+
+if TYPE_CHECKING:
+    from comfy_runtime.render.plan import RunPlan
 
 DEFAULT_CRF = BY_NAME["crf"].default
 MIN_CRF, MAX_CRF = int(CRF.ge), int(CRF.le)
 VP9_MAX_CRF = 63
 # Fixed, not per-core: x264's frame threading changes the bitstream with the thread count.
 X264_THREADS = 4
+VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".mkv")
+
+
+class RenderFailed(HunyuanVideoError, RuntimeError):
+    pass
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,27 @@ def codec_options(output_format: str, crf: int) -> dict[str, str]:
     if output_format == "gif":
         return {}
     raise ValueError(f"output_format={output_format!r} is not one of {sorted(FORMATS)}")
+
+
+def encode_run(plan: RunPlan, result: RunResult, stem: Path) -> Path:
+    """The delivered file of a run: encoded from the tap's exact frames, or (no tap) re-encoded from the workflow's
+    own video."""
+    request, workflow = plan.request, plan.workflow
+    if plan.tap is not None:
+        frames = tapped_file(plan.tap, result.ui_outputs, result.files)
+        if frames is None:
+            raise RenderFailed(
+                f"workflow {workflow.name!r} finished but its frames were not saved (files: "
+                f"{result.files}); check the ComfyUI log above for the frame tap's SaveAnimatedPNG"
+            )
+        return encode_frames(frames, plan.tap.fps, stem, request.output_format, request.crf)
+    videos = [path for path in result.files if path.suffix.lower() in VIDEO_SUFFIXES]
+    if not videos:
+        raise RenderFailed(
+            f"workflow {workflow.name!r} finished but saved no video (files: {result.files}); "
+            "its output node must be a video saver such as SaveVideo"
+        )
+    return transcode(videos[0], request.output_format, request.crf)
 
 
 def encode_frames(frames: Path, fps: Fraction, stem: Path, output_format: str, crf: int = DEFAULT_CRF) -> Path:

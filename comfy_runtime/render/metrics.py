@@ -2,18 +2,18 @@
 
 A node's time runs from its "executing" event to the next node's (or to the end of the run): ComfyUI runs one
 node at a time, and a node it takes from its output cache sends no event, so cached loaders cost nothing here.
-The figures become Rendered.metrics, which predict.py records through Cog's record_metric and the farm keeps
-on the job.
+StageClock is a subscriber of a run's events (backends/contract.py); MetricsRecorder is the one that hands each
+metric of the finished prediction (RunDone) to Cog's record_metric. The farm keeps the same metrics on the job, in
+the nested form Cog's response shows them (as_response).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfy_runtime.backends.contract import NodeStarted, ProgressEvent
+from comfy_runtime.backends.contract import NodeStarted, RunDone, RunEvent
 from comfy_runtime.graph.model_chain import SAMPLERS
 
 STAGES = ("load", "text", "sample", "decode", "other")
@@ -35,13 +35,9 @@ def stage_of(class_type: str) -> str:
 class StageClock:
     started: list[tuple[float, str]] = field(default_factory=list)
 
-    def wrap(self, on_progress: Callable[[ProgressEvent], None]) -> Callable[[ProgressEvent], None]:
-        def timed(event: ProgressEvent) -> None:
-            if isinstance(event, NodeStarted):
-                self.started.append((time.perf_counter(), event.class_type))
-            on_progress(event)
-
-        return timed
+    def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, NodeStarted):
+            self.started.append((event.at, event.class_type))
 
     def seconds(self, ended: float) -> dict[str, float]:
         """Seconds per stage, for a run that ended at `ended` (perf_counter)."""
@@ -51,10 +47,35 @@ class StageClock:
         return totals
 
 
-def render_metrics(seed: int, steps: int, cache: str, cache_steps_skipped: int | None, timings: dict[str, float],
-                   lora: dict[str, Any] | None) -> dict[str, Any]:
-    """Flat names with dots, as Cog's record_metric takes them (a dot makes a nested object)."""
-    metrics: dict[str, Any] = {"seed": seed, "steps": steps, "cache": cache}
+class MetricsRecorder:
+    """Each metric of a delivered prediction, to a sink taking (name, value), as Cog's record_metric does."""
+
+    def __init__(self, record_metric: Callable[[str, Any], None]):
+        self.record_metric = record_metric
+
+    def __call__(self, event: RunEvent) -> None:
+        if isinstance(event, RunDone):
+            for name, value in event.metrics.items():
+                self.record_metric(name, value)
+
+
+def as_response(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The flat dotted names nested, as Cog's response shows what record_metric recorded."""
+    nested: dict[str, Any] = {}
+    for name, value in metrics.items():
+        *parents, leaf = name.split(".")
+        holder = nested
+        for parent in parents:
+            holder = holder.setdefault(parent, {})
+        holder[leaf] = value
+    return nested
+
+
+def render_metrics(seed: int, steps: int, cache: str, cache_steps_skipped: int | None, comfyui_seconds: float,
+                   timings: dict[str, float], lora: dict[str, Any] | None) -> dict[str, Any]:
+    """Flat names with dots, as Cog's record_metric takes them (a dot makes a nested object). comfyui_seconds:
+    ComfyUI's own execution time (RunResult.execution_seconds); timings: seconds per stage."""
+    metrics: dict[str, Any] = {"seed": seed, "steps": steps, "cache": cache, "comfyui_seconds": round(comfyui_seconds, 4)}
     if cache_steps_skipped is not None:
         metrics["cache_steps_skipped"] = cache_steps_skipped
     metrics.update({f"timings.{name}": round(value, 4) for name, value in timings.items()})

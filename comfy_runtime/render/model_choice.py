@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from comfy_runtime.errors import InputRejected
 from comfy_runtime.graph.workflow import Workflow
-from comfy_runtime.job.params import BY_NAME, graph_input_types
 from comfy_runtime.job.params import defaults as input_defaults
+from comfy_runtime.job.params import graph_input_types
 from comfy_runtime.job.request import VideoRequest
 
 
@@ -92,17 +92,3 @@ def refuse_unusable_inputs(workflow: Workflow, request: VideoRequest) -> None:
             f"{workflow.title} cannot use {given} (workflow {workflow.name} has no place for it): leave it out or "
             f"at its default ({keep})"
         )
-
-
-def refuse_over_limits(workflow: Workflow, request: VideoRequest) -> None:
-    """The model's own narrower maxima ([limits] in its bindings file), e.g. its trained clip length."""
-    for name, high in workflow.limits.items():
-        if name not in BY_NAME:  # max_pixel_frames: the memory budget's (job/limits.py)
-            continue
-        value = getattr(request, name)
-        if value is not None and value > high:
-            rule = BY_NAME[name].rule
-            raise ModelCannotUse(
-                f"{name}={value} is over what {workflow.title} takes ({name} at most {high:g}; the input allows "
-                f"{rule.text()}): lower {name} to {high:g} or less"
-            )

@@ -1,25 +1,22 @@
-"""The progress lines a caller reads (Cog's prediction logs, the CLI's stderr) while a render runs.
+"""The progress lines a person reads (Cog's prediction logs, the CLI's stderr, a farm job's logs) while a render
+runs: ProgressLog is the subscriber that writes a run's events (backends/contract.py RunEvent) as lines.
 
 `node 9 SamplerCustomAdvanced` when a node starts, `SamplerCustomAdvanced step 3/30 (4.12 s/step,
-ETA 1:55)` per step, and one closing summary line. s/step is the node's mean since it started (its
+ETA 1:55)` per step, a note as its text, a warning as `warning: ...`, and one closing summary line.
+Programs read the events themselves, never these lines. s/step is the node's mean since it started (its
 first step includes loading the model, so the rate settles over the first steps); the ETA is for that
 node. The frame tap is our own node (graph/frame_tap.py): its generated id means nothing to a caller.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
-from comfy_runtime.backends.contract import NodeStarted, ProgressEvent, StepProgress
+from comfy_runtime.backends.contract import NodeStarted, Note, RunDone, RunEvent, RunWarning, StepProgress
 from comfy_runtime.graph.frame_tap import TAP_NODE_PREFIX
 
 LogSink = Callable[[str], None]
-# The two line shapes ProgressLog writes, for readers of a render's log lines (the farm's job progress, the GPU
-# kit's step timing): `node <id> <class>` and `<class> step <i>/<n>` with an optional `(... s/step, ETA ...)`.
-NODE_LINE = re.compile(r"^node (?P<node>\S+) (?P<class_type>\S+)$")
-STEP_LINE = re.compile(r"^(?P<class_type>.+?) step (?P<step>\d+)/(?P<total>\d+)(?: \(.*\))?$")
 
 
 def clock(seconds: float) -> str:
@@ -37,7 +34,7 @@ class ProgressLog:
         self._node: str | None = None
         self._node_started = 0.0
 
-    def __call__(self, event: ProgressEvent) -> None:
+    def __call__(self, event: RunEvent) -> None:
         if isinstance(event, NodeStarted):
             self._start_node(event.node_id)
             if event.node_id.startswith(TAP_NODE_PREFIX):
@@ -55,6 +52,13 @@ class ProgressLog:
                 per_step = (self.now() - self._node_started) / event.step
                 line += f" ({per_step:.2f} s/step, ETA {clock(per_step * max(0, event.total - event.step))})"
             self.log_line(line)
+        elif isinstance(event, Note):
+            self.log_line(event.text)
+        elif isinstance(event, RunWarning):
+            self.log_line(f"warning: {event.text}")
+        elif isinstance(event, RunDone):
+            self.log_line(summary_line(event.timings, event.width, event.height, event.num_frames, event.seed,
+                                       event.video_name))
 
     def _start_node(self, node_id: str | None) -> None:
         self._node = node_id

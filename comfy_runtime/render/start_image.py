@@ -1,11 +1,9 @@
-"""The start image of an image-to-video render: taken in as the hostile input it is, then fitted to the size.
+"""The start image of an image-to-video render, taken in as the hostile input it is (its fit to the size: plan.py).
 
 Sources: a data URI, an https URL (fetched by supply/url_fetch.py: public addresses only, every redirect
 re-checked, size and time capped), or a local Path from a Python caller. The bytes must be one still PNG, JPEG
 or WebP image within MAX_IMAGE_BYTES and MAX_IMAGE_PIXELS (checked from the header, before any pixel is
-decoded: no decompression bombs). EXIF orientation is applied, transparency is flattened onto white, and the
-image is fitted by covering the requested size and cropping the centre (ImageOps.fit), so the frame the VAE
-encodes is exactly the one written here.
+decoded: no decompression bombs). EXIF orientation is applied and transparency is flattened onto white.
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import warnings
 from pathlib import Path
 
 from comfy_runtime.errors import InputRejected
-from comfy_runtime.job.params import MAX_IMAGE_BYTES, SIZE
+from comfy_runtime.job.params import MAX_IMAGE_BYTES
 from comfy_runtime.supply.url_fetch import FetchPolicy, fetch_url
 
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -97,32 +95,6 @@ def decode_image(data: bytes):
         flat.paste(rgba, mask=rgba.getchannel("A"))
         return flat
     return image.convert("RGB")
-
-
-def size_for_aspect(image_size: tuple[int, int], area_of: tuple[int, int]) -> tuple[int, int]:
-    """A size on the 16-pixel grid with the image's aspect and about the pixel area of `area_of` (the model's
-    default size), so a caller who gives no size gets the model's resolution in the image's shape."""
-    image_w, image_h = image_size
-    area = area_of[0] * area_of[1]
-    scale = (area / (image_w * image_h)) ** 0.5
-    width, height = (_on_grid(side * scale) for side in (image_w, image_h))
-    while width * height > area and (width > SIZE.start or height > SIZE.start):
-        if width >= height:
-            width -= SIZE.step
-        else:
-            height -= SIZE.step
-    return width, height
-
-
-def _on_grid(value: float) -> int:
-    return min(SIZE.stop, max(SIZE.start, round(value / SIZE.step) * SIZE.step))
-
-
-def fit_image(image, width: int, height: int):
-    """Scale to cover width x height and crop the centre: no stretching, no borders."""
-    from PIL import Image, ImageOps
-
-    return ImageOps.fit(image, (width, height), method=Image.Resampling.LANCZOS, centering=(0.5, 0.5))
 
 
 def default_policy() -> FetchPolicy:

@@ -30,6 +30,7 @@ from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND as LOCK_COMMAND
 from comfy_runtime.supply.commands import WEIGHTS_VERIFY_COMMAND
 from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
+from comfy_runtime.supply.hugging_face import hf_auth_headers, hf_endpoint
 from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ RECORD_DIR = ".verified"
 SAMPLES = 64
 SAMPLE_BYTES = 64 << 10
 RECORD_VERSION = 1
-HF_DEFAULT_ENDPOINT = "https://huggingface.co"
 
 
 class WeightsError(HunyuanVideoError, RuntimeError):
@@ -47,23 +47,12 @@ class WeightsError(HunyuanVideoError, RuntimeError):
 
 
 # -- where a weight comes from ------------------------------------------------------------------
-def hf_endpoint() -> str:
-    # HF_ENDPOINT is Hugging Face's own variable (mirrors, tests): honour it like huggingface_hub does.
-    return os.environ.get("HF_ENDPOINT", HF_DEFAULT_ENDPOINT).rstrip("/")
-
-
 def source_url(entry: WeightEntry) -> str:
     if entry.url:
         return entry.url
     if not (entry.hf_repo and entry.hf_path):
         raise WeightsError(f"{entry.relative_path}: the manifest gives neither url nor hf_repo + hf_path; add one")
     return f"{hf_endpoint()}/{entry.hf_repo}/resolve/{entry.hf_revision or 'main'}/{entry.hf_path}"
-
-
-def _auth_headers(url: str) -> dict[str, str]:
-    token = os.environ.get("HF_TOKEN", "")
-    # Same origin, not a prefix: "https://huggingface.co.example.net/..." starts with the endpoint too.
-    return {"Authorization": f"Bearer {token}"} if token and url_origin(url) == url_origin(hf_endpoint()) else {}
 
 
 # -- which weights a workflow needs --------------------------------------------------------------
@@ -241,7 +230,7 @@ def fetch_entry(models_dir: Path, entry: WeightEntry, *, connections: int = 8, p
         fetched = fetch(
             url, dest, size=entry.size if entry.pinned else 0, sha256=entry.sha256 if entry.pinned else "",
             connections=connections, progress=progress, fix=f"Re-run `{FETCH_COMMAND}`; it resumes.",
-            headers=_auth_headers(url),
+            headers=hf_auth_headers(url),
         )
     except DownloadError as error:
         raise WeightsError(str(error)) from error
@@ -290,7 +279,7 @@ def resolve_pin(entry: WeightEntry, models_dir: Path, *, connections: int = 8) -
     url = source_url(entry)
     if entry.hf_repo and not entry.url:
         try:
-            response = httpx.head(url, headers=_auth_headers(url), follow_redirects=False, timeout=60)
+            response = httpx.head(url, headers=hf_auth_headers(url), follow_redirects=False, timeout=60)
         except httpx.HTTPError as error:
             raise WeightsError(f"{entry.relative_path}: cannot reach {url}: {error}") from error
         if response.status_code >= 400:
@@ -304,7 +293,7 @@ def resolve_pin(entry: WeightEntry, models_dir: Path, *, connections: int = 8) -
             f"{entry.relative_path}: {url} did not report an LFS sha256, size and commit (got etag {etag!r}, "
             f"size {size!r}, commit {revision!r}); is it stored with Git LFS?"
         )
-    fetched = fetch(url, Path(models_dir) / entry.relative_path, connections=connections, headers=_auth_headers(url))
+    fetched = fetch(url, Path(models_dir) / entry.relative_path, connections=connections, headers=hf_auth_headers(url))
     return Pin(size=fetched.size, sha256=fetched.sha256)
 
 

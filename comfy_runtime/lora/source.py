@@ -1,23 +1,22 @@
-"""The request's LoRA: fetched (or found) before the graph is built, and its fit reported after the run."""
+"""The request's LoRA for one run: fetched (or found) before the plan is made, and its fit reported after the run."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from comfy_runtime.backends.lora_fit import LoraFit
-from comfy_runtime.job.lora_ref import parse_lora_ref
+from comfy_runtime.backends.contract import RunEvents
 from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.lora.cache import LoraCache, LoraRejected, ResolvedLora
+from comfy_runtime.lora.fit import LoraFit
+from comfy_runtime.lora.reference import parse_lora_ref
 from comfy_runtime.redact import url_without_credentials
 from comfy_runtime.settings import Settings
-from comfy_runtime.supply.lora_cache import LoraCache, LoraRejected, ResolvedLora
 
 log = logging.getLogger(__name__)
-LogSink = Callable[[str], None]
 
 
 class LoraSource:
@@ -31,7 +30,7 @@ class LoraSource:
     def from_settings(cls, settings: Settings, local: bool) -> LoraSource:
         return cls(LoraCache.from_settings(settings) if local else None)
 
-    def resolve(self, request: VideoRequest, log_line: LogSink) -> ResolvedLora | None:
+    def resolve(self, request: VideoRequest, events: RunEvents) -> ResolvedLora | None:
         text = request.lora_url
         if not text:
             return None
@@ -47,27 +46,27 @@ class LoraSource:
         resolved = self.cache.resolve(text)
         resolved = dataclasses.replace(resolved, seconds=time.perf_counter() - started)
         how = "fetched" if resolved.fetched else "cached"
-        log_line(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s) as {resolved.name}, "
+        events.note(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s) as {resolved.name}, "
                  f"{len(resolved.keys)} tensors")
         return resolved
 
-    def report(self, request: VideoRequest, lora: ResolvedLora | None, fits: tuple[LoraFit, ...],
-               log_line: LogSink) -> dict[str, Any]:
-        """The LoRA's metrics; a partial fit goes to the prediction's logs as a warning with the count."""
+    def report(self, request: Any, lora: ResolvedLora | None, fits: tuple[LoraFit, ...],
+               events: RunEvents) -> dict[str, Any]:
+        """The LoRA's metrics for the run of `request` (concrete); a partial fit is a warning with the count."""
         if lora is None:
             return {}
         metrics: dict[str, Any] = {"strength": float(request.lora_strength)}
         if lora.sha256:
             metrics["sha256"] = lora.sha256
         if request.lora_strength == 0:
-            log_line("LoRA strength 0: the model is used unchanged")
+            events.note("LoRA strength 0: the model is used unchanged")
             return {**metrics, "applied_layers": 0}
         if not fits:
             log.warning("LoRA %s: its fit was not measured (a remote backend reports no patches)", lora.name)
             return metrics
         fit = dataclasses.replace(fits[0], lora_name=url_without_credentials(request.lora_url))
         if fit.applied < fit.total:
-            log_line(f"warning: {fit.problem()}")
+            events.warn(fit.problem())
         else:
-            log_line(fit.summary())
+            events.note(fit.summary())
         return {**metrics, "applied_layers": fit.applied, "total_layers": fit.total}

@@ -27,12 +27,12 @@ from math import prod
 from pathlib import Path
 
 from comfy_runtime.errors import InputRejected
-from comfy_runtime.job.lora_ref import LoraRef, parse_lora_ref
+from comfy_runtime.lora.reference import LoraRef, parse_lora_ref
 from comfy_runtime.redact import url_without_credentials
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.digest import sha256_of
+from comfy_runtime.supply.hugging_face import hf_auth_headers, hf_endpoint
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused, fetch_url
-from comfy_runtime.supply.weights import _auth_headers, hf_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class LoraCache:
             tmp = self.root / "incoming" / f"{uuid.uuid4().hex}.download"
             try:
                 # An HF token goes to HF's own origin only, and never follows a redirect (to its CDN) either.
-                fetched = fetch_url(url, tmp, self.policy, headers=_auth_headers(url))
+                fetched = fetch_url(url, tmp, self.policy, headers=hf_auth_headers(url))
                 header = read_safetensors_header(tmp, f"LoRA {shown}")
                 sha = sha256_of(tmp)
                 blob = self.root / "blobs" / f"{sha}.safetensors"

@@ -1,7 +1,7 @@
 """The forms a `lora_url` may take, checked for form only (no network, no disk).
 
 What may be fetched is the fetcher's call (supply/url_fetch.py); what the file holds is checked before anything
-loads it (supply/lora_cache.py).
+loads it (lora/cache.py).
 """
 
 from __future__ import annotations
