@@ -169,3 +169,20 @@ def test_the_console_script_works_from_any_folder(installed_venv, tmp_path):
     # `python -m comfy_runtime` from outside the repository: the installed package, not the folder it runs in.
     module = run_in(tmp_path, str(venv / "bin" / "python"), "-m", "comfy_runtime", "--version")
     assert module.returncode == 0 and module.stdout.startswith("hunyuan-video"), module
+
+
+def test_render_copies_to_out_and_leaves_no_second_copy_in_outputs(hv_env, tmp_path):
+    from tests.support.media import probe_video
+
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, **hv_env, "HV_OUTPUT_DIR": str(outputs)}
+    done = subprocess.run(
+        [sys.executable, "-m", "comfy_runtime", "render", "--prompt", "x", "--width", "64", "--height", "64",
+         "--num-frames", "5", "--fps", "8", "--out", str(tmp_path / "noise.mp4")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(tmp_path / "noise.mp4")
+    assert probe_video(tmp_path / "noise.mp4").frames == 5
+    left = [p for p in outputs.rglob("*") if p.is_file() and ".work" not in p.relative_to(outputs).parts]
+    assert left == [], left  # the run folder went with the copy
