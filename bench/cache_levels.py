@@ -45,11 +45,11 @@ def _service(env: dict[str, str]):
 def _write_dit(tmp: Path) -> None:
     from bench.gpu_kit.families import by_name
     from bench.gpu_kit.models import write_tiny_dit
-    from comfy_runtime.backends.embedded import _boot_comfyui
+    from comfy_runtime.backends.embedded import boot_comfyui
     from comfy_runtime.settings import Settings
     from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
 
-    _boot_comfyui(resolve_comfyui_path(Settings()).resolve(), "cpu")
+    boot_comfyui(resolve_comfyui_path(Settings()).resolve(), "cpu")
     write_tiny_dit(tmp / "models" / "diffusion_models" / by_name("hunyuan_video").dit_file("tiny"), seed=0)
 
 

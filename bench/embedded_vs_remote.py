@@ -110,7 +110,7 @@ def remote_worker(args: argparse.Namespace) -> None:
 def poll_run(rt, graph: dict[str, Any], out: Path) -> tuple[list[Path], float]:
     """The plain wrapper way: submit, poll /history at a fixed interval, download what it lists."""
     from comfy_runtime.backends.outputs import collect_output_files
-    from comfy_runtime.backends.remote import _execution_seconds
+    from comfy_runtime.backends.remote import execution_seconds_of
 
     http = rt._http
     prompt_id = http.post("/prompt", json={"prompt": graph}).raise_for_status().json()["prompt_id"]
@@ -122,7 +122,7 @@ def poll_run(rt, graph: dict[str, Any], out: Path) -> tuple[list[Path], float]:
     out.mkdir(parents=True, exist_ok=True)
     rt._download_outputs(entry["outputs"], {"output": out.resolve()})
     messages = dict(entry["status"]["messages"])
-    return collect_output_files(entry["outputs"], {"output": out}), _execution_seconds(messages)
+    return collect_output_files(entry["outputs"], {"output": out}), execution_seconds_of(messages)
 
 
 # -- the orchestrating parent --------------------------------------------------------------------

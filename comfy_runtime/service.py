@@ -25,6 +25,7 @@ from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed
 from comfy_runtime.errors import ComfyRuntimeError, OutOfMemory
 from comfy_runtime.job.limits import RenderOutOfMemory, out_of_memory_advice
 from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.lora.fit import fit_metrics
 from comfy_runtime.render.encode import encode_run
 from comfy_runtime.render.metrics import MetricsRecorder, StageClock, render_metrics
 from comfy_runtime.render.plan import START_IMAGE_NAME, RunInputs, RunPlan, plan_run
@@ -137,7 +138,7 @@ class VideoService:
         stages = {**clock.seconds(encode_started), "encode": encode_seconds, "total": total}
         if plan.lora is not None:
             stages["lora_fetch"] = plan.lora.seconds
-        lora_metrics = self.model.loras.report(concrete, plan.lora, result.lora_fits, events)
+        lora_metrics = fit_metrics(concrete, plan.lora, result.lora_fits, events)
         return Rendered(
             video=video, seed=int(concrete.seed), request=concrete, run_dir=run_dir, produced_files=result.files,
             timings=timings,
@@ -179,6 +180,7 @@ class VideoService:
 
     def _discard(self, rendered: Rendered) -> None:
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
+        self.keep(rendered)  # gone already: nothing for retention to remove
 
     def _discard_previous(self) -> None:
         if self._previous_run is not None:

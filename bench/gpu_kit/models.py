@@ -41,9 +41,9 @@ WRITE_CHUNK = 64 << 20  # a large tensor goes to disk (and the hash) in slices, 
 
 def import_comfy(comfyui_path: Path, device: str = "auto") -> None:
     """Import ComfyUI the way the product boots it (same path rules, same args), without loading any nodes."""
-    from comfy_runtime.backends.embedded import _boot_comfyui
+    from comfy_runtime.backends.embedded import boot_comfyui
 
-    _boot_comfyui(Path(comfyui_path).resolve(), device)  # type: ignore[arg-type]
+    boot_comfyui(Path(comfyui_path).resolve(), device)  # type: ignore[arg-type]
 
 
 def build_dit_on_meta(config: dict[str, Any]):

@@ -53,7 +53,7 @@ from comfy_runtime.errors import (
 )
 from comfy_runtime.graph.node_schema import node_schema_from_object_info
 from comfy_runtime.graph.types import Graph, NodeSchema
-from comfy_runtime.lora.fit import LoraDoesNotFit, LoraFit, key_format, lora_layers
+from comfy_runtime.lora.fit import AppliedLora, LoraDoesNotFit, LoraFit, measure_fit
 from comfy_runtime.settings import parse_pinned_setting
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,7 @@ def _comfy() -> _Comfy:
     return _comfy_modules
 
 
-def _boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> _Comfy:
+def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> _Comfy:
     global _booted_from, _comfy_modules
     with _BOOT_LOCK:
         if _booted_from is not None:
@@ -228,7 +228,7 @@ class EmbeddedRuntime:
     def start(self) -> None:
         if self._started:
             return
-        comfy = _boot_comfyui(self.comfyui_path, self.device)
+        comfy = boot_comfyui(self.comfyui_path, self.device)
         self._point_model_folders(comfy.folder_paths)
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
@@ -517,7 +517,7 @@ def _install_measurements(comfy: _Comfy) -> None:
         run = _measuring.run
         if run is None or model is None or strength_model == 0 or self.loaded_lora is None:
             return result  # strength 0: ComfyUI returns the model untouched, there is nothing to measure
-        fit = _measure_fit(comfy, model, result[0], self.loaded_lora[1], lora_name)
+        fit = measure_fit(_applied_lora(comfy, model, result[0], self.loaded_lora[1], lora_name))
         context = comfy.get_executing_context()
         run.lora_fits[str(context.node_id) if context is not None else lora_name] = fit
         if not fit.fits:
@@ -550,19 +550,17 @@ def _counting_reset(original_reset: Any) -> Any:
     return reset
 
 
-def _measure_fit(comfy: _Comfy, model: Any, patched: Any, lora: dict[str, Any], lora_name: str) -> LoraFit:
-    """Applied layers: the file's layers whose ComfyUI key-map target got a new patch on the patched model."""
-    added = {key for key, patches in patched.patches.items() if len(patches) > len(model.patches.get(key, ()))}
+def _applied_lora(comfy: _Comfy, model: Any, patched: Any, lora: dict[str, Any], lora_name: str) -> AppliedLora:
+    """What ComfyUI did with the file, from its own key map and the patches it added (the fit: lora/fit.py)."""
+    added = frozenset(key for key, patches in patched.patches.items() if len(patches) > len(model.patches.get(key, ())))
     key_map = comfy.comfy_lora.model_lora_keys_unet(model.model, {})
-    layers = lora_layers(comfy.lora_convert.convert_lora(lora).keys())
 
     def target(layer: str) -> str | None:
         mapped = key_map.get(layer)
         return mapped[0] if isinstance(mapped, tuple) else mapped
 
-    applied = [layer for layer in layers if target(layer) in added]
-    missing = tuple(layer for layer in layers if layer not in set(applied))
-    return LoraFit(str(lora_name), type(model.model).__name__, len(applied), len(layers), key_format(layers), missing[:3])
+    keys = tuple(comfy.lora_convert.convert_lora(lora).keys())
+    return AppliedLora(str(lora_name), type(model.model).__name__, keys, target, added)
 
 
 class _DeadlinePassed(Exception):

@@ -357,7 +357,7 @@ class RemoteRuntime:
             prompt_id=watch.prompt_id,
             files=collect_output_files(ui_outputs, folders),
             ui_outputs=ui_outputs,
-            execution_seconds=_execution_seconds(messages),
+            execution_seconds=execution_seconds_of(messages),
         )
 
     # -- websocket -------------------------------------------------------------------------
@@ -481,7 +481,7 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def _execution_seconds(messages: dict[str, dict[str, Any]]) -> float:
+def execution_seconds_of(messages: dict[str, dict[str, Any]]) -> float:
     """ComfyUI's own execution time, from its millisecond timestamps in the history status messages."""
     start = messages.get("execution_start", {}).get("timestamp")
     end = messages.get("execution_success", {}).get("timestamp")

@@ -38,6 +38,7 @@ from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
+from comfy_runtime.graph.frame_tap import TAP_NODE_PREFIX
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.metrics import as_response
 from comfy_runtime.service import VideoService
@@ -115,8 +116,8 @@ class _JobProgress:
             # A cancel that came just before ComfyUI started would be cleared by its start: repeat it on
             # every event the run still reports, so it lands at the next node or step.
             self.repeat_cancel()
-        if isinstance(event, NodeStarted):
-            self.progress = {"node": event.node_id, "class_type": event.class_type}
+        if isinstance(event, NodeStarted) and not event.node_id.startswith(TAP_NODE_PREFIX):  # our own node's id
+            self.progress = {"node": event.node_id, "class_type": event.class_type}  # means nothing to a caller
             self.dirty = True
         elif isinstance(event, StepProgress):
             self.progress = {**self.progress, "step": event.step, "total": event.total}

@@ -1,17 +1,29 @@
 """How well a LoRA fits the DiT it was applied to: the layers ComfyUI applied out of the layers the file holds.
 
 A LoRA whose key names ComfyUI does not map onto the model loads without an error and changes nothing (ComfyUI
-only logs "lora key not loaded"). The embedded backend measures the fit from the patches ComfyUI added
-(embedded.py); this module names the key format, so the error says what the file is and what would fit.
+only logs "lora key not loaded"). The embedded backend reports what ComfyUI did with the file (AppliedLora: its
+keys, where each layer maps on the model, which model keys got a new patch; embedded.py) and measure_fit turns
+that into the fit, naming the key format, so the error says what the file is and what would fit; fit_metrics makes
+the run's LoRA metrics of it, with a warning for a partial fit.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from comfy_runtime.errors import InputRejected
+from comfy_runtime.redact import url_without_credentials
+
+if TYPE_CHECKING:  # the contract carries LoraFit: import it only for the types
+    from comfy_runtime.backends.contract import RunEvents
+    from comfy_runtime.lora.cache import ResolvedLora
+
+log = logging.getLogger(__name__)
 
 # The endings ComfyUI's weight adapters read per layer (comfy/weight_adapter/*.py, comfy/lora.py load_lora).
 _LAYER_SUFFIX = re.compile(
@@ -90,3 +102,43 @@ class LoraFit:
             f"have no effect. Its keys look like {self.key_format}; not applied{example}. Convert them to "
             f"{ACCEPTED_FORMATS}"
         )
+
+
+@dataclass(frozen=True)
+class AppliedLora:
+    """What the embedded backend saw ComfyUI do with one LoRA file on one model."""
+
+    lora_name: str
+    model: str  # the model class ComfyUI detected
+    keys: tuple[str, ...]  # the file's keys, after ComfyUI's own conversion (comfy.lora_convert)
+    target_of: Callable[[str], str | None]  # a layer's model key in ComfyUI's key map, or None
+    patched: frozenset[str]  # the model keys that got a new patch
+
+
+def measure_fit(applied: AppliedLora) -> LoraFit:
+    """Applied layers: the file's layers whose model key got a new patch."""
+    layers = lora_layers(applied.keys)
+    hit = {layer for layer in layers if applied.target_of(layer) in applied.patched}
+    missing = tuple(layer for layer in layers if layer not in hit)
+    return LoraFit(applied.lora_name, applied.model, len(hit), len(layers), key_format(layers), missing[:3])
+
+
+def fit_metrics(request: Any, lora: ResolvedLora | None, fits: tuple[LoraFit, ...], events: RunEvents) -> dict[str, Any]:
+    """The LoRA's metrics for the run of `request` (concrete); a partial fit is a warning with the count."""
+    if lora is None:
+        return {}
+    metrics: dict[str, Any] = {"strength": float(request.lora_strength)}
+    if lora.sha256:
+        metrics["sha256"] = lora.sha256
+    if request.lora_strength == 0:
+        events.note("LoRA strength 0: the model is used unchanged")
+        return {**metrics, "applied_layers": 0}
+    if not fits:
+        log.warning("LoRA %s: its fit was not measured (a remote backend reports no patches)", lora.name)
+        return metrics
+    fit = dataclasses.replace(fits[0], lora_name=url_without_credentials(request.lora_url))
+    if fit.applied < fit.total:
+        events.warn(fit.problem())
+    else:
+        events.note(fit.summary())
+    return {**metrics, "applied_layers": fit.applied, "total_layers": fit.total}

@@ -1,4 +1,4 @@
-"""The request's LoRA for one run: fetched (or found) before the plan is made, and its fit reported after the run."""
+"""The request's LoRA for one run: fetched (or found) before the plan is made (its fit after the run: fit.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,10 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from comfy_runtime.backends.contract import RunEvents
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.lora.cache import LoraCache, LoraRejected, ResolvedLora
-from comfy_runtime.lora.fit import LoraFit
 from comfy_runtime.lora.reference import parse_lora_ref
 from comfy_runtime.redact import url_without_credentials
 from comfy_runtime.settings import Settings
@@ -49,24 +47,3 @@ class LoraSource:
         events.note(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s) as {resolved.name}, "
                  f"{len(resolved.keys)} tensors")
         return resolved
-
-    def report(self, request: Any, lora: ResolvedLora | None, fits: tuple[LoraFit, ...],
-               events: RunEvents) -> dict[str, Any]:
-        """The LoRA's metrics for the run of `request` (concrete); a partial fit is a warning with the count."""
-        if lora is None:
-            return {}
-        metrics: dict[str, Any] = {"strength": float(request.lora_strength)}
-        if lora.sha256:
-            metrics["sha256"] = lora.sha256
-        if request.lora_strength == 0:
-            events.note("LoRA strength 0: the model is used unchanged")
-            return {**metrics, "applied_layers": 0}
-        if not fits:
-            log.warning("LoRA %s: its fit was not measured (a remote backend reports no patches)", lora.name)
-            return metrics
-        fit = dataclasses.replace(fits[0], lora_name=url_without_credentials(request.lora_url))
-        if fit.applied < fit.total:
-            events.warn(fit.problem())
-        else:
-            events.note(fit.summary())
-        return {**metrics, "applied_layers": fit.applied, "total_layers": fit.total}

@@ -51,7 +51,7 @@ class _Concrete:
 
 # One field per input of job/params.py, none left unset; built from PARAMS like VideoRequest itself.
 ConcreteRequest = dataclasses.make_dataclass(
-    "ConcreteRequest", [(param.name, Any) for param in PARAMS] + [("given", frozenset)], bases=(_Concrete,),
+    "ConcreteRequest", [(param.name, param.kind) for param in PARAMS] + [("given", frozenset)], bases=(_Concrete,),
     frozen=True, namespace={"__module__": __name__},
 )
 

@@ -1,4 +1,6 @@
-"""LoRAs, EasyCache and the DiT settings on the tiny real HunyuanVideo DiT, through the real Predictor.
+"""What a run adds to the DiT's model chain, on the tiny real HunyuanVideo DiT through the real Predictor: the
+request's LoRA (comfy_runtime/lora/: its graph node and its fit), EasyCache, and the DiT settings (fp8, compile).
+Where a LoRA comes from (references, fetch, cache): test_lora_fetch_and_cache.py.
 
 The LoRAs are tiny ones per published key format (tests/support/tiny_lora.py) for the tiny DiT's real layers;
 ComfyUI's own LoraLoaderModelOnly applies them, and the fit is counted from the patches it added.
@@ -174,12 +176,51 @@ def test_a_lora_by_url_is_fetched_once_and_applied(predictor, baseline, lora_ser
     assert metrics["lora.applied_layers"] == 6 and len(metrics["lora.sha256"]) == 64
 
 
-def test_a_refused_lora_url_fails_before_anything_runs(predictor, lora_server, capsys):
+def test_a_refused_lora_url_fails_before_anything_runs(predictor, lora_server, capsys, monkeypatch):
     from comfy_runtime.supply.url_fetch import URLRefused
 
+    model = predictor.service.model
+    runs = []
+    monkeypatch.setattr(model.runtime, "run", lambda *args, **kwargs: runs.append(args))
+    before = sorted(model.output_root.iterdir())
+    blobs = model.loras.cache.root / "blobs"
+    cached = sorted(blobs.glob("*"))
     with pytest.raises(URLRefused, match="169.254.169.254, a link-local address"):
         render(predictor, lora_url="http://169.254.169.254/latest/meta-data/x.safetensors")
     assert "node " not in capsys.readouterr().out  # ComfyUI was never asked to run
+    assert runs == [], "the refusal comes before the runtime is asked to run anything"
+    after = sorted(model.output_root.iterdir())
+    assert set(after) <= set(before), f"the refused run left a folder: {sorted(set(after) - set(before))}"
+    assert sorted(blobs.glob("*")) == cached, "nothing was fetched into the cache"
+
+
+@pytest.mark.parametrize("naming,label", [
+    ("comfyui", "ComfyUI names"), ("diffusion_pipe", "diffusion-pipe names"), ("kohya", "kohya names"),
+    ("musubi", "musubi-tuner names"), ("diffusers", "diffusers names"), ("bare", "bare module names"),
+])
+def test_the_key_format_is_named_from_the_layer_names(naming, label):
+    from comfy_runtime.lora.fit import key_format, lora_layers
+    from tests.support.tiny_lora import lora_tensors
+
+    layers = lora_layers(lora_tensors(naming))
+    assert len(layers) == 6 and key_format(layers).startswith(label)
+
+
+def test_the_fit_is_measured_from_the_layers_comfyui_patched():
+    """measure_fit, on what the embedded backend reports (AppliedLora): a layer counts where its model key got a
+    patch; the first layers it could not place are named."""
+    from comfy_runtime.lora.fit import AppliedLora, measure_fit
+    from tests.support.tiny_lora import lora_tensors
+
+    keys = tuple(lora_tensors("comfyui"))
+    targets = {layer: f"{layer}.weight" for layer in sorted({key.rsplit(".lora_", 1)[0] for key in keys})}
+    patched = frozenset(sorted(targets.values())[:4])
+    fit = measure_fit(AppliedLora("style.safetensors", "HunyuanVideo", keys, targets.get, patched))
+    assert (fit.applied, fit.total, fit.key_format) == (4, 6, "ComfyUI names")
+    assert len(fit.not_applied) == 2 and all(targets[layer] not in patched for layer in fit.not_applied)
+    assert fit.fits and "only 4 of 6 layers applied" in fit.problem()
+    none = measure_fit(AppliedLora("style.safetensors", "HunyuanVideo", keys, targets.get, frozenset()))
+    assert not none.fits and none.applied == 0 and "fits none of HunyuanVideo's layers" in none.problem()
 
 
 # -- EasyCache ---------------------------------------------------------------------------------------------
