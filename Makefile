@@ -7,6 +7,9 @@ COMFYUI_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' custom_nodes.lock
 COMFYUI_DIR := .cache/comfyui-$(COMFYUI_VERSION)
 COMFY_CLI_VENV := .cache/comfy-cli-venv
 PORT ?= 5000
+# `make gateway` gets its own port, so it and `make serve` run side by side; both bind 127.0.0.1 unless HOST=0.0.0.0
+# (the container and Kubernetes processes bind 0.0.0.0 themselves).
+GATEWAY_PORT ?= 5001
 prompt ?= a red fox running through fresh snow, cinematic
 # The prompt reaches the CLI through the environment, unexpanded ($(value)), not pasted into the shell
 # line: quotes, $, backticks and $(...) in it arrive as typed, and nothing in it runs.
@@ -15,7 +18,7 @@ export prompt_verbatim
 # Every other input too: each variable given on make's command line that is not one of the Makefile's own
 # (`make predict num_frames=49 steps=20`) reaches the CLI as `--num-frames 49 --steps 20`, verbatim through the
 # environment like the prompt. The CLI knows the inputs (job/params.py) and refuses a name it does not know.
-MAKE_OWN := PY PYTHON VENV PORT HOST IMAGE model runs rounds prompt
+MAKE_OWN := PY PYTHON VENV PORT GATEWAY_PORT HOST IMAGE model runs rounds prompt
 given := $(filter-out $(MAKE_OWN),$(foreach word,$(value -*-command-variables-*-),$(firstword $(subst =, ,$(word)))))
 given := $(sort $(foreach name,$(given),$(if $(filter command line,$(origin $(name))),$(name))))
 $(foreach name,$(given),$(eval export input_$(name) := $$(value $(name))))
@@ -91,8 +94,8 @@ bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READ
 worker: setup ## render-farm GPU worker: render queued jobs one at a time (HV_FARM_DATABASE_URL, HV_S3_BUCKET; docs/farm.md)
 	$(PY) -m comfy_runtime worker
 
-gateway: $(VENV)/.installed ## render-farm HTTP gateway on :$(PORT): Cog's prediction API in front of the queue (HV_FARM_DATABASE_URL)
-	$(PY) -m comfy_runtime gateway --host $${HOST:-0.0.0.0} --port $(PORT)
+gateway: $(VENV)/.installed ## render-farm HTTP gateway on 127.0.0.1:$(GATEWAY_PORT): Cog's prediction API in front of the queue (HV_FARM_DATABASE_URL)
+	$(PY) -m comfy_runtime gateway --host $${HOST:-127.0.0.1} --port $(GATEWAY_PORT)
 
 test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gateway; SIGKILL, SIGTERM, DB restart, cancel
 	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py
@@ -128,8 +131,8 @@ nodes: $(COMFYUI_DIR)/.provisioned-from ## install the custom nodes of custom_no
 	$(PY) -m comfy_runtime nodes install
 	$(PY) -m comfy_runtime nodes verify
 
-serve: setup ## the Cog HTTP server on :$(PORT) with predict.py
-	PATH=$(CURDIR)/$(VENV)/bin:$$PATH COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) $(PY) -m cog.server.http --host $${HOST:-0.0.0.0}
+serve: setup ## the Cog HTTP server on 127.0.0.1:$(PORT) with predict.py (HOST=0.0.0.0 to serve other machines)
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH COG_PREDICT_TYPE_STUB=predict.py:Predictor PORT=$(PORT) $(PY) -m cog.server.http --host $${HOST:-127.0.0.1}
 
 clean: ## remove outputs and caches (keeps the venv)
 	rm -rf outputs .pytest_cache demo.mp4 output.mp4

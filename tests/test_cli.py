@@ -48,12 +48,69 @@ def test_version(capsys):
     assert out.startswith(f"hunyuan-video {__version__} (ComfyUI 0.3.75"), out
 
 
-@pytest.mark.parametrize("argv", [["render"], ["weights"], ["weights", "fetch", "--no-pip"], ["nope"]])
-def test_a_usage_error_exits_2(argv, capsys):
+@pytest.mark.parametrize(("argv", "says", "help_of"), [
+    (["render"], "the following arguments are required: --prompt", "hunyuan-video render"),
+    (["weights"], "the following arguments are required: ACTION", "hunyuan-video weights"),
+    (["weights", "fetch", "--no-pip"], "unknown option --no-pip", "hunyuan-video weights fetch"),
+    (["nope"], "invalid choice: 'nope'", "hunyuan-video"),
+    (["--bogus"], "unknown option --bogus", "hunyuan-video"),
+    (["render", "--prompt", "x", "--colour", "red"], "unknown option --colour", "hunyuan-video render"),
+    (["render", "--prompt", "x", "--width", "abc"], "argument --width: 'abc' is not a whole number",
+     "hunyuan-video render"),
+    (["render", "--prompt", "x", "--cache", "max"], "argument --cache: invalid choice: 'max' (choose from",
+     "hunyuan-video render"),
+    (["jobs", "submit", "--bogus"], "unknown option --bogus", "hunyuan-video jobs submit"),
+])
+def test_a_usage_error_is_one_line_naming_the_flag_and_the_commands_help_and_exits_2(argv, says, help_of, capsys):
     with pytest.raises(SystemExit) as done:
         main(argv)
     assert done.value.code == 2
-    assert "usage: hunyuan-video" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"{help_of}: error: ") and says in err[0], err
+    assert err[0].endswith(f"see `{help_of} --help`"), err
+
+
+def test_a_near_miss_flag_gets_the_flag_it_resembles(capsys):
+    with pytest.raises(SystemExit):
+        main(["render", "--prompt", "x", "--num-frams", "49"])
+    assert "unknown option --num-frams (did you mean --num-frames?)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["jobs", "submit", "--json", "{bad"], "--json is not JSON: Expecting property name enclosed in double quotes at "
+                                           "line 1 column 2 (character 2)"),
+    (["jobs", "submit", "--json", "[1]"], "--json is a JSON list, not an object"),
+    (["jobs", "submit", "-i", "prompt=x"], "HV_FARM_DATABASE_URL is not set"),
+    (["jobs", "status", "some-id"], "HV_FARM_DATABASE_URL is not set"),
+])
+def test_jobs_refusals_are_one_line_and_exit_2_without_a_database(argv, says, capsys, monkeypatch):
+    monkeypatch.delenv("HV_FARM_DATABASE_URL", raising=False)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and says in err[0], err
+
+
+@pytest.mark.parametrize("action", ["fetch", "verify"])
+def test_an_unknown_weight_name_is_refused_listing_the_near_names(action, capsys):
+    assert main(["weights", action, "--only", "nope.safetensors", "--only", "hunyuan_video_vae_bf16"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "--only nope.safetensors: no such weight file" in err[0], err
+    assert "--only hunyuan_video_vae_bf16: no such weight file; near: hunyuan_video_vae_bf16.safetensors" in err[0], err
+
+
+@pytest.mark.parametrize(("command", "says"), [
+    (("worker",), ["HV_FARM_DATABASE_URL", "HV_S3_BUCKET", "docs/farm.md"]),
+    (("gateway",), ["HV_FARM_DATABASE_URL", "default: 0.0.0.0, or HV_FARM_GATEWAY_HOST",
+                    "default: 5000, or HV_FARM_GATEWAY_PORT"]),
+    (("schema",), ["where to write the schema"]),
+    (("jobs", "submit"), ["-v, --verbose"]),
+    (("jobs", "cancel"), ["-v, --verbose"]),
+])
+def test_farm_and_schema_help_names_what_they_need(capsys, command, says):
+    text = " ".join(help_of(capsys, *command).split())  # argparse wraps lines
+    assert all(s in text for s in says), text
 
 
 def test_refused_input_exits_2_naming_the_flag_before_comfyui_boots(capsys):
@@ -112,3 +169,20 @@ def test_the_console_script_works_from_any_folder(installed_venv, tmp_path):
     # `python -m comfy_runtime` from outside the repository: the installed package, not the folder it runs in.
     module = run_in(tmp_path, str(venv / "bin" / "python"), "-m", "comfy_runtime", "--version")
     assert module.returncode == 0 and module.stdout.startswith("hunyuan-video"), module
+
+
+def test_render_copies_to_out_and_leaves_no_second_copy_in_outputs(hv_env, tmp_path):
+    from tests.support.media import probe_video
+
+    outputs = tmp_path / "outputs"
+    env = {**os.environ, **hv_env, "HV_OUTPUT_DIR": str(outputs)}
+    done = subprocess.run(
+        [sys.executable, "-m", "comfy_runtime", "render", "--prompt", "x", "--width", "64", "--height", "64",
+         "--num-frames", "5", "--fps", "8", "--out", str(tmp_path / "noise.mp4")],
+        cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == str(tmp_path / "noise.mp4")
+    assert probe_video(tmp_path / "noise.mp4").frames == 5
+    left = [p for p in outputs.rglob("*") if p.is_file() and ".work" not in p.relative_to(outputs).parts]
+    assert left == [], left  # the run folder went with the copy

@@ -111,6 +111,7 @@ def test_a_checksum_mismatch_leaves_nothing_under_the_final_name(served, tmp_pat
     assert "checksum mismatch" in message and wrong in message and digest in message  # both hashes
     assert "model.safetensors" in message and "weights fetch" in message
     assert not dest.exists() and not partial_path(dest).exists()
+    assert list(tmp_path.iterdir()) == []  # no .lock either: a failed fetch leaves nothing behind
 
 
 def test_404_names_the_file_and_what_to_check(served, tmp_path):
@@ -192,3 +193,20 @@ def test_progress_on_a_terminal_is_a_bar(served, tmp_path, monkeypatch):
         os.close(leader)
     text = shown.decode(errors="replace")
     assert "\r" in text and "m.st:" in text and "100%" in text and "downloading" not in text  # tqdm's bar
+
+
+def test_two_processes_fetching_one_file_take_turns_and_leave_no_lock(served, tmp_path):
+    """Two pods on one volume: the second waits on the lock, then finds the file whole; the lock file goes."""
+    root, data, digest = served
+    dest = tmp_path / "vae" / "model.safetensors"
+    with RangeServer(root) as server:
+        code = ("import sys; from pathlib import Path; from comfy_runtime.supply.download import fetch; "
+                f"got = fetch({server.url + '/model.safetensors'!r}, Path({str(dest)!r}), size={SIZE}, "
+                f"sha256={digest!r}, progress=False, use_pget=False); print(got.bytes_transferred)")
+        both = [subprocess.Popen([sys.executable, "-c", code], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        results = [p.communicate(timeout=120) for p in both]
+    assert all(p.returncode == 0 for p in both), results
+    assert sorted(int(out) for out, _ in results) == [0, SIZE], results  # one downloaded, the other found it whole
+    assert dest.read_bytes() == data
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["model.safetensors"]  # no .lock, no .partial

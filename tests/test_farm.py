@@ -138,8 +138,14 @@ def test_cancel_running_and_queued_and_the_keda_backlog(workers, client, webhook
     assert final["status"] == "canceled"
     assert client.get(queued["id"])["started_at"] is None and client.get(queued["id"])["farm"]["worker"] is None
 
-    client.cancel(a["id"])
+    running = client.get(a["id"])
+    assert running["status"] == "processing" and running["farm"]["attempts"] == 1, running["farm"]  # this run counts
+    assert running["webhook_events_filter"] == ["start", "completed"]  # what the farm sends, not Cog's whole list
+    canceling = client.cancel(a["id"])  # Cog's convention: the prediction as it is, here marked as being canceled
+    assert canceling["status"] == "canceled" or (canceling["status"] == "processing"
+                                                 and canceling["farm"]["cancel_requested"]), canceling
     ended = client.wait(a["id"], timeout=30)
+    assert ended["farm"]["cancel_requested"] is False and ended["farm"]["attempts"] == 1, ended["farm"]
     assert ended["status"] == "canceled", ended
     assert webhooks.wait_final(a["id"])["status"] == "canceled"
     at_cancel = int(re.search(r"canceled at step (\d+)/100", ended["logs"])[1])
@@ -311,6 +317,7 @@ def test_the_jobs_cli_submits_waits_shows_and_refuses_bad_input(workers, farm_en
     done = cli("submit", "-i", "prompt=a fox in snow", "-i", "width=64", "-i", "height=64", "-i", "num_frames=5",
                "-i", "seed=5", "--wait", "--timeout", "60")
     assert done.returncode == 0, done.stderr
+    assert "Deferred" not in done.stderr and "Adding tasks" not in done.stderr, done.stderr  # quiet without -v
     prediction = json.loads(done.stdout)
     assert prediction["status"] == "succeeded" and prediction["input"]["prompt"] == "a fox in snow"
     shown = cli("status", prediction["id"])
@@ -318,6 +325,9 @@ def test_the_jobs_cli_submits_waits_shows_and_refuses_bad_input(workers, farm_en
     assert cli("wait", prediction["id"]).returncode == 0
     refused = cli("submit", "-i", "prompt=x", "-i", "width=65")
     assert refused.returncode == 2 and "width=65 is not allowed" in refused.stderr and not refused.stdout
+    loud = cli("submit", "-v", "-i", "prompt=x", "-i", "width=64", "-i", "height=64", "-i", "num_frames=5")
+    assert loud.returncode == 0 and "Deferred" in loud.stderr, loud.stderr
+    assert cli("wait", json.loads(loud.stdout)["id"], "--timeout", "60").returncode == 0  # leaves the queue empty
     unknown = cli("status", "no-such-id")
     assert unknown.returncode == 1 and "no prediction 'no-such-id'" in unknown.stderr
 

@@ -52,5 +52,20 @@ def test_a_worker_missing_its_database_or_bucket_refuses_to_start_and_says_what_
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("HV_FARM_", "HV_S3_"))}
     done = subprocess.run([sys.executable, "-m", "comfy_runtime", "worker"], cwd=PROJECT_ROOT, env={**clean, **env},
                           capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1 and says in done.stderr, done.stderr[-2000:]
+    assert done.returncode == 2 and says in done.stderr, done.stderr[-2000:]  # a missing setting: a usage error
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("url", ["notaurl", "http://db.example.com/farm"])
+def test_a_malformed_database_url_is_refused_at_once_naming_the_form(monkeypatch, url):
+    import time
+
+    from comfy_runtime.farm.client import FarmClient
+
+    monkeypatch.setenv("HV_FARM_DATABASE_URL", url)
+    started = time.monotonic()
+    with pytest.raises(FarmNotConfigured) as refused:
+        FarmClient()  # no pool, no 30 s of retries
+    assert time.monotonic() - started < 5
+    assert "not a PostgreSQL connection string" in str(refused.value)
+    assert "postgresql://user:password@host:5432/dbname" in str(refused.value)

@@ -118,4 +118,5 @@ def test_make_predict_passes_every_input_it_is_given(tmp_path):
         ["make", "-s", "predict", "-o", "setup", f"PY={sys.executable}", "prompt=a fox", "num_framez=49"],
         cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )
-    assert unknown.returncode != 0 and "unrecognized arguments: --num-framez 49" in unknown.stderr, unknown.stderr
+    assert unknown.returncode != 0 and "unknown option --num-framez (did you mean --num-frames?)" in unknown.stderr, \
+        unknown.stderr

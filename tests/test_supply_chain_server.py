@@ -6,21 +6,42 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import subprocess
 
 import pytest
 
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 from tests.support.cog_server import CogServer
+from tests.support.doc_commands import ALL
 
 pytestmark = pytest.mark.cog_server
 
 
-def _setup_failure(env: dict[str, str], log_path) -> str:
+def _setup_failure(env: dict[str, str], log_path, while_failed=None) -> str:
     with CogServer(env, log_path) as server:
         body, seen = server.wait_for_status({"READY", "SETUP_FAILED"})
         assert body["status"] == "SETUP_FAILED", server.logs()
         assert "READY" not in seen
+        if while_failed is not None:
+            while_failed(server)
         return body["setup"]["logs"]
+
+
+def _readme_pipes_fail_loudly(server, folder) -> None:
+    """The README's POST pipe against a server whose setup failed: it says why on stderr and fails, instead of
+    exiting 0 with a 3-byte fox.mp4 (base64 of "null"); the README's setup-logs line then gives the cause."""
+    if shutil.which("jq") is None or shutil.which("curl") is None:
+        pytest.skip("curl and jq are needed")
+    readme = [c.text.replace("localhost:5000", f"127.0.0.1:{server.port}") for c in ALL
+              if c.page == "README.md" and c.words[0] == "curl"]
+    (post,) = [text for text in readme if "POST" in text]
+    (setup_logs,) = [text for text in readme if ".setup.logs" in text]
+    done = subprocess.run(["bash", "-o", "pipefail", "-c", post], cwd=folder, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0 and "Setup has not finished yet" in done.stderr, done
+    assert (folder / "fox.mp4").stat().st_size == 0  # no bytes that look like a video
+    cause = subprocess.run(["bash", "-o", "pipefail", "-c", setup_logs], capture_output=True, text=True, timeout=60)
+    assert cause.returncode == 0 and "weights fetch" in cause.stdout, cause
 
 
 def test_a_truncated_or_missing_pinned_weight_fails_setup_naming_the_file_and_the_fix(hv_env, tmp_path):
@@ -39,7 +60,7 @@ def test_a_truncated_or_missing_pinned_weight_fails_setup_naming_the_file_and_th
         **hv_env, "HV_WORKFLOW": "hunyuan_t2v", "HV_WORKFLOWS_DIR": str(WORKFLOWS_DIR), "HV_MODELS_DIR": str(models),
         "HV_WEIGHTS_MANIFEST": str(manifest), "HV_WEIGHTS_MODE": "off",
     }
-    logs = _setup_failure(env, tmp_path / "server.log")
+    logs = _setup_failure(env, tmp_path / "server.log", lambda server: _readme_pipes_fail_loudly(server, tmp_path))
     assert "vae/hunyuan_video_vae_bf16.safetensors" in logs and "truncated: 1000 bytes" in logs and "4096" in logs, logs
     assert "text_encoders/clip_l.safetensors" in logs and "missing" in logs, logs
     assert "python -m comfy_runtime weights fetch" in logs, logs

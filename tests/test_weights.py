@@ -173,7 +173,7 @@ def test_bake_mode_points_at_the_image_build(weight, tmp_path):
     assert "truncated" in str(error.value) and "cog build" in str(error.value)
 
 
-def test_lazy_mode_fetches_what_is_missing_or_broken(tmp_path):
+def test_lazy_mode_fetches_what_is_missing_or_broken(tmp_path, caplog):
     data = os.urandom(3 * (1 << 20))
     served = tmp_path / "served"
     served.mkdir()
@@ -184,8 +184,14 @@ def test_lazy_mode_fetches_what_is_missing_or_broken(tmp_path):
     with RangeServer(served) as server:
         entry = _entry(data, url=f"{server.url}/vae.bin")
         manifest = _write_manifest(tmp_path / "w.manifest", [entry])
-        ensure_weights(load_workflow("hunyuan_t2v").graph, models, "lazy", manifest, connections=3)
+        with caplog.at_level(logging.WARNING):
+            ensure_weights(load_workflow("hunyuan_t2v").graph, models, "lazy", manifest, connections=3)
         assert (models / entry.relative_path).read_bytes() == data
+        # said before it starts: how much, from where, into where, and how to stop or avoid it
+        notice = next(r.getMessage() for r in caplog.records if "HV_WEIGHTS_MODE=lazy: downloading" in r.getMessage())
+        assert "1 weight file(s), 0.0 GiB, from 127.0.0.1" in notice and str(models.resolve()) in notice, notice
+        assert "Ctrl-C stops it" in notice and "HV_WEIGHTS_MODE=off" in notice and "weights fetch" in notice, notice
+        assert list(models.rglob("*.lock")) == []  # the download's lock file goes with it
         assert read_record(models, entry) is not None
         sent = server.bytes_sent
         ensure_weights(load_workflow("hunyuan_t2v").graph, models, "lazy", manifest)  # a second boot: no download

@@ -4,21 +4,43 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 from comfy_runtime.errors import HunyuanVideoError, InputRejected
+from comfy_runtime.farm.config import FarmNotConfigured
+
+WORKER_NEEDS = ("Needs HV_FARM_DATABASE_URL (the queue's PostgreSQL) and HV_S3_BUCKET (with HV_S3_ENDPOINT_URL and "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for MinIO or another S3 server), plus the renderer's HV_* "
+                "settings; docs/farm.md.")
 
 
 def add_farm_commands(commands: argparse._SubParsersAction) -> None:
-    worker = commands.add_parser("worker", help="farm GPU worker: boot ComfyUI, then render queued jobs one at a time")
+    from comfy_runtime.farm.config import FarmSettings
+
+    worker = commands.add_parser(
+        "worker", help="farm GPU worker: boot ComfyUI, then render queued jobs one at a time",
+        description="A render-farm GPU worker: checks the weights, nodes and bucket, boots ComfyUI in this process, "
+        "then renders queued jobs one at a time and uploads each video. " + WORKER_NEEDS,
+    )
     worker.set_defaults(fn=_cmd_worker)
 
-    gateway = commands.add_parser("gateway", help="farm HTTP gateway speaking Cog's prediction API (no GPU)")
-    gateway.add_argument("--host", help="default: HV_FARM_GATEWAY_HOST")
-    gateway.add_argument("--port", type=int, help="default: HV_FARM_GATEWAY_PORT")
+    defaults = FarmSettings.model_fields
+    gateway = commands.add_parser(
+        "gateway", help="farm HTTP gateway speaking Cog's prediction API (no GPU)",
+        description="The render farm's HTTP gateway: Cog's prediction API in front of the queue; no GPU, no state of "
+        "its own. Needs HV_FARM_DATABASE_URL (the queue's PostgreSQL); docs/farm.md.",
+    )
+    gateway.add_argument("--host", help=f"address to listen on (default: {defaults['gateway_host'].default}, "
+                         "or HV_FARM_GATEWAY_HOST)")
+    gateway.add_argument("--port", type=int, help=f"port to listen on (default: {defaults['gateway_port'].default}, "
+                         "or HV_FARM_GATEWAY_PORT)")
     gateway.set_defaults(fn=_cmd_gateway)
 
-    jobs = commands.add_parser("jobs", help="submit and follow farm jobs (HV_FARM_DATABASE_URL)")
+    jobs = commands.add_parser(
+        "jobs", help="submit and follow farm jobs (HV_FARM_DATABASE_URL)",
+        description="Submit, inspect, cancel and wait for farm jobs. Needs HV_FARM_DATABASE_URL.",
+    )
     actions = jobs.add_subparsers(dest="action", required=True)
     submit = actions.add_parser("submit", help="queue one prediction; prints it as JSON (Cog's shape)")
     submit.add_argument("-i", "--input", dest="inputs", action="append", default=[], metavar="NAME=VALUE",
@@ -29,14 +51,26 @@ def add_farm_commands(commands: argparse._SubParsersAction) -> None:
     submit.add_argument("--wait", action="store_true", help="wait for the end, then print it")
     submit.add_argument("--timeout", type=float, help="with --wait: give up waiting after this many seconds")
     submit.set_defaults(fn=_cmd_jobs_submit)
+    _add_verbose(submit)
     for name, help_text in (("status", "print a prediction as JSON"),
                             ("cancel", "cancel a prediction (queued: never starts; running: ComfyUI is interrupted)"),
                             ("wait", "wait until a prediction ends; exit 0 when it succeeded")):
-        action = actions.add_parser(name, help=help_text)
+        action = actions.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:] + ".")
         action.add_argument("prediction_id")
+        _add_verbose(action)
         if name == "wait":
             action.add_argument("--timeout", type=float, help="give up waiting after this many seconds (exit 3)")
         action.set_defaults(fn=_cmd_jobs)
+
+
+def _add_verbose(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", help="also show the queue library's own log lines")
+
+
+def _quiet_unless_verbose(args: argparse.Namespace) -> None:
+    """procrastinate logs each defer and blueprint at INFO: noise around the one JSON object a person asked for."""
+    if not args.verbose:
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -52,7 +86,7 @@ def _cmd_gateway(args: argparse.Namespace) -> int:
 
 
 def _parse_inputs(args: argparse.Namespace) -> dict:
-    inputs = json.loads(args.input_json) if args.input_json else {}
+    inputs = _json_object(args.input_json) if args.input_json else {}
     for item in args.inputs:
         name, sep, value = item.partition("=")
         if not sep:
@@ -64,13 +98,28 @@ def _parse_inputs(args: argparse.Namespace) -> dict:
     return inputs
 
 
+def _json_object(text: str) -> dict:
+    example = """write one JSON object, e.g. --json '{"prompt": "a red fox", "num_frames": 49}'"""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputRejected(f"--json is not JSON: {error.msg} at line {error.lineno} column {error.colno} "
+                            f"(character {error.pos + 1}); {example}") from None
+    if not isinstance(value, dict):
+        raise InputRejected(f"--json is a JSON {type(value).__name__}, not an object; {example}")
+    return value
+
+
 def _cmd_jobs_submit(args: argparse.Namespace) -> int:
     from comfy_runtime.farm.client import FarmClient
 
+    _quiet_unless_verbose(args)
+
     def submit() -> int:
+        inputs = _parse_inputs(args)  # before connecting: a typo is refused without a database
         with FarmClient() as client:
             client.ensure_schema()
-            prediction = client.submit(_parse_inputs(args), prediction_id=args.id, webhook=args.webhook)
+            prediction = client.submit(inputs, prediction_id=args.id, webhook=args.webhook)
             if args.wait:
                 prediction = client.wait(prediction["id"], timeout=args.timeout)
             _print(prediction)
@@ -81,6 +130,9 @@ def _cmd_jobs_submit(args: argparse.Namespace) -> int:
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from comfy_runtime.farm.client import FarmClient
+    from comfy_runtime.farm.schema import TERMINAL
+
+    _quiet_unless_verbose(args)
 
     def act() -> int:
         with FarmClient() as client:
@@ -88,7 +140,11 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
                 _print(client.get(args.prediction_id))
                 return 0
             if args.action == "cancel":
-                _print(client.cancel(args.prediction_id))
+                prediction = client.cancel(args.prediction_id)
+                _print(prediction)
+                if prediction["status"] not in TERMINAL:
+                    print(f"canceling: its worker interrupts ComfyUI at the next step; `jobs wait {prediction['id']}` "
+                          "prints the end", file=sys.stderr)
                 return 0
             prediction = client.wait(args.prediction_id, timeout=args.timeout)
             _print(prediction)
@@ -108,7 +164,7 @@ def _print(prediction: dict) -> None:
 def _guarded(fn) -> int:
     try:
         return fn()
-    except InputRejected as error:
+    except (InputRejected, FarmNotConfigured) as error:  # the fix is in how it was called: a usage error
         print(f"error: {error}", file=sys.stderr)
         return 2
     except HunyuanVideoError as error:

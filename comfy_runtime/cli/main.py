@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 def _cmd_render(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from comfy_runtime.delivery.deliverer import FileDelivery
+    from comfy_runtime.delivery.deliverer import CopyDelivery
     from comfy_runtime.job.request import VideoRequest
     from comfy_runtime.service import VideoService
     from comfy_runtime.settings import Settings
@@ -42,12 +41,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
     # The file, not the bucket: the operator asked for it here, at --out.
-    service = VideoService.from_settings(Settings(**overrides), FileDelivery())
+    service = VideoService.from_settings(Settings(**overrides), CopyDelivery(args.out))
     service.start()
     delivered = service.predict(request, log_line=lambda line: print(line, file=sys.stderr))
-    target = Path(args.out or delivered.file.name).resolve()
-    shutil.copyfile(delivered.file, target)
-    print(target)
+    print(delivered.file)
     return 0
 
 
@@ -115,7 +112,9 @@ def version_text() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    from comfy_runtime.cli.parser import OneLineParser
+
+    parser = OneLineParser(
         prog=PROG, description="HunyuanVideo through ComfyUI, in this process: render, set up, check.",
         epilog="Each command has its own --help. Exit status: 0 done, 1 failed, 2 usage error or refused input.",
     )
@@ -149,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     schema = commands.add_parser("schema", help="write .cog/openapi_schema.json from predict.py",
                                  description="Write the Cog input schema coglet validates requests against.")
-    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"))
+    schema.add_argument("--output", default=str(PROJECT_ROOT / ".cog" / "openapi_schema.json"),
+                        help="where to write the schema (default: .cog/openapi_schema.json, where coglet reads it)")
     schema.set_defaults(fn=_cmd_schema)
     return parser
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(_Messages())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
-    args = build_parser().parse_args(argv)  # a usage error exits 2 here, with the command's own usage line
+    args = build_parser().parse_args(argv)  # a usage error exits 2 here, in one line naming the command's --help
     from comfy_runtime.errors import HunyuanVideoError
 
     try:

@@ -72,6 +72,19 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _unknown_names(given: list[str], names: list[str]) -> str:
+    """'' when every name given is one of `names`; else what is wrong, with the near names to use instead."""
+    import difflib
+
+    problems = []
+    for name in (n for n in given if n not in names):
+        near = difflib.get_close_matches(name, names, n=3, cutoff=0.4)
+        problems.append(f"--only {name}: no such weight file" + (f"; near: {', '.join(near)}" if near else ""))
+    if problems and not any("near:" in p for p in problems):
+        problems.append(f"the files are: {', '.join(names)}")
+    return "; ".join(problems)
+
+
 def served_entries(settings, entries: list) -> list:
     """The manifest entries of the model this deployment serves (lazy mode fetches the same ones at setup)."""
     from comfy_runtime.graph.workflow import load_workflow
@@ -101,7 +114,12 @@ def run_weights(args: argparse.Namespace) -> int:
     manifest = args.manifest or settings.weights_manifest
     models_dir = args.models_dir or settings.models_dir
     only = getattr(args, "only", [])
-    entries = [e for e in load_manifest(manifest) if not only or e.file in only]
+    listed = load_manifest(manifest)
+    unknown = _unknown_names(only, [e.file for e in listed])
+    if unknown:
+        print(f"error: {unknown} (in {manifest})", file=sys.stderr)
+        return 2
+    entries = [e for e in listed if not only or e.file in only]
     if args.action != "lock" and not getattr(args, "all", False) and not only and args.manifest is None:
         entries = served_entries(settings, entries)  # a manifest named with --manifest is taken whole
     try:

@@ -11,6 +11,7 @@ files (previewed on its page, FileOutput objects in its clients), where a `str` 
 from __future__ import annotations
 
 import logging
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,26 @@ class FileDelivery:
 
     def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
         return Delivered(file=rendered.video)
+
+
+class CopyDelivery:
+    """The CLI's: the video copied to the path the operator named (default: its own name, in the current
+    folder). Like an upload, the video then lives elsewhere, so the run folder under outputs/ goes."""
+
+    def __init__(self, target: Path | str | None = None):
+        self.target = target
+
+    def check(self) -> None:
+        pass
+
+    def deliver(self, rendered: Rendered, log_line: LogSink = print, key: str | None = None) -> Delivered:
+        target = Path(self.target or rendered.video.name).resolve()
+        try:
+            shutil.copyfile(rendered.video, target)
+        except OSError as error:
+            raise DeliveryFailed(f"could not copy the video to {target} ({error.strerror}); it is kept at "
+                                 f"{rendered.video}: copy it from there, or give --out a writable path") from error
+        return Delivered(file=target, url=target.as_uri())
 
 
 class ObjectStoreDelivery:

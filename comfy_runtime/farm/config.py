@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from comfy_runtime.errors import HunyuanVideoError
 
 FARM_ENV_PREFIX = "HV_FARM_"
+_URL_FORM = "postgresql://user:password@host:5432/dbname"
 
 
 class FarmNotConfigured(HunyuanVideoError, RuntimeError):
@@ -52,11 +53,19 @@ class FarmSettings(BaseSettings):
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook request.")
 
     def require_database(self) -> str:
+        """The database URL, refused at once when it is missing or not a connection string libpq can read
+        (else the pool would retry it for its whole timeout, warning each time)."""
         if not self.database_url:
+            raise FarmNotConfigured(f"HV_FARM_DATABASE_URL is not set: point it at the farm's PostgreSQL ({_URL_FORM})")
+        import psycopg
+
+        try:
+            psycopg.conninfo.conninfo_to_dict(self.database_url)
+        except psycopg.ProgrammingError as error:
+            reason = str(error).strip().replace(f'"{self.database_url}"', "the value")  # it may hold a password
             raise FarmNotConfigured(
-                "HV_FARM_DATABASE_URL is not set: point it at the farm's PostgreSQL "
-                "(postgresql://user:password@host:5432/dbname)"
-            )
+                f"HV_FARM_DATABASE_URL is not a PostgreSQL connection string ({reason}): use {_URL_FORM}"
+            ) from None
         return self.database_url
 
 

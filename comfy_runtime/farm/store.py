@@ -20,6 +20,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.farm.schema import TERMINAL, ensure_schema
+from comfy_runtime.farm.webhook import sent_events
 from comfy_runtime.redact import url_without_credentials
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class JobStore:
     def get(self, prediction_id: str) -> dict[str, Any] | None:
         with self.pool.connection() as conn:
             row = conn.execute(
-                f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status FROM hv_farm_predictions p "
+                f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status, j.abort_requested FROM hv_farm_predictions p "
                 "LEFT JOIN procrastinate_jobs j ON j.id = p.job_id WHERE p.id = %s", (prediction_id,),
             ).fetchone()
         return row
@@ -146,6 +147,13 @@ def iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
 
 
+def _attempts(row: dict[str, Any]) -> int | None:
+    """Runs so far, this one included: procrastinate counts an attempt only once it has ended."""
+    if row.get("attempts") is None:
+        return None
+    return row["attempts"] + (1 if row.get("queue_status") == "doing" else 0)
+
+
 def prediction_json(row: dict[str, Any], base_url: str | None = None) -> dict[str, Any]:
     """A row as Cog's prediction object (GET /predictions/{id}, webhooks), plus a `farm` block of queue facts."""
     metrics: dict[str, Any] = {}
@@ -165,9 +173,10 @@ def prediction_json(row: dict[str, Any], base_url: str | None = None) -> dict[st
         "completed_at": iso(row["completed_at"]),
         "metrics": metrics,
         "webhook": row["webhook"],
-        "webhook_events_filter": row["webhook_events_filter"],
+        "webhook_events_filter": sent_events(row["webhook_events_filter"]),
         "farm": {
-            "job_id": row["job_id"], "attempts": row.get("attempts"), "queue_status": row.get("queue_status"),
+            "job_id": row["job_id"], "attempts": _attempts(row), "queue_status": row.get("queue_status"),
+            "cancel_requested": bool(row.get("abort_requested")) and row["status"] not in TERMINAL,
             "worker": row["worker"], "progress": row["progress"], "seed": row["seed"], "object_key": row["object_key"],
         },
     }

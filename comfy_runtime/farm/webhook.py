@@ -23,7 +23,8 @@ from comfy_runtime.errors import InputRejected
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("start", "output", "logs", "completed")
+EVENTS = ("start", "output", "logs", "completed")  # Cog's: a filter may name any of them
+SENT = ("start", "completed")  # the ones the farm sends; a prediction echoes its filter narrowed to these
 MAX_BODY_BYTES = 1024 * 1024  # logs are the big part; a webhook is a notice, the GET has everything
 MAX_URL_CHARS = 2048
 COMPLETED_ATTEMPTS = 4  # Cog retries the terminal webhook too: it is the one a caller waits for
@@ -39,6 +40,12 @@ def check_events(events: Iterable[str] | None) -> list[str]:
     if unknown:
         raise WebhookRefused(f"webhook_events_filter: unknown event(s) {unknown}; use any of {list(EVENTS)}")
     return chosen
+
+
+def sent_events(chosen: Iterable[str] | None) -> list[str]:
+    """The events of `chosen` (the caller's filter; None: all) that this farm will send, in Cog's order."""
+    wanted = set(EVENTS if chosen is None else chosen)
+    return [event for event in EVENTS if event in SENT and event in wanted]
 
 
 def check_webhook_url(url: str, allowed_hosts: Iterable[str] = ()) -> str:

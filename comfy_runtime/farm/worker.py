@@ -81,6 +81,9 @@ class _Run:
     cancel_requested: bool = False
     last_step: str = ""
 
+    def where(self) -> str:
+        return f"at step {self.last_step}" if self.last_step else "before its first sampling step"
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -261,7 +264,7 @@ class FarmWorker:
             # An abort (cancel) reached this job: interrupt ComfyUI, then let the thread record how it ended.
             run.cancel_requested = True
             if run.phase == "rendering" and self.service is not None:
-                log.info("cancel of %s at step %s: interrupting ComfyUI", prediction_id, run.last_step or "-")
+                log.info("cancel of %s %s: interrupting ComfyUI", prediction_id, run.where())
                 self.service.cancel()
             outcome = await future
             current = asyncio.current_task()
@@ -315,7 +318,7 @@ class FarmWorker:
             return self._end(run, "failed", error=str(error), progress=progress)
         except ExecutionInterrupted as error:
             if run.cancel_requested:
-                return self._end(run, "canceled", progress=progress, logs=f"canceled at step {run.last_step or '-'}\n")
+                return self._end(run, "canceled", progress=progress, logs=f"canceled {run.where()}\n")
             return self._end(run, "failed", error=str(error), progress=progress)
         except HunyuanVideoError as error:  # refused input, a failed node, a failed upload (the file is kept)
             return self._end(run, "failed", error=str(error), progress=progress)

@@ -142,13 +142,31 @@ def fetch(
 
 @contextlib.contextmanager
 def _exclusive(dest: Path):
+    """Hold `<dest>.lock` for the download, and remove it after, success or not: nothing is left in models/.
+    The holder unlinks it while still holding it, so a process that was waiting on that file finds it gone
+    and locks the new one instead of sharing a lock nobody else can see."""
     lock_path = dest.with_name(dest.name + ".lock")
-    with lock_path.open("a") as handle:
+    while True:
+        handle = lock_path.open("a")
         fcntl.lockf(handle, fcntl.LOCK_EX)  # lockf, not flock: NFS-backed volumes honour it
-        try:
-            yield
-        finally:
-            fcntl.lockf(handle, fcntl.LOCK_UN)
+        if _is_current(handle, lock_path):
+            break
+        handle.close()
+    try:
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def _is_current(handle, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _already_whole(transfer: Transfer) -> Fetched | None:

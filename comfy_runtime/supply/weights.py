@@ -29,7 +29,7 @@ from comfy_runtime.supply.commands import WEIGHTS_FETCH_COMMAND as FETCH_COMMAND
 from comfy_runtime.supply.commands import WEIGHTS_LOCK_COMMAND as LOCK_COMMAND
 from comfy_runtime.supply.commands import WEIGHTS_VERIFY_COMMAND
 from comfy_runtime.supply.digest import sha256_of
-from comfy_runtime.supply.download import DownloadError, fetch, partial_path
+from comfy_runtime.supply.download import DownloadError, fetch, partial_path, url_origin
 from comfy_runtime.supply.hugging_face import hf_auth_headers, hf_endpoint
 from comfy_runtime.supply.manifest import MANIFEST_PATH, WeightEntry, load_manifest
 
@@ -187,19 +187,28 @@ def ensure_weights(
     warning = unpinned_warning(entries)
     if warning:
         log.warning("!" * 20 + " %s " + "!" * 20, warning)
-    problems: list[Problem] = []
-    for entry in entries:
-        problem = check_file(models_dir, entry)
-        if problem is None:
-            continue
-        if mode == "lazy":
+    problems = [problem for entry in entries if (problem := check_file(models_dir, entry)) is not None]
+    if mode == "lazy" and problems:
+        log.warning("%s", lazy_fetch_notice(models_dir, [p.entry for p in problems]))
+        for problem in problems:
             repair(models_dir, problem, connections=connections)
-            continue
-        problems.append(problem)
+        return entries
     if problems:
         fix = _fix_for(mode, models_dir, manifest)
         raise WeightsError("\n".join(p.message(fix) for p in problems))
     return entries
+
+
+def lazy_fetch_notice(models_dir: Path, entries: list[WeightEntry]) -> str:
+    """Said before a lazy fetch starts: it may be tens of GB that `make predict` or `make serve` start unasked."""
+    known = sum(e.size for e in entries if e.pinned)
+    unsized = sum(1 for e in entries if not e.pinned)
+    hosts = sorted({url_origin(source_url(e))[1] for e in entries})
+    size = f"{known / (1 << 30):.1f} GiB" + (f" plus {unsized} of unknown size" if unsized else "")
+    return (f"HV_WEIGHTS_MODE=lazy: downloading {len(entries)} weight file(s), {size}, from {', '.join(hosts)} into "
+            f"{Path(models_dir).resolve()} before the first render. Ctrl-C stops it (the next run resumes). To fetch "
+            f"them on purpose first: `{FETCH_COMMAND}`; to refuse instead of downloading: HV_WEIGHTS_MODE=off; to try "
+            "the set-up without weights: HV_WORKFLOW=plumbing_video")
 
 
 def _fix_for(mode: WeightsMode, models_dir: Path, manifest: Path) -> str:
