@@ -108,7 +108,7 @@ gpu-kit-payload: setup ## pack .gpu-kit/ (ComfyUI + Python 3.12 wheels, under 64
 	$(PY) -m bench.gpu_kit.payload build
 
 lint: $(VENV)/.installed ## ruff
-	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
+	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench local_servers
 
 demo: setup ## check the set-up end to end: render noise on the CPU with the weight-free plumbing workflow (no model, the prompt is not used)
 	@echo "make demo: the weight-free plumbing workflow renders noise through the real ComfyUI (no model; the prompt is not used). With weights: make predict prompt=\"...\""

@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness import ROOT, ComfyUIServer
+from harness import ROOT
 
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
+from local_servers.comfyui_server import ComfyUIServer
 
 POLL_SECONDS = 0.25
 TARGETS = {"ready": 0.5, "overhead": 0.1, "embedded_overhead_ms": 20.0}

@@ -2,7 +2,7 @@
 to: (1) an interrupted download resumes, (2) the sha256 pin is checked before the file gets its final name, (3) the
 token goes to Hugging Face only, never to the host a redirect leads to.
 
-Both clients fetch from bench/range_server.py on 127.0.0.1 posing as the Hugging Face endpoint (HF_ENDPOINT):
+Both clients fetch from local_servers/range_server.py on 127.0.0.1 posing as the Hugging Face endpoint (HF_ENDPOINT):
 the resolve URL answers HEAD with X-Repo-Commit, X-Linked-Etag (the sha256) and X-Linked-Size, as the hub does.
 Scenario 2 serves bytes that differ from the pinned sha256 but have the pinned size (a corrupted or swapped
 object). Scenario 3 redirects the resolve URL to a second server on another origin (a CDN) and records the
@@ -27,9 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness import RangeServer  # noqa: E402
-
 from comfy_runtime.supply.download import DownloadError, fetch  # noqa: E402
+from local_servers.range_server import RangeServer  # noqa: E402
 
 SIZE = 8 * (1 << 20) + 4321
 RESUME_SIZE = 40 * (1 << 20) + 4321

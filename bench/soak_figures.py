@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import psutil
-from harness import call_predict, machine_line, plumbing_env
+from harness import machine_line, plumbing_env
+
+from local_servers.in_process import call_predict
 
 MIB = 2**20
 

@@ -36,12 +36,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bench.processes import free_port
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.config import env_names as farm_env_names
 from comfy_runtime.farm.schema import backlog_query
 from comfy_runtime.settings import Settings, env_names
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
+from local_servers.processes import free_port
 from tests.support.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
 
 pytestmark = pytest.mark.cog_server
 
