@@ -64,7 +64,7 @@ test-tiny-dit: setup ## a tiny real HunyuanVideo DiT through the Predictor: ever
 test-hardening: setup ## bad input and injected faults (OOM, time limit, cancel, traversal), in-process and over HTTP; 100-run soak with figures
 	$(PY) -m pytest tests/test_input_hardening.py tests/test_faults.py tests/test_hardening_http.py tests/test_soak.py -s
 
-soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every few runs (make soak runs=1000)
+soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every few runs (make soak runs=300)
 	$(PY) bench/soak_figures.py $(or $(runs),300)
 
 .PHONY: fault-figures
