@@ -28,7 +28,7 @@ SMALLEST = {
     "cancel_latency.py": (["2", "0.05"], [r"^ratio cancel latency / step length +[\d.]+$"]),
     "cog_server_latency.py": (["2"], [r"^ratio HTTP round trip / ComfyUI execution +[\d.]+$"]),
     "embedded_vs_remote.py": (["2", "--rounds", "1"], [r"^  overhead p90 \(n=2 per side\)",
-                                                       r"met +embedded overhead < "]),
+                                                       r"embedded overhead < [\d.]+ ms: [\d.]+ ms$"]),
     "farm_overhead.py": (["1"], [r"^ratio farm end to end / direct Cog POST +[\d.]+$",
                                  r"^ratio 2 workers / 1 worker +[\d.]+$"]),
     "fault_figures.py": ([], [r"^baseline: median successful prediction \d+ ms", r"^failing node +NodeExecutionError "]),
