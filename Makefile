@@ -67,7 +67,7 @@ test-tiny-dit: setup ## a tiny real HunyuanVideo DiT through the Predictor: ever
 test-hardening: setup ## bad input and injected faults (OOM, time limit, cancel, traversal), in-process and over HTTP; 100-run soak with figures
 	$(PY) -m pytest tests/test_input_hardening.py tests/test_faults.py tests/test_hardening_http.py tests/test_soak.py -s
 
-soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every few runs (make soak runs=1000)
+soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every few runs (make soak runs=300)
 	$(PY) bench/soak_figures.py $(or $(runs),300)
 
 .PHONY: fault-figures
@@ -111,7 +111,7 @@ gpu-kit-payload: setup ## pack .gpu-kit/ (ComfyUI + Python 3.12 wheels, under 64
 	$(PY) -m bench.gpu_kit.payload build
 
 lint: $(VENV)/.installed ## ruff
-	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench
+	$(VENV)/bin/ruff check comfy_runtime tests predict.py bench local_servers
 
 demo: setup ## check the set-up end to end: render noise on the CPU with the weight-free plumbing workflow (no model, the prompt is not used)
 	@echo "make demo: the weight-free plumbing workflow renders noise through the real ComfyUI (no model; the prompt is not used). With weights: make predict prompt=\"...\""

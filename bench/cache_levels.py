@@ -3,7 +3,7 @@
 Cache levels: per size, DiT forward calls, sampling time and mean |pixel difference| against the uncached render
 of the same seed. Warm start: setup, first and second prediction latency of a fresh process, with and without
 HV_WARM_START (each in its own process: ComfyUI keeps loaded models for the life of one).
-    .venv/bin/python bench/cache_levels.py [--sizes 64x64x9,256x256x33] [--steps 30]
+    .venv/bin/python bench/cache_levels.py [--sizes 64x64x9,256x256x33] [--steps 30] [--warm-size 256x256x17] [--warm-steps 10]
 """
 
 from __future__ import annotations
@@ -96,13 +96,13 @@ def cache_levels(sizes: list[tuple[int, int, int]], steps: int) -> None:
                 if reference is None:
                     reference = (pixels, sample)
                 difference = float(np.abs(pixels - reference[0]).mean())
-                print(f"{width}x{height}x{frames:>3} {level:>8} {len(calls):>10} "
+                print(f"{f'{width}x{height}x{frames}':>12} {level:>8} {len(calls):>10} "
                       f"{delivered.metrics.get('cache_steps_skipped', 0):>8} {sample:>9.2f} {reference[1] / sample:>9.2f} "
-                      f"{difference:>9.2f}/255")
+                      f"{f'{difference:.2f}/255':>12}")
         service.close()
 
 
-def warm_child(warm: bool) -> None:
+def warm_child(warm: bool, size: tuple[int, int, int], steps: int) -> None:
     """One fresh process: setup, then two predictions; prints their seconds as JSON."""
     from comfy_runtime.job.request import VideoRequest
 
@@ -116,19 +116,21 @@ def warm_child(warm: bool) -> None:
         service.start()
         setup = time.perf_counter() - started
         latencies = []
+        width, height, frames = size
         for seed in (1, 2):
             started = time.perf_counter()
-            service.predict(VideoRequest(prompt="a red fox", width=256, height=256, num_frames=17, steps=10, seed=seed),
+            service.predict(VideoRequest(prompt="a red fox", width=width, height=height, num_frames=frames, steps=steps, seed=seed),
                             log_line=lambda line: None)
             latencies.append(time.perf_counter() - started)
         service.close()
     print(json.dumps({"setup": setup, "first": latencies[0], "second": latencies[1]}))
 
 
-def warm_start() -> None:
-    print("warm start: fresh process each, 256x256x17, 10 steps")
+def warm_start(size: str, steps: int) -> None:
+    print(f"warm start: fresh process each, {size}, {steps} steps")
     for warm in (False, True):
-        out = subprocess.run([sys.executable, __file__, "--warm-child", "on" if warm else "off"], check=True,
+        out = subprocess.run([sys.executable, __file__, "--warm-child", "on" if warm else "off",
+                              "--warm-size", size, "--warm-steps", str(steps)], check=True,
                              capture_output=True, text=True).stdout.strip().splitlines()[-1]
         figures = json.loads(out)
         print(f"  HV_WARM_START={'true ' if warm else 'false'} setup {figures['setup']:6.2f} s   first prediction "
@@ -141,10 +143,12 @@ if __name__ == "__main__":
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warm-child", choices=("on", "off"))
     parser.add_argument("--skip-warm", action="store_true")
+    parser.add_argument("--warm-size", default="256x256x17", help="WxHxF of the warm-start predictions")
+    parser.add_argument("--warm-steps", type=int, default=10)
     args = parser.parse_args()
     if args.warm_child:
-        warm_child(args.warm_child == "on")
+        warm_child(args.warm_child == "on", tuple(int(n) for n in args.warm_size.split("x")), args.warm_steps)
     else:
         cache_levels([tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")], args.steps)
         if not args.skip_warm:
-            warm_start()
+            warm_start(args.warm_size, args.warm_steps)

@@ -19,9 +19,11 @@ import time
 import uuid
 from pathlib import Path
 
-from harness import FIXTURE_CUSTOM_NODES, CogServer, WebhookReceiver, machine_line, write_slow_workflow
+from harness import FIXTURE_CUSTOM_NODES, machine_line, write_slow_workflow
 
 from comfy_runtime.cog_schema import write_schema
+from local_servers.cog_server import CogServer
+from local_servers.webhooks import WebhookReceiver
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1, "steps": 100}
 
@@ -41,9 +43,9 @@ def main(runs: int = 15, seconds_per_step: float = 0.1) -> None:
         }
         to_canceled, to_ready, steps_reached = [], [], []
         with CogServer(env, Path(tmp) / "server.log") as server:
-            server.wait_ready()
+            server.wait_until_ready()
             for _ in range(runs):
-                server.wait_ready()
+                server.wait_until_ready()
                 prediction_id = uuid.uuid4().hex
                 server.client.post(
                     "/predictions", headers={"Prefer": "respond-async"},
@@ -58,7 +60,7 @@ def main(runs: int = 15, seconds_per_step: float = 0.1) -> None:
                 final = webhooks.wait_final(prediction_id)
                 assert final["status"] == "canceled", final
                 to_canceled.append(final["received_at"] - started)
-                server.wait_ready()
+                server.wait_until_ready()
                 to_ready.append(time.monotonic() - started)
                 steps_reached.append(final["logs"].count("HVTestSlowSteps step"))
     webhooks.close()

@@ -16,9 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import FIXTURE_CUSTOM_NODES, CogServer, machine_line
+from harness import FIXTURE_CUSTOM_NODES, machine_line
 
 from comfy_runtime.cog_schema import write_schema
+from local_servers.cog_server import CogServer
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1}
 
@@ -35,15 +36,15 @@ def main(runs: int = 20) -> None:
         }
         started = time.perf_counter()
         with CogServer(env, Path(tmp) / "server.log") as server:
-            server.wait_ready()
+            server.wait_until_ready()
             ready = time.perf_counter() - started
             walls, predict_times = [], []
             for _ in range(runs + 1):
                 # coglet frees its slot a moment after answering a sync prediction: a POST sent at once can get
                 # 409 "at capacity", so each one waits for READY first (outside the timed span).
-                server.wait_ready()
+                server.wait_until_ready()
                 t0 = time.perf_counter()
-                body = server.predict(INPUTS)
+                body = server.predict(INPUTS).json()
                 walls.append(time.perf_counter() - t0)
                 if body.get("status") != "succeeded":
                     raise SystemExit(f"prediction failed: {body.get('error')}\n{server.logs()[-2000:]}")

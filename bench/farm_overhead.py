@@ -25,12 +25,14 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.farm_processes import WorkerProcess  # noqa: E402
-from bench.harness import FIXTURE_CUSTOM_NODES, CogServer, moto_s3_server  # noqa: E402
-from bench.postgres_server import PostgresServer  # noqa: E402
+from bench.harness import FIXTURE_CUSTOM_NODES  # noqa: E402
 from comfy_runtime.cog_schema import write_schema  # noqa: E402
 from comfy_runtime.farm.client import FarmClient  # noqa: E402
 from comfy_runtime.farm.config import FarmSettings  # noqa: E402
+from local_servers.cog_server import CogServer  # noqa: E402
+from local_servers.farm_processes import WorkerProcess  # noqa: E402
+from local_servers.postgres_server import PostgresServer  # noqa: E402
+from local_servers.s3_server import MotoS3Server  # noqa: E402
 
 INPUTS = {"prompt": "bench", "width": 64, "height": 64, "num_frames": 9, "fps": 12, "seed": 1}
 BUCKET = "bench"
@@ -62,7 +64,8 @@ def _drain(client: FarmClient, jobs: int) -> float:
 def main(runs: int = 10) -> None:
     write_schema()
     with tempfile.TemporaryDirectory() as tmp, PostgresServer() as pg, \
-            moto_s3_server(Path(tmp) / "moto.log") as s3_url:
+            MotoS3Server(Path(tmp) / "moto.log") as s3:
+        s3_url = s3.url
         boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1", aws_access_key_id="bench",
                      aws_secret_access_key="bench").create_bucket(Bucket=BUCKET)
         (Path(tmp) / "models").mkdir()

@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 
 import psutil
-from harness import call_predict, machine_line, plumbing_env
+from harness import machine_line, plumbing_env
+
+from local_servers.in_process import call_predict
 
 MIB = 2**20
 
@@ -58,15 +60,17 @@ def main(runs: int = 300) -> None:
         print(machine_line(runs=runs))
         print(f"{'run':>5} {'RSS MiB':>9} {'outputs KiB':>12} {'work KiB':>9} {'tmp KiB':>8} {'folders':>8}")
         for run, rss, output_bytes, work_bytes, temp_bytes, folders in rows:
-            if run == 1 or run % every == 0:
+            if run == 1 or run % every == 0 or run == runs:
                 print(f"{run:>5} {rss / MIB:>9.1f} {output_bytes / 1024:>12.1f} {work_bytes / 1024:>9.1f} "
                       f"{temp_bytes / 1024:>8.1f} {folders:>8}")
         first_rss, settled_rss, last_rss = rows[0][1], rows[min(9, len(rows) - 1)][1], rows[-1][1]
         print(f"RSS growth: run 1->{runs} {(last_rss - first_rss) / MIB:+.1f} MiB, "
               f"run {min(10, runs)}->{runs} {(last_rss - settled_rss) / MIB:+.1f} MiB; "
               f"peak outputs {max(row[2] for row in rows) / 1024:.1f} KiB")
-        first, last = statistics.median(walls[:10]), statistics.median(walls[-10:])
-        print(f"median wall per prediction: first 10 {first * 1000:.0f} ms, last 10 {last * 1000:.0f} ms, "
+        # The first and last tenth (at least one run, at most ten): with few runs the two halves stay apart.
+        window = max(1, min(10, runs // 10 if runs >= 20 else runs // 2))
+        first, last = statistics.median(walls[:window]), statistics.median(walls[-window:])
+        print(f"median wall per prediction: first {window} {first * 1000:.0f} ms, last {window} {last * 1000:.0f} ms, "
               f"ratio last/first {last / first:.2f}")
 
 

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import boto3
 from botocore.config import Config
-from harness import machine_line, moto_s3_server
+from harness import machine_line
 
 from comfy_runtime.delivery.storage import MULTIPART_THRESHOLD, ObjectStore, StorageConfig
+from local_servers.s3_server import MotoS3Server
 
 SIZES = {"video-sized (8 MiB, one PUT)": 8 * 1024 * 1024,
          "large (48 MiB, multipart)": 3 * MULTIPART_THRESHOLD}
@@ -39,7 +40,8 @@ def timed(fn, runs: int) -> float:
 def main(runs: int = 5) -> None:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
-    with tempfile.TemporaryDirectory() as tmp, moto_s3_server(Path(tmp) / "moto.log") as s3_url:
+    with tempfile.TemporaryDirectory() as tmp, MotoS3Server(Path(tmp) / "moto.log") as s3:
+        s3_url = s3.url
         boto3.client("s3", endpoint_url=s3_url, region_name="us-east-1",
                      config=Config(s3={"addressing_style": "path"})).create_bucket(Bucket="bench")
         store = ObjectStore(StorageConfig(bucket="bench", endpoint_url=s3_url, sidecar=False))

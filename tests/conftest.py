@@ -75,7 +75,7 @@ def schemas(runtime):
 @pytest.fixture(scope="module")
 def s3(request, tmp_path_factory):
     """moto's S3 server on 127.0.0.1 with the module's BUCKET created."""
-    from tests.support.s3_server import MotoS3Server
+    from local_servers.s3_server import MotoS3Server
 
     with MotoS3Server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
         server.client().create_bucket(Bucket=request.module.BUCKET)
@@ -84,7 +84,7 @@ def s3(request, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def webhooks():
-    from tests.support.webhooks import WebhookReceiver
+    from local_servers.webhooks import WebhookReceiver
 
     receiver = WebhookReceiver()
     yield receiver

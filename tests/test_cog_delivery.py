@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
+from local_servers.s3_server import MotoS3Server
+from local_servers.webhooks import WebhookReceiver
 from tests.support.graphs import slow_steps_logged, write_slow_workflow
 from tests.support.media import probe_video
-from tests.support.s3_server import MotoS3Server
-from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.cog_server
 

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
 from tests.support.doc_commands import served_scripts
 from tests.support.media import probe_video, write_data_uri
 

@@ -8,10 +8,10 @@ import hashlib
 import pytest
 import torch
 
-from bench.range_server import RangeServer
 from comfy_runtime.backends.device import DRIVER_FLOOR, DeviceError, cuda_unavailable_cause, require_cuda
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
+from local_servers.range_server import RangeServer
 
 pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine where CUDA is not usable")
 

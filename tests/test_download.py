@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.range_server import RangeServer
 from comfy_runtime.supply import download
 from comfy_runtime.supply.download import CHUNK, DownloadError, fetch, partial_path
+from local_servers.range_server import RangeServer
 from tests.support.paths import PROJECT_ROOT
 
 SIZE = 6 * (1 << 20) + 12345  # not a multiple of any chunk or range size

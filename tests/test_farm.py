@@ -17,14 +17,15 @@ import psycopg
 import pytest
 import yaml
 
-from bench.postgres_server import PostgresServer
 from comfy_runtime.farm.client import FarmClient, InvalidInput
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.schema import backlog_query
-from tests.support.farm import FAIL_SEED, GatewayProcess, WorkerProcess, wait_until, write_farm_workflow
+from local_servers.farm_processes import GatewayProcess, WorkerProcess
+from local_servers.postgres_server import PostgresServer
+from local_servers.s3_server import MotoS3Server
+from tests.support.farm import FAIL_SEED, wait_until, write_farm_workflow
 from tests.support.media import probe_video
 from tests.support.paths import PROJECT_ROOT
-from tests.support.s3_server import MotoS3Server
 
 BUCKET = "farm-videos"
 PREFIX = "hv/"

@@ -31,8 +31,8 @@ def test_the_backlog_query_quotes_the_queue_name():
 
 
 def test_an_unreachable_database_is_named_without_its_password():
-    from bench.processes import free_port
     from comfy_runtime.farm.store import DatabaseUnavailable, JobStore
+    from local_servers.processes import free_port
 
     with pytest.raises(DatabaseUnavailable) as refused:
         JobStore(f"postgresql://hv:topsecret@127.0.0.1:{free_port()}/farm").open(wait_seconds=1)

@@ -20,9 +20,9 @@ from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.served_model import ServedModel
 from comfy_runtime.service import VideoService
 from comfy_runtime.settings import Settings
+from local_servers.in_process import call_predict
 from tests.support.graphs import plumbing_with
 from tests.support.media import probe_video
-from tests.support.predictor import call_predict
 
 QUIET = lambda _line: None  # noqa: E731
 REQUEST = VideoRequest(prompt="x", width=96, height=64, num_frames=13, fps=12, seed=3)

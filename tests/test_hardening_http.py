@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
 from tests.support.graphs import slow_steps_logged, write_slow_workflow
 from tests.support.media import probe_video, write_data_uri
 

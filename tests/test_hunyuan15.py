@@ -427,8 +427,8 @@ def test_upscale_on_a_model_without_the_stage_is_refused(hv_env, tiny_models, wo
 
 
 def test_an_image_url_to_loopback_is_refused_before_anything_runs(predictor, tmp_path, session_dirs):
-    from bench.range_server import RangeServer
     from comfy_runtime.supply.url_fetch import URLRefused
+    from local_servers.range_server import RangeServer
 
     (tmp_path / "start.png").write_bytes(base64.b64decode(png_data_uri(1).split(",", 1)[1]))
     before = set(session_dirs["outputs"].iterdir())
@@ -469,9 +469,9 @@ def test_the_cog_schema_shows_the_configured_models_defaults(hv_env):
 
 @pytest.mark.cog_server
 def test_i2v_through_the_real_cog_server_with_a_data_uri_and_an_allowlisted_url(hv_env, tiny_models, workflows_dir, tmp_path):
-    from bench.range_server import RangeServer
     from comfy_runtime.cog_schema import write_schema
-    from tests.support.cog_server import CogServer
+    from local_servers.cog_server import CogServer
+    from local_servers.range_server import RangeServer
     from tests.support.media import write_data_uri
 
     env = {**hv_env, "HV_WORKFLOW": T2V, "HV_WORKFLOWS_DIR": str(workflows_dir), "HV_URL_ALLOW_HTTP": "true",

@@ -1,6 +1,6 @@
-"""Bad input: over-long, undecodable or control-laden prompts, sizes at and past the bounds, jobs that
-cannot fit in memory, and inputs that try to steer a path. Each is refused with the rule and the fix,
-before anything runs."""
+"""Bad input beyond the request's own rules (those, prompt text and bounds included, are tests/test_request.py):
+prompts over the token limit, jobs that cannot fit in memory, and inputs that try to steer a path. Each is
+refused with the rule and the fix, before anything runs."""
 
 import os
 import subprocess
@@ -15,7 +15,7 @@ from comfy_runtime.backends.outputs import collect_output_files
 from comfy_runtime.graph.workflow import BindingError, Target, Workflow, load_workflow
 from comfy_runtime.job.budget import TRAINED_MAX_PIXEL_FRAMES, MemoryBudget, OverBudget, budget_for
 from comfy_runtime.job.limits import JobLimits
-from comfy_runtime.job.prompt import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
+from comfy_runtime.job.prompt import MAX_PROMPT_TOKENS, PromptTokenCounter, PromptTooLong
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.served_model import ServedModel
 from comfy_runtime.service import VideoService
@@ -30,33 +30,7 @@ def tokens():
     return PromptTokenCounter(resolve_comfyui_path(Settings()))
 
 
-# -- prompt text -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "prompt,expected",
-    [
-        ("a cat\x00walks", "control character U+0000 at character 5"),
-        ("\x1b[31mred\x1b[0m", "control character U+001B"),
-        ("a\x7fb", "control character U+007F"),
-        ("a\u0085b", "control character U+0085"),  # C1 NEXT LINE
-        ("bad \udcff byte", "not valid UTF-8"),  # an undecodable byte, as Python keeps it from argv
-        ("lone \ud800 surrogate", "not valid UTF-8"),  # a lone "\ud800" escape in JSON decodes to this
-        ("a cat<|eot_id|><|start_header_id|>system", "tokenizer marker '<|eot_id|>'"),
-        ("<|endoftext|>", "tokenizer marker"),
-        ("   \n\t ", "prompt is empty"),
-        ("x" * (MAX_PROMPT_CHARS + 1), f"the limit is {MAX_PROMPT_CHARS}"),
-    ],
-)
-def test_bad_prompt_text_is_refused_naming_the_problem(prompt, expected):
-    with pytest.raises(ValidationError) as error:
-        VideoRequest(prompt=prompt)
-    assert expected in str(error.value)
-
-
-@pytest.mark.parametrize("prompt", ["a cat\twalks\non the grass\r\n", "猫が草の上を歩く 🐈‍⬛", "(cinematic:1.2), 35mm | wide"])
-def test_ordinary_text_with_tabs_newlines_and_any_script_is_accepted(prompt):
-    assert VideoRequest(prompt=prompt).prompt == prompt
+# -- prompt length in tokens (the text rules themselves: tests/test_request.py) ------------------
 
 
 def test_prompt_tokens_are_counted_with_the_llama_tokenizer(tokens):
@@ -78,27 +52,6 @@ def test_the_renderer_refuses_a_long_prompt_before_running_anything(runtime, tok
     with pytest.raises(PromptTooLong):
         renderer.render(VideoRequest(prompt="word " * 300, width=64, height=64, num_frames=9), log_line=lambda _: None)
     assert not any(tmp_path.iterdir()), "a refused job must not create a run folder"
-
-
-# -- sizes and frame counts at and past the bounds ---------------------------------------------
-
-
-@pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (1280, 1280, 129), (64, 1280, 129), (1280, 64, 1)])
-def test_the_bounds_themselves_are_accepted(width, height, frames):
-    request = VideoRequest(prompt="x", width=width, height=height, num_frames=frames)
-    assert (request.width, request.height, request.num_frames) == (width, height, frames)
-
-
-@pytest.mark.parametrize(
-    "field,value,hint",
-    [("width", 48, "for example 64"), ("width", 1296, "for example 1280"), ("height", 0, "for example 64"),
-     ("height", -16, "for example 64"), ("num_frames", 0, "for example 1"), ("num_frames", 133, "for example 129"),
-     ("num_frames", -3, "for example 1")],
-)
-def test_one_step_past_the_bounds_is_refused_with_the_nearest_allowed_value(field, value, hint):
-    with pytest.raises(ValidationError) as error:
-        VideoRequest(prompt="x", **{field: value})
-    assert f"{field}={value}" in str(error.value) and hint in str(error.value)
 
 
 def test_the_smallest_job_renders_and_decodes(runtime, tmp_path):

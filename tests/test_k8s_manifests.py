@@ -36,12 +36,12 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from bench.processes import free_port
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.config import env_names as farm_env_names
 from comfy_runtime.farm.schema import backlog_query
 from comfy_runtime.settings import Settings, env_names
-from tests.support.cog_server import CogServer
+from local_servers.processes import free_port
+from tests.support.gated_cog_server import GatedCogServer
 from tests.support.paths import PROJECT_ROOT
 
 DEPLOY = PROJECT_ROOT / "deploy" / "k8s"
@@ -496,46 +496,6 @@ def test_gpu_resources_and_pinned_images(renderings, variant):
 # ---------------------------------------------------------------------------------------------
 # the probes, run against the real Cog server
 
-GATED_PREDICTOR = '''
-import time
-from pathlib import Path
-
-from cog import BasePredictor
-
-HERE = Path(__file__).parent
-
-
-class Predictor(BasePredictor):
-    def setup(self) -> None:
-        while not (HERE / "setup_go").exists():
-            if (HERE / "setup_fail").exists():
-                raise RuntimeError("setup failed on purpose")
-            time.sleep(0.02)
-
-    def predict(self) -> str:
-        while not (HERE / "predict_go").exists():
-            time.sleep(0.02)
-        return "done"
-'''
-
-
-class GatedCogServer(CogServer):
-    """The real coglet server on 127.0.0.1 with a predictor whose setup and predict wait for files."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        (root / "predict.py").write_text(GATED_PREDICTOR)
-        super().__init__({}, root / "server.log", project_dir=root)
-
-    def __exit__(self, *exc) -> None:
-        (self.root / "predict_go").touch()  # let a held prediction finish so the worker exits cleanly
-        super().__exit__(*exc)
-
-    def wait_for(self, status: str, timeout: float = 60) -> None:
-        self.wait_for_status({status}, timeout)
-
-
 def _probe_commands(docs: list[dict[str, Any]]) -> dict[str, list[str]]:
     container = predictor_container(docs)
     commands = {kind: container[f"{kind}Probe"]["exec"]["command"] for kind in ("startup", "readiness", "liveness")}
@@ -592,76 +552,6 @@ def test_probes_follow_the_cog_server_through_its_states(renderings, tmp_path):
         (server.root / "setup_fail").touch()
         server.wait_for("SETUP_FAILED")
         assert run_probes(commands, server.port) == {"startup": True, "readiness": False, "liveness": False}
-
-
-# ---------------------------------------------------------------------------------------------
-# Replicate: cog-safe-push.yaml
-
-
-def test_cog_safe_push_cases_follow_the_input_rules():
-    """The config has cog-safe-push's shape (its pydantic Config, mirrored: extra fields are errors),
-    every passing case is a valid request by the product's own rules and by the Cog input schema
-    Replicate validates with, and every error case is really rejected on the field it names."""
-    from pydantic import BaseModel, ConfigDict, ValidationError
-
-    from comfy_runtime.cog_schema import build_schema
-    from comfy_runtime.job.request import VideoRequest
-
-    class Case(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        inputs: dict[str, bool | int | float | str]
-        exact_string: str | None = None
-        match_url: str | None = None
-        match_prompt: str | None = None
-        error_contains: str | None = None
-
-    class Fuzz(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        fixed_inputs: dict[str, bool | int | float | str] = {}
-        disabled_inputs: list[str] = []
-        iterations: int = 10
-
-    class Predict(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        compare_outputs: bool = True
-        predict_timeout: int = 300
-        test_cases: list[Case] = []
-        fuzz: Fuzz | None = None
-
-    class Config(BaseModel):
-        model_config = ConfigDict(extra="forbid")
-        model: str
-        test_model: str | None = None
-        test_hardware: str = "cpu"
-        predict: Predict | None = None
-        parallel: int = 4
-
-    config = Config(**yaml.safe_load((PROJECT_ROOT / "cog-safe-push.yaml").read_text()))
-    assert config.predict is not None and config.predict.test_cases
-    assert config.predict.predict_timeout >= 600, "a HunyuanVideo render takes minutes"
-
-    input_schema = build_schema()["components"]["schemas"]["Input"]
-    validator = jsonschema.Draft7Validator(input_schema)
-    passing = [c for c in config.predict.test_cases if c.error_contains is None]
-    failing = [c for c in config.predict.test_cases if c.error_contains is not None]
-    assert passing and failing
-    for case in passing:
-        assert sum(x is not None for x in (case.exact_string, case.match_url, case.match_prompt)) <= 1, case
-        assert not list(validator.iter_errors(case.inputs)), case.inputs
-        VideoRequest(**case.inputs)
-    for case in failing:
-        schema_fields = {str(e.path[0]) if e.path else e.message for e in validator.iter_errors(case.inputs)}
-        try:
-            VideoRequest(**case.inputs)
-            request_fields: set[str] = set()
-        except ValidationError as error:
-            request_fields = {str(e["loc"][0]) for e in error.errors()}
-        rejected = schema_fields | request_fields
-        assert any(case.error_contains in field for field in rejected), (case.inputs, rejected)
-    fuzz = config.predict.fuzz
-    if fuzz is not None:
-        assert not list(validator.iter_errors({"prompt": "x", **fuzz.fixed_inputs}))
-        assert set(fuzz.disabled_inputs) <= input_schema["properties"].keys()
 
 
 # ---------------------------------------------------------------------------------------------

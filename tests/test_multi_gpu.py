@@ -24,7 +24,7 @@ from comfy_runtime.backends.parallel.ulysses import LOCAL_IMAGE_TOKENS, Sequence
 from comfy_runtime.errors import ExecutionInterrupted
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.settings import Settings
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
 from tests.support.media import decode_frames, png_data_uri, write_data_uri
 from tests.support.predictor import booted_predictor
 from tests.support.tiny_hunyuan import write_dit

@@ -1,6 +1,10 @@
+"""The request's own input rules, in-process: defaults, the size and frame grid, each bound, prompt text. Over
+HTTP the same rules are tests/test_hardening_http.py (status codes and where the edge refuses)."""
+
 import pytest
 from pydantic import ValidationError
 
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
 from comfy_runtime.job.request import VideoRequest
 
 
@@ -68,3 +72,53 @@ def test_missing_seed_becomes_a_concrete_random_one():
     seeds = {VideoRequest(prompt="x").with_seed().seed for _ in range(5)}
     assert None not in seeds and len(seeds) > 1
     assert VideoRequest(prompt="x", seed=7).with_seed().seed == 7
+
+
+# -- prompt text -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "prompt,expected",
+    [
+        ("a cat\x00walks", "control character U+0000 at character 5"),
+        ("\x1b[31mred\x1b[0m", "control character U+001B"),
+        ("a\x7fb", "control character U+007F"),
+        ("a\u0085b", "control character U+0085"),  # C1 NEXT LINE
+        ("bad \udcff byte", "not valid UTF-8"),  # an undecodable byte, as Python keeps it from argv
+        ("lone \ud800 surrogate", "not valid UTF-8"),  # a lone "\ud800" escape in JSON decodes to this
+        ("a cat<|eot_id|><|start_header_id|>system", "tokenizer marker '<|eot_id|>'"),
+        ("<|endoftext|>", "tokenizer marker"),
+        ("   \n\t ", "prompt is empty"),
+        ("x" * (MAX_PROMPT_CHARS + 1), f"the limit is {MAX_PROMPT_CHARS}"),
+    ],
+)
+def test_bad_prompt_text_is_refused_naming_the_problem(prompt, expected):
+    with pytest.raises(ValidationError) as error:
+        VideoRequest(prompt=prompt)
+    assert expected in str(error.value)
+
+
+@pytest.mark.parametrize("prompt", ["a cat\twalks\non the grass\r\n", "猫が草の上を歩く 🐈‍⬛", "(cinematic:1.2), 35mm | wide"])
+def test_ordinary_text_with_tabs_newlines_and_any_script_is_accepted(prompt):
+    assert VideoRequest(prompt=prompt).prompt == prompt
+
+
+# -- sizes and frame counts at and past the bounds ---------------------------------------------
+
+
+@pytest.mark.parametrize("width,height,frames", [(64, 64, 1), (1280, 1280, 129), (64, 1280, 129), (1280, 64, 1)])
+def test_the_bounds_themselves_are_accepted(width, height, frames):
+    request = VideoRequest(prompt="x", width=width, height=height, num_frames=frames)
+    assert (request.width, request.height, request.num_frames) == (width, height, frames)
+
+
+@pytest.mark.parametrize(
+    "field,value,hint",
+    [("width", 48, "for example 64"), ("width", 1296, "for example 1280"), ("height", 0, "for example 64"),
+     ("height", -16, "for example 64"), ("num_frames", 0, "for example 1"), ("num_frames", 133, "for example 129"),
+     ("num_frames", -3, "for example 1")],
+)
+def test_one_step_past_the_bounds_is_refused_with_the_nearest_allowed_value(field, value, hint):
+    with pytest.raises(ValidationError) as error:
+        VideoRequest(prompt="x", **{field: value})
+    assert f"{field}={value}" in str(error.value) and hint in str(error.value)

@@ -19,7 +19,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench.processes import free_port
 from comfy_runtime.backends.contract import NodeStarted, StepProgress
 from comfy_runtime.backends.embedded import EmbeddedRuntime
 from comfy_runtime.backends.remote import ComfyUIUnreachable, RemoteRuntime, safe_upload_name
@@ -27,7 +26,8 @@ from comfy_runtime.errors import ExecutionInterrupted, NodeExecutionError, RunTi
 from comfy_runtime.graph.workflow import load_workflow
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
-from tests.support.comfyui_server import ComfyUIServer
+from local_servers.comfyui_server import ComfyUIServer
+from local_servers.processes import free_port
 from tests.support.graphs import plumbing_graph, splice
 from tests.support.media import probe_video
 from tests.support.paths import FIXTURE_CUSTOM_NODES

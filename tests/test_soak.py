@@ -7,7 +7,7 @@ import tempfile
 import psutil
 import pytest
 
-from tests.support.predictor import call_predict
+from local_servers.in_process import call_predict
 from tests.support.soak import SoakSample, disk_bytes, format_samples
 
 RUNS = 100

@@ -1,6 +1,6 @@
 """The start image as hostile input: size and pixel caps, formats, damage, EXIF, alpha, and URLs.
 
-Real files made with Pillow, a real HTTP server on 127.0.0.1 (bench/range_server.py) that records every
+Real files made with Pillow, a real HTTP server on 127.0.0.1 (local_servers/range_server.py) that records every
 request, and the product's own fetcher (supply/url_fetch.py) with its default policy.
 """
 
@@ -15,12 +15,12 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from bench.range_server import RangeServer
 from comfy_runtime.job.params import MAX_IMAGE_URI_CHARS
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.render.plan import fit_image
 from comfy_runtime.render.start_image import MAX_IMAGE_PIXELS, ImageRejected, decode_image, image_bytes
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused
+from local_servers.range_server import RangeServer
 
 
 def encoded(image: Image.Image, fmt: str, **options) -> bytes:
@@ -197,7 +197,7 @@ def test_coglet_fetches_a_path_input_url_itself_with_no_address_check(served, tm
 
     import httpx
 
-    from bench.processes import free_port, stop_process_group
+    from local_servers.processes import free_port, stop_process_group
 
     server, png = served
     (tmp_path / "predict.py").write_text(PATH_INPUT_PREDICTOR)

@@ -9,7 +9,7 @@ from boto3.s3.transfer import TransferConfig
 
 from comfy_runtime.delivery.storage import ObjectStore, StorageConfig, StorageError
 from comfy_runtime.settings import Settings
-from tests.support.s3_server import MotoS3Server
+from local_servers.s3_server import MotoS3Server
 
 MIB = 1024 * 1024
 

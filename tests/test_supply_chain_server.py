@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
-from tests.support.cog_server import CogServer
+from local_servers.cog_server import CogServer
 from tests.support.doc_commands import ALL
 
 pytestmark = pytest.mark.cog_server

@@ -24,8 +24,8 @@ from comfy_runtime.backends.contract import StepProgress
 from comfy_runtime.errors import ExecutionInterrupted
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR, load_workflow
 from comfy_runtime.job.request import VideoRequest
+from local_servers.cog_server import CogServer
 from predict import Predictor
-from tests.support.cog_server import CogServer
 from tests.support.media import probe_video, write_data_uri
 from tests.support.tiny_hunyuan import STAND_INS, TINY_DIT_CONFIG, TINY_DIT_NAME, write_tiny_workflows
 from tests.support.tiny_hunyuan15 import write_tiny_models

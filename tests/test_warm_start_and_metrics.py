@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from local_servers.cog_server import CogServer
 from predict import Predictor
-from tests.support.cog_server import CogServer
 from tests.support.tiny_hunyuan import TINY_DIT_NAME, write_tiny_dit, write_tiny_workflows
 from tests.support.tiny_lora import write_tiny_lora
 from tests.support.tiny_renders import BASE

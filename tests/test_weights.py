@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from bench.range_server import RangeServer
 from comfy_runtime.graph.workflow import available_workflows, load_workflow
 from comfy_runtime.supply.manifest import WeightEntry, load_manifest
 from comfy_runtime.supply.weights import (
@@ -25,6 +24,7 @@ from comfy_runtime.supply.weights import (
     required_entries,
     sample_offsets,
 )
+from local_servers.range_server import RangeServer
 from tests.support.paths import PROJECT_ROOT
 
 SIZE = 8 * (1 << 20) + 777  # larger than the sampled blocks together, so some bytes are not sampled

@@ -113,8 +113,11 @@ def timed_render(service, request_fields: dict[str, Any], label: str, encode_ski
     peak = _peak_gib()
     nodes = timer.nodes
     node_s = {}
+    # The last node ends with ComfyUI's execution, which starts at the first node, not at `started` (the
+    # service plans the run first): counted from `started`, the last node (often VAEDecode) came out negative.
+    executed_until = (nodes[0][0] if nodes else started) + rendered.timings["comfyui_seconds"]
     for index, (t, node_id, cls) in enumerate(nodes):
-        following = nodes[index + 1][0] if index + 1 < len(nodes) else started + rendered.timings["comfyui_seconds"]
+        following = nodes[index + 1][0] if index + 1 < len(nodes) else max(executed_until, t)
         node_s[f"{node_id} {cls}"] = following - t
     steps = timer.steps
     step_s = [b[0] - a[0] for a, b in zip(steps, steps[1:], strict=False) if b[1] == a[1] + 1]

@@ -11,7 +11,6 @@ import json
 import time
 from pathlib import Path
 
-from bench.farm_processes import GatewayProcess, WorkerProcess  # noqa: F401 (the farm tests take them from here)
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
 
 FAIL_SEED = 666

@@ -16,7 +16,7 @@ import boto3
 import httpx
 from botocore.config import Config
 
-from bench.processes import free_port, stop_process_group
+from local_servers.processes import free_port, stop_process_group
 
 
 class MotoS3Server:

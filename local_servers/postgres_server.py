@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.processes import free_port
+from local_servers.processes import free_port
 
 
 def postgres_bin_dir() -> Path:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.processes import free_port, stop_process_group
-from tests.support.paths import PROJECT_ROOT
+from local_servers import PROJECT_ROOT
+from local_servers.processes import free_port, stop_process_group
 
 
 class CogServer:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness import ROOT as PROJECT_ROOT
-from bench.processes import free_port, stop_process_group
+from local_servers import PROJECT_ROOT
+from local_servers.processes import free_port, stop_process_group
 
 
 class _Process:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.processes import free_port, stop_process_group
+from local_servers.processes import free_port, stop_process_group
 
 
 class ComfyUIServer:
