@@ -1,8 +1,8 @@
 """VideoService: one served model and one delivery, and the pipeline every front door runs a request through.
 
 predict.py (Cog), the farm's worker (farm/worker.py) and the CLI's render (cli/main.py) all call predict():
-plan (render/plan.py) -> runtime.run(graph, events) -> encode (render/encode.py) -> deliver (delivery/), each once,
-in that order. Progress is typed events (backends/contract.py RunEvent) handed to the caller's subscribers: the
+plan (render/plan.py; the LoRA fetched into the node it placed) -> runtime.run(graph, events) -> encode
+(render/encode.py) -> deliver (delivery/), each once, in that order. Progress is typed events (backends/contract.py RunEvent) handed to the caller's subscribers: the
 log line writer, the metrics recorder, the farm's row writer, the GPU kit's timer. start() checks the delivery
 destination, starts the served model and, with HV_WARM_START, runs the warm-start job; cancel() interrupts the run
 in flight. The service owns what stays on disk: a prediction's folder outlives predict() so Cog can take the file
@@ -26,6 +26,7 @@ from comfy_runtime.errors import ComfyRuntimeError, OutOfMemory
 from comfy_runtime.job.limits import RenderOutOfMemory, out_of_memory_advice
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.lora.fit import fit_metrics
+from comfy_runtime.lora.graph import name_lora_file
 from comfy_runtime.render.encode import encode_run
 from comfy_runtime.render.metrics import MetricsRecorder, StageClock, render_metrics
 from comfy_runtime.render.plan import START_IMAGE_NAME, RunInputs, RunPlan, plan_run
@@ -73,7 +74,7 @@ class VideoService:
         self.model.start()
         if self.warm_start:
             started = time.perf_counter()
-            self._discard(self.render(VideoRequest(**WARM_START_REQUEST)))
+            self.discard(self.render(VideoRequest(**WARM_START_REQUEST)))
             log_warm_start(time.perf_counter() - started)
 
     def predict(self, request: VideoRequest, log_line: LogSink = print, record_metric: MetricSink = _no_metrics,
@@ -90,7 +91,7 @@ class VideoService:
             self.keep(rendered)  # the message points at the file: it must outlive the next prediction
             raise
         if delivered.elsewhere:  # now in a bucket: the disk copy goes at once; a file Cog sends stays till the next
-            self._discard(rendered)
+            self.discard(rendered)
         metrics = {**rendered.metrics, "timings.upload": round(time.perf_counter() - delivery_started, 4)}
         events(StageTimings({name.removeprefix("timings."): value for name, value in metrics.items()
                              if name.startswith("timings.")}))
@@ -115,12 +116,15 @@ class VideoService:
         events = RunEvents((clock, *events.subscribers))
         plan: RunPlan | None = None
         try:
-            plan = plan_run(self.model, request, self._gather(request, run_dir, events), run_id)
+            plan = plan_run(self.model, request, self._gather(request, run_dir), run_id)
             concrete = plan.request
             events.note(f"seed: {concrete.seed}")
             if plan.start_image is not None:
                 self._upload_start_image(plan, run_dir, events)
-            result = self.model.runtime.run(plan.graph, run_dir, on_progress=events, timeout=self.model.limits.timeout)
+            graph, lora = plan.graph, self.model.loras.resolve(request, events)
+            if lora is not None:
+                graph = name_lora_file(graph, lora.name)
+            result = self.model.runtime.run(graph, run_dir, on_progress=events, timeout=self.model.limits.timeout)
             encode_started = time.perf_counter()
             video = encode_run(plan, result, run_dir / plan.prefix)
             encode_seconds = time.perf_counter() - encode_started
@@ -136,9 +140,9 @@ class VideoService:
         total = time.perf_counter() - started
         timings = {"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total}
         stages = {**clock.seconds(encode_started), "encode": encode_seconds, "total": total}
-        if plan.lora is not None:
-            stages["lora_fetch"] = plan.lora.seconds
-        lora_metrics = fit_metrics(concrete, plan.lora, result.lora_fits, events)
+        if lora is not None:
+            stages["lora_fetch"] = lora.seconds
+        lora_metrics = fit_metrics(concrete, lora, result.lora_fits, events)
         return Rendered(
             video=video, seed=int(concrete.seed), request=concrete, run_dir=run_dir, produced_files=result.files,
             timings=timings,
@@ -146,15 +150,14 @@ class VideoService:
                                    result.execution_seconds, stages, lora_metrics),
         )
 
-    def _gather(self, request: VideoRequest, run_dir: Path, events: RunEvents) -> RunInputs:
-        """What the plan needs from outside: the seed (drawn here when the caller gave none), the start image
-        fetched and decoded, the LoRA fetched (or found in the cache)."""
+    def _gather(self, request: VideoRequest, run_dir: Path) -> RunInputs:
+        """What the plan needs from outside: the seed (drawn here when the caller gave none) and the start image,
+        fetched and decoded."""
         image = None
         if request.image is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             image = decode_image(image_bytes(request.image, run_dir, self.model.image_policy))
-        lora = self.model.loras.resolve(request, events)
-        return RunInputs(seed=int(request.with_seed().seed), image=image, lora=lora)
+        return RunInputs(seed=int(request.with_seed().seed), image=image)
 
     def _upload_start_image(self, plan: RunPlan, run_dir: Path, events: RunEvents) -> None:
         fitted = run_dir / "start_image.png"
@@ -178,7 +181,8 @@ class VideoService:
     def close(self) -> None:
         self.model.close()
 
-    def _discard(self, rendered: Rendered) -> None:
+    def discard(self, rendered: Rendered) -> None:
+        """Remove a run's folder now (a warm-start or bench run nobody will take the file of)."""
         shutil.rmtree(rendered.run_dir, ignore_errors=True)
         self.keep(rendered)  # gone already: nothing for retention to remove
 

@@ -223,6 +223,19 @@ def test_the_fit_is_measured_from_the_layers_comfyui_patched():
     assert not none.fits and none.applied == 0 and "fits none of HunyuanVideo's layers" in none.problem()
 
 
+def test_a_request_over_the_limits_fetches_no_lora(predictor, lora_server, monkeypatch):
+    """The plan checks the limits before the LoRA is fetched: a refused job costs no download."""
+    from comfy_runtime.job.budget import MemoryBudget, OverBudget
+    from comfy_runtime.job.limits import JobLimits
+
+    lora_server.files["/big-job.safetensors"] = tiny_lora_bytes("comfyui", seed=3)
+    monkeypatch.setattr(predictor.service.model, "limits", JobLimits(MemoryBudget(64 * 64 * 5, "set")))
+    seen = list(lora_server.seen)
+    with pytest.raises(OverBudget):
+        render(predictor, lora_url=f"http://127.0.0.1:{lora_server.server_port}/big-job.safetensors", num_frames=9)
+    assert lora_server.seen == seen, "the LoRA was fetched for a job the limits refuse"
+
+
 # -- EasyCache ---------------------------------------------------------------------------------------------
 
 

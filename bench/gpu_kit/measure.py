@@ -121,7 +121,7 @@ def timed_render(service, request_fields: dict[str, Any], label: str, encode_ski
     sampler_start = next((t for t, _, cls in nodes if cls == "SamplerCustomAdvanced"), None)
     first_step = steps[0][0] - sampler_start if steps and sampler_start is not None else None
     decode = next((s for key, s in node_s.items() if key.split()[1].startswith("VAEDecode")), None)
-    shutil.rmtree(rendered.run_dir, ignore_errors=True)
+    service.discard(rendered)
     return Timed(
         label=label, size=f"{rendered.request.width}x{rendered.request.height}x{rendered.request.num_frames}",
         steps=int(rendered.request.steps),

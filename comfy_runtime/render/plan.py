@@ -4,7 +4,8 @@ plan_run chooses the workflow (model_choice.py), makes the request concrete (eve
 takes the chosen workflow's default; a start image with no size given sets the size from its aspect), checks
 the limits once (the model's own maxima, then the prompt and memory budget of job/limits.py) and builds the graph
 the run executes: bindings filled in, then the deployment's DiT settings, the LoRA, the cache and the frame tap.
-What it needs from outside (the decoded start image, the fetched LoRA, the seed) is gathered before it runs.
+What it needs from outside (the seed, the decoded start image) is gathered before it runs; the LoRA file is
+fetched after it, into the node it placed, so a refused request fetches nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from comfy_runtime.graph.workflow import Workflow
 from comfy_runtime.job.params import BY_NAME, PARAMS, SIZE, graph_input_types
 from comfy_runtime.job.params import defaults as input_defaults
 from comfy_runtime.job.request import VideoRequest
-from comfy_runtime.lora.cache import ResolvedLora
-from comfy_runtime.lora.graph import add_lora
+from comfy_runtime.lora.graph import NOT_FETCHED, add_lora
 from comfy_runtime.render.model_choice import ModelCannotUse, choose_workflow
 
 if TYPE_CHECKING:
@@ -58,11 +58,11 @@ ConcreteRequest = dataclasses.make_dataclass(
 
 @dataclass(frozen=True)
 class RunInputs:
-    """What the plan takes from outside: the start image (decoded, still unfitted), the LoRA (fetched), the seed."""
+    """What the plan takes from outside: the seed and the start image (decoded, still unfitted). The LoRA is fetched
+    after the plan (its node is placed, the file named then: lora/graph.py), so a refused request fetches nothing."""
 
     seed: int
     image: Any = None  # a PIL image (render/start_image.py decode_image)
-    lora: ResolvedLora | None = None
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,6 @@ class RunPlan:
     graph: Graph  # what the runtime executes
     prefix: str  # the run's file names start with it
     tap: FrameTap | None
-    lora: ResolvedLora | None
     start_image: Any = None  # the fitted image to upload as START_IMAGE_NAME, or None
     start_image_size: tuple[int, int] | None = None  # the image's own size, before the fit
 
@@ -89,11 +88,11 @@ def plan_run(model: ServedModel, request: VideoRequest, inputs: RunInputs, run_i
         values["image"] = START_IMAGE_NAME
     graph = workflow.render(values, filename_prefix=prefix)
     graph = apply_dit_settings(graph, model.dit_weight_dtype, model.torch_compile)
-    if inputs.lora is not None:
-        graph = add_lora(graph, inputs.lora.name, concrete.lora_strength)
+    if concrete.lora_url:
+        graph = add_lora(graph, NOT_FETCHED, concrete.lora_strength)
     graph = add_cache(graph, concrete.cache)
     graph, tap = add_frame_tap(graph, f"{prefix}_frame") if model.tap_frames else (graph, None)
-    return RunPlan(concrete, workflow, graph, prefix, tap, inputs.lora, start_image,
+    return RunPlan(concrete, workflow, graph, prefix, tap, start_image,
                    inputs.image.size if inputs.image is not None else None)
 
 
