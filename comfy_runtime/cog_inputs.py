@@ -15,7 +15,7 @@ from typing import Any
 
 from cog import Input
 
-from comfy_runtime.job.params import PARAMS, REQUIRED, Choices, Grid, ImageRef, Param, Range, Reference, Text, defaults
+from comfy_runtime.job.params import PARAMS, REQUIRED, Param, defaults
 from comfy_runtime.settings import Settings
 
 
@@ -31,26 +31,24 @@ class PerWorkflow:
         return ", ".join(f"{value} ({name})" for name, value in self.values)
 
 
-def cog_input(param: Param, default: Any) -> Any:
-    rule = param.rule
-    constraints: dict[str, Any] = {}
-    if isinstance(rule, Range):
-        constraints = {"ge": param.kind(rule.ge), "le": param.kind(rule.le)}
-    elif isinstance(rule, Grid):
-        constraints = {"choices": rule.choices}  # the 422 then lists the allowed values
-    elif isinstance(rule, Choices):
-        constraints = {"choices": list(rule.values)}
-    elif isinstance(rule, Text | Reference | ImageRef):
-        constraints = {"max_length": rule.max_length}
-    description = param.description()
+@dataclass(frozen=True)
+class ServedInputs:
+    """The inputs as the model this deployment serves (HV_WORKFLOW) shows them: defaults and descriptions."""
+
+    defaults: dict[str, Any]  # a PerWorkflow where the model's workflows differ
+    descriptions: dict[str, str]
+
+
+def cog_input(param: Param, default: Any, description: str | None = None) -> Any:
+    constraints = param.rule.cog(param)
+    description = description or param.description()
     if isinstance(default, PerWorkflow):
         description += f" Empty: the rendering workflow's reference value, {default}."
         default = None
     return Input(default=None if default is REQUIRED else default, description=description, **constraints)
 
 
-def configured_defaults(settings: Settings | None = None) -> dict[str, Any]:
-    """The defaults of the model this deployment serves (HV_WORKFLOW): a PerWorkflow where its workflows differ."""
+def served_inputs(settings: Settings | None = None) -> ServedInputs:
     from comfy_runtime.graph.workflow import load_workflow
 
     settings = settings or Settings()
@@ -61,7 +59,8 @@ def configured_defaults(settings: Settings | None = None) -> dict[str, Any]:
         values = tuple((workflow, values[name]) for workflow, values in family)
         if len({value for _workflow, value in values}) > 1:
             shown[name] = PerWorkflow(values)
-    return shown
+    feeds = {name: base.graph[targets[0].node]["class_type"] for name, targets in base.bindings.items() if targets}
+    return ServedInputs(shown, {param.name: param.description(feeds.get(param.name)) for param in PARAMS})
 
 
 def caller_inputs(inputs: dict[str, Any], schema_defaults: dict[str, Any]) -> dict[str, Any]:
@@ -77,16 +76,17 @@ def caller_inputs(inputs: dict[str, Any], schema_defaults: dict[str, Any]) -> di
     return given
 
 
-def with_cog_inputs(input_defaults: dict[str, Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def with_cog_inputs(served: ServedInputs) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def declare(predict: Callable[..., Any]) -> Callable[..., Any]:
         self_param, *_ = inspect.signature(predict).parameters.values()
         params = [self_param]
         annotations: dict[str, Any] = {}
         for param in PARAMS:
-            default = REQUIRED if param.required else input_defaults[param.name]
+            default = REQUIRED if param.required else served.defaults[param.name]
             kind = param.kind | None if param.optional or isinstance(default, PerWorkflow) else param.kind
             params.append(inspect.Parameter(
-                param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=cog_input(param, default), annotation=kind,
+                param.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=cog_input(param, default, served.descriptions[param.name]),
+                annotation=kind,
             ))
             annotations[param.name] = kind
         annotations["return"] = inspect.signature(predict).return_annotation

@@ -186,3 +186,27 @@ def test_render_copies_to_out_and_leaves_no_second_copy_in_outputs(hv_env, tmp_p
     assert probe_video(tmp_path / "noise.mp4").frames == 5
     left = [p for p in outputs.rglob("*") if p.is_file() and ".work" not in p.relative_to(outputs).parts]
     assert left == [], left  # the run folder went with the copy
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["--steps", "0"], "error: --steps: steps=0 is out of range: use 1-100"),
+    (["--seed", "-1"], "error: --seed: seed=-1 is out of range: use 0-4294967295"),
+    (["--fps", "61"], "error: --fps: fps=61 is out of range: use 1-60"),
+    (["--lora-strength", "2.5"], "error: --lora-strength: lora_strength=2.5 is out of range: use -2-2"),
+])
+def test_a_number_out_of_range_is_refused_in_one_line_with_the_range(capsys, argv, line):
+    assert main(["render", "--prompt", "a fox", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == line, err
+    assert "Input should be" not in err
+
+
+@pytest.mark.parametrize(("workflow", "says", "not_says"), [
+    ("hunyuan15_720p_t2v", "Classifier-free guidance scale", "embedded guidance, 6.0"),
+    ("hunyuan_t2v", "this is its embedded guidance", "Classifier-free"),
+])
+def test_the_guidance_help_follows_the_configured_model(capsys, monkeypatch, workflow, says, not_says):
+    monkeypatch.setenv("HV_WORKFLOW", workflow)
+    text = " ".join(help_of(capsys, "render").split())  # argparse wraps the help text
+    guidance = text[text.index("--guidance GUIDANCE Guidance"):text.index("--flow-shift FLOW_SHIFT Flow")]
+    assert says in guidance and not_says not in guidance, guidance

@@ -245,6 +245,9 @@ def test_gateway_refuses_bad_input_with_422_naming_the_field_and_queues_nothing(
         assert problem["loc"] == ["body", "input", "num_frames"] and "4k+1" in problem["msg"]
         unknown = http.post("/predictions", json={"input": job(colour="red")})
         assert unknown.status_code == 422 and unknown.json()["detail"][0]["loc"] == ["body", "input", "colour"]
+        assert unknown.json()["detail"][0]["msg"].startswith("colour is not an input: use prompt, ")
+        ranged = http.post("/predictions", json={"input": job(steps=0)}).json()["detail"][0]
+        assert ranged["msg"] == "steps=0 is out of range: use 1-100" and "input" not in ranged
         hook = http.post("/predictions", json={"input": job(), "webhook": "http://169.254.169.254/latest/meta-data"})
         assert hook.status_code == 422 and hook.json()["detail"][0]["loc"] == ["body", "webhook"]
         assert http.post("/predictions", json={"input": job(), "webhook": 42}).json()["detail"][0]["loc"] == [

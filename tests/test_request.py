@@ -122,3 +122,27 @@ def test_one_step_past_the_bounds_is_refused_with_the_nearest_allowed_value(fiel
     with pytest.raises(ValidationError) as error:
         VideoRequest(prompt="x", **{field: value})
     assert f"{field}={value}" in str(error.value) and hint in str(error.value)
+
+
+@pytest.mark.parametrize(("values", "line"), [
+    ({"prompt": "a", "steps": 0}, "steps=0 is out of range: use 1-100"),
+    ({"prompt": "a", "colour": 1}, "colour is not an input: use prompt, negative_prompt, image"),
+    ({"prompt": "a", "steps": "many"}, "steps must be a whole number (1-100)"),
+    ({"prompt": "fox\x00 in snow"}, "prompt contains the control character U+0000 at character 3"),
+    ({}, "prompt is required"),
+])
+def test_every_refusal_is_one_line_naming_the_input_and_the_rule_never_pydantics_dump(values, line):
+    from comfy_runtime.job.request import RequestRejected, parse_request
+
+    with pytest.raises(RequestRejected) as refused:
+        parse_request(values)
+    message = str(refused.value)
+    assert message.startswith(line), message
+    assert "\n" not in message and "pydantic" not in message and "input_value" not in message
+    assert "fox\x00" not in message  # the rejected text is never echoed
+
+
+def test_what_the_caller_set_stays_its_own_fact_through_copies():
+    request = VideoRequest(prompt="a", steps=5)
+    filled = request.model_copy(update={"fps": 12, "width": 64})
+    assert request.given == filled.given == {"prompt", "steps"}

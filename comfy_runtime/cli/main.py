@@ -25,19 +25,17 @@ def _cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from pydantic import ValidationError
-
     from comfy_runtime.delivery.deliverer import CopyDelivery
-    from comfy_runtime.job.request import VideoRequest
+    from comfy_runtime.job.request import RequestRejected, VideoRequest, parse_request
     from comfy_runtime.service import VideoService
     from comfy_runtime.settings import Settings
 
     fields = {k: v for k, v in vars(args).items() if k in VideoRequest.model_fields and v is not None}
     try:  # before booting ComfyUI: bad input fails in milliseconds, with the rule and no traceback
-        request = VideoRequest(**fields)
-    except ValidationError as error:
-        for problem in error.errors():
-            print(f"error: --{'-'.join(map(str, problem['loc'])).replace('_', '-')}: {problem['msg']}", file=sys.stderr)
+        request = parse_request(fields)
+    except RequestRejected as rejected:
+        for problem in rejected.problems:
+            print(f"error: --{problem.name.replace('_', '-')}: {problem.message}", file=sys.stderr)
         return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
     # The file, not the bucket: the operator asked for it here, at --out.
@@ -63,36 +61,28 @@ def _cmd_nodes(args: argparse.Namespace) -> int:
 def add_input_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per input of job/params.py, its help generated from the input's rule; the defaults shown are
     the configured workflow's (HV_WORKFLOW). A flag left out takes the rendering workflow's default."""
-    from comfy_runtime.job.params import PARAMS, Choices, ImageRef
+    from comfy_runtime.job.params import PARAMS
 
-    shown = _configured_defaults()
+    served = _served_inputs()
     for param in PARAMS:
-        default = "required" if param.required else f"default: {shown.get(param.name)}"
-        parser.add_argument(
-            param.flag, dest=param.name, type=_image_arg if isinstance(param.rule, ImageRef) else param.kind,
-            required=param.required,
-            choices=param.rule.values if isinstance(param.rule, Choices) else None,
-            help=f"{param.description()} ({default})".replace("%", "%%"),
-        )
+        default = "required" if param.required else f"default: {served.defaults.get(param.name)}"
+        description = served.descriptions.get(param.name) or param.description()
+        parser.add_argument(param.flag, dest=param.name, required=param.required, **param.rule.flag(param),
+                            help=f"{description} ({default})".replace("%", "%%"))
 
 
-def _image_arg(value: str) -> str | Path:
-    """On the command line a start image may also be a local file: the caller owns this machine."""
-    if value.split(":", 1)[0].lower() in ("data", "http", "https"):
-        return value
-    return Path(value).expanduser()
-
-
-def _configured_defaults() -> dict:
+def _served_inputs():
     from comfy_runtime.errors import HunyuanVideoError
     from comfy_runtime.job.params import defaults
 
     try:
-        from comfy_runtime.cog_inputs import configured_defaults
+        from comfy_runtime.cog_inputs import served_inputs
 
-        return configured_defaults()
+        return served_inputs()
     except (HunyuanVideoError, ImportError):  # a broken HV_WORKFLOW must not break --help; render names it
-        return defaults()
+        from types import SimpleNamespace
+
+        return SimpleNamespace(defaults=defaults(), descriptions={})
 
 
 PROG = "hunyuan-video"

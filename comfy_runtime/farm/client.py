@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 
 import psycopg
-from pydantic import ValidationError
 
 from comfy_runtime.errors import HunyuanVideoError, InputRejected
 from comfy_runtime.farm import webhook as webhooks
@@ -21,7 +20,7 @@ from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
-from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.job.request import RequestRejected, VideoRequest, parse_request
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -46,11 +45,12 @@ def validate_inputs(inputs: Any) -> VideoRequest:
     if not isinstance(inputs, dict):
         raise InvalidInput([{"loc": ["body", "input"], "msg": "input must be a JSON object", "type": "type_error"}])
     try:
-        return VideoRequest(**inputs)
-    except ValidationError as error:
+        return parse_request(inputs)
+    except RequestRejected as rejected:  # our one line per input, in Cog's 422 `detail` shape
         raise InvalidInput([
-            {"loc": ["body", "input", *problem["loc"]], "msg": problem["msg"], "type": problem["type"]}
-            for problem in error.errors(include_url=False, include_context=False, include_input=False)
+            {"loc": ["body", "input", *([problem.name] if problem.name else [])], "msg": problem.message,
+             "type": problem.kind}
+            for problem in rejected.problems
         ]) from None
 
 

@@ -4,14 +4,21 @@ VideoRequest's fields (job/request.py), predict.py's Cog Inputs (cog_inputs.py),
 flags and the workflow binding checks are all built from PARAMS: adding an input is one Param here
 plus its bindings. A workflow may override a default (its model family's reference settings) in its
 bindings file; the rules stay the same for every workflow.
+
+Each rule renders itself, as Cog's own types render their schema: `cog()` gives its cog.Input constraints (what
+coglet answers 422 for before predict runs), `field()` its pydantic annotation and Field constraints (every other
+front door), `flag()` its argparse options. A refused value gets one line naming the input, the rule and the fix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from comfy_runtime.job.prompt import MAX_PROMPT_CHARS
+from pydantic import AfterValidator, BeforeValidator
+
+from comfy_runtime.job.prompt import MAX_PROMPT_CHARS, PLAIN_TEXT_PATTERN, prompt_text_problem
 
 REQUIRED: Any = ...  # the default of an input the caller must give
 
@@ -26,6 +33,22 @@ class Range:
 
     def bounds(self) -> tuple[float, float]:
         return self.ge, self.le
+
+    def problem(self, name: str, value: float) -> str | None:
+        if self.ge <= value <= self.le:
+            return None
+        return f"{name}={_number(value)} is out of range: use {self.text()}"
+
+    def cog(self, param: Param) -> dict[str, Any]:
+        return {"ge": param.kind(self.ge), "le": param.kind(self.le)}
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        # Our own check in place of pydantic's ge/le, whose message names no range; the schema keeps the bounds.
+        return (Annotated[param.kind, AfterValidator(_checked(param.name, self.problem))],
+                {"json_schema_extra": {"minimum": param.kind(self.ge), "maximum": param.kind(self.le)}})
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": param.kind}
 
 
 @dataclass(frozen=True)
@@ -61,6 +84,15 @@ class Grid:
             example = min(self.choices, key=lambda allowed: abs(allowed - value))
         return f"{name}={value} is not allowed: use {self.text()} (for example {example})"
 
+    def cog(self, param: Param) -> dict[str, Any]:
+        return {"choices": self.choices}  # the 422 then lists the allowed values
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        return Annotated[param.kind, AfterValidator(_checked(param.name, self.problem))], {}
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": param.kind}
+
 
 @dataclass(frozen=True)
 class Choices:
@@ -68,6 +100,15 @@ class Choices:
 
     def text(self) -> str:
         return "one of " + ", ".join(self.values)
+
+    def cog(self, param: Param) -> dict[str, Any]:
+        return {"choices": list(self.values)}
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        return Literal[self.values], {}
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": param.kind, "choices": self.values}
 
 
 @dataclass(frozen=True)
@@ -77,6 +118,28 @@ class Text:
 
     def text(self) -> str:
         return f"plain text, at most {self.max_length} characters"
+
+    def problem(self, name: str, value: str) -> str | None:
+        if self.allow_empty and value == "":
+            return None
+        problem = prompt_text_problem(value)
+        return name + problem.removeprefix("prompt") if problem else None
+
+    def cog(self, param: Param) -> dict[str, Any]:
+        # What a JSON schema can say of plain text, so coglet answers 422 before predict runs; the rest (lone
+        # surrogates, tokenizer markers) is the pydantic field's.
+        constraints: dict[str, Any] = {"max_length": self.max_length}
+        if not self.allow_empty:
+            constraints |= {"min_length": 1, "regex": PLAIN_TEXT_PATTERN}
+        return constraints
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        # Before pydantic's own str check, which would refuse undecodable text with a less helpful message.
+        return (Annotated[param.kind, BeforeValidator(_checked(param.name, self.problem, str))],
+                {"max_length": self.max_length} if self.allow_empty else {"min_length": 1})
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": param.kind}
 
 
 @dataclass(frozen=True)
@@ -89,6 +152,21 @@ class Reference:
 
     def text(self) -> str:
         return self.forms
+
+    def problem(self, name: str, value: str) -> str | None:
+        from comfy_runtime.lora.reference import lora_reference_problem
+
+        return lora_reference_problem(value)
+
+    def cog(self, param: Param) -> dict[str, Any]:
+        return {"max_length": self.max_length}
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        return (Annotated[param.kind, AfterValidator(_checked(param.name, self.problem))],
+                {"max_length": self.max_length})
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": param.kind}
 
 
 @dataclass(frozen=True)
@@ -108,8 +186,26 @@ class ImageRef:
                     "or an https URL to it")
         scheme = value.split(":", 1)[0].lower() if ":" in value else ""
         if scheme not in ("data", "https", "http"):
-            return f"{name} must be a data URI or an https URL, not {value[:40]!r}: encode the file as data:image/png;base64,..."
+            return f"{name} must be a data URI or an https URL: encode the file as data:image/png;base64,..."
         return None
+
+    def cog(self, param: Param) -> dict[str, Any]:
+        return {"max_length": self.max_length}
+
+    def field(self, param: Param) -> tuple[Any, dict[str, Any]]:
+        # A Path object comes only from Python callers (the CLI, a test): a local file they chose. A string, the
+        # only thing JSON can carry, must be a data URI or a URL, never a path on this machine.
+        return Annotated[str | Path, BeforeValidator(_checked(param.name, self.problem, str))], {}
+
+    def flag(self, param: Param) -> dict[str, Any]:
+        return {"type": _image_arg}
+
+
+def _image_arg(value: str) -> str | Path:
+    """On the command line a start image may also be a local file: the caller owns this machine."""
+    if value.split(":", 1)[0].lower() in ("data", "http", "https"):
+        return value
+    return Path(value).expanduser()
 
 
 Rule = Range | Grid | Choices | Text | Reference | ImageRef
@@ -117,6 +213,21 @@ Rule = Range | Grid | Choices | Text | Reference | ImageRef
 
 def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _checked(name: str, problem, only: type | None = None):
+    """A pydantic validator raising the rule's own one-line problem; `only` skips values of other types (pydantic's
+    type check then names them)."""
+
+    def check(value: Any) -> Any:
+        if only is not None and not isinstance(value, only):
+            return value
+        found = problem(name, value)
+        if found:
+            raise ValueError(found)
+        return value
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -134,6 +245,9 @@ class Param:
     # graph: set into the workflow through its bindings; transform: changes the graph's shape (a LoRA or cache node
     # inserted, graph/model_chain.py); select: chooses the workflow (upscale); delivery: read by the encoder.
     role: Literal["graph", "transform", "select", "delivery"] = "graph"
+    # Advice that depends on the node the input feeds in the served model's graph, by class_type (guidance is v1's
+    # embedded guidance, FluxGuidance, but real classifier-free guidance in 1.5, CFGGuider).
+    advice_by_node: tuple[tuple[str, str], ...] = ()
 
     @property
     def required(self) -> bool:
@@ -143,9 +257,11 @@ class Param:
     def flag(self) -> str:
         return "--" + self.name.replace("_", "-")
 
-    def description(self) -> str:
-        """The one line a caller reads in the Cog schema and the CLI help, generated from the rule."""
-        return f"{self.summary}: {self.rule.text()}." + (f" {self.advice}" if self.advice else "")
+    def description(self, feeds: str | None = None) -> str:
+        """The one line a caller reads in the Cog schema and the CLI help, generated from the rule; `feeds` is the
+        class of the node this input feeds in the served graph, where the advice depends on it."""
+        advice = dict(self.advice_by_node).get(feeds or "", self.advice)
+        return f"{self.summary}: {self.rule.text()}." + (f" {advice}" if advice else "")
 
 
 SIZE = Grid(64, 1280, 16, suggest="below")  # the VAE downsamples 8x and the DiT patchifies 2x2
@@ -180,7 +296,12 @@ PARAMS: tuple[Param, ...] = (
     Param("num_frames", int, 73, "Number of frames", FRAMES, "73 frames at 24 fps is about 3 s. " + OFF_GRID),
     Param("steps", int, 30, "Sampling steps", Range(1, 100), "20-50 is the useful range; more is slower and sharper."),
     Param("guidance", float, 6.0, "Guidance strength", Range(1.0, 20.0),
-          "HunyuanVideo is guidance-distilled: this is its embedded guidance, 6.0 the reference."),
+          "HunyuanVideo v1: embedded guidance (guidance-distilled); HunyuanVideo 1.5: classifier-free guidance scale.",
+          advice_by_node=(
+              ("FluxGuidance", "HunyuanVideo v1 is guidance-distilled: this is its embedded guidance, 6.0 the reference."),
+              ("CFGGuider", "Classifier-free guidance scale: each step runs the model with and without the prompt "
+                            "(6.0 the reference; 1.0 runs it once, as the cfg-distilled model does)."),
+          )),
     Param("flow_shift", float, 7.0, "Flow-matching shift of the noise schedule", Range(1.0, 20.0),
           "Higher spends more steps on coarse motion."),
     Param("fps", int, 24, "Frames per second of the output video", Range(1, 60)),

@@ -21,6 +21,11 @@ MAX_PROMPT_CHARS = 4000
 MAX_PROMPT_TOKENS = 256
 # Tab, newline and carriage return are ordinary text; every other control character is refused.
 _ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+# The same rule as a JSON-schema pattern (cog.Input's regex, checked by coglet before predict runs): one character
+# that is not a space, and no control character (Unicode Cc) but tab, newline and carriage return. No look-arounds:
+# coglet's regex engine may lack them.
+_PLAIN = r"[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]"
+PLAIN_TEXT_PATTERN = rf"^{_PLAIN}*[^\s\x00-\x1f\x7f-\x9f]{_PLAIN}*$"
 # Special-token markup of the LLaMA and CLIP vocabularies: in a prompt it would close the encoder's
 # chat template early ("<|eot_id|>") or start a fake turn.
 _SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
