@@ -46,6 +46,14 @@ BAD_FILES = {
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802 (http.server's name): a webhook receiver that trickles its answer
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.server.hits.append(self.path)
+        self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(60):
+            if not self._trickle(b"X-Slow: a\r\n"):
+                return
+
     def do_GET(self):  # noqa: N802 (http.server's name)
         self.server.hits.append(self.path)
         if self.path == "/slow-headers":
@@ -207,3 +215,15 @@ def test_the_settings_reach_the_policy(monkeypatch):
     monkeypatch.setenv("HV_URL_MIN_BYTES_PER_SECOND", "7")
     policy = LoraCache.from_settings(Settings()).policy
     assert (policy.deadline, policy.min_bytes_per_second) == (42, 7)
+
+
+def test_a_webhook_receiver_trickling_its_answer_is_given_up_on_at_the_timeout(server, caplog):
+    from comfy_runtime.farm.webhook import send
+
+    server.byte_interval = 0.5  # never a stall: a per-read timeout would wait for all 60 header lines (30 s)
+    started = time.monotonic()
+    assert send(_url(server, "/hook"), {"id": "x"}, allowed_hosts=["127.0.0.1"], timeout=2) is False
+    took = time.monotonic() - started
+    print(f"webhook receiver trickling headers, timeout 2 s: given up after {took:.2f} s")
+    assert took < 4 and server.hits == ["/hook"]
+    assert "no answer within 2 s" in caplog.text

@@ -10,12 +10,13 @@ same way; the body is capped in size and time and written to a temporary name fi
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -119,12 +120,8 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy, headers: dict[str, str]
     dest.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     client = httpx.Client(timeout=policy.timeout, follow_redirects=False, trust_env=False)
-    # Closing the client from the timer breaks a read in progress, however slowly the server sends.
-    watchdog = threading.Timer(policy.deadline, client.close)
-    watchdog.daemon = True
-    watchdog.start()
     try:
-        with client:
+        with client, closed_after(client, policy.deadline):
             for _ in range(MAX_REDIRECTS + 1):
                 target, address = policy.checked_address(url)
                 with client.stream("GET", _pinned(target, address), headers=_hop_headers(target, headers),
@@ -152,9 +149,22 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy, headers: dict[str, str]
             raise
         raise URLRefused(f"{url_without_credentials(url)}: {type(error).__name__}: {error}") from None
     finally:
-        watchdog.cancel()
         partial.unlink(missing_ok=True)
     raise URLRefused(f"{url_without_credentials(url)}: more than {MAX_REDIRECTS} redirects; give the final URL")
+
+
+@contextlib.contextmanager
+def closed_after(client: httpx.Client, seconds: float) -> Iterator[None]:
+    """A total deadline for whatever `client` does inside: httpx's timeouts are per read, so a server sending a
+    byte now and then holds a request for ever. Closing the client from a timer breaks the read in progress
+    (httpx.ReadError, or RuntimeError for a request started after it)."""
+    timer = threading.Timer(seconds, client.close)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _pinned(target: httpx.URL, address: str) -> httpx.URL:
