@@ -28,14 +28,12 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 SYNC_POLL_SECONDS = 0.2
+MAX_ECHO_CHARS = 300  # of any one message or field name a 4xx sends back: a hostile body is not mirrored
 # A statement the pool cannot serve within this long fails as 503 (the readiness probe gives up after 4 s).
 POOL_WAIT_SECONDS = 3
+DOWN_CHECK_SECONDS = 0.1  # how often a request in flight looks whether the probe has found the database gone
 CLIENT_KEY = web.AppKey("client", FarmClient)
-DOWN_CHECK_SECONDS = 0.1
 WATCH_KEY = web.AppKey("database_watch", DatabaseWatch)
-
-
-MAX_ECHO_CHARS = 300  # of any one message or field name a 4xx sends back: a hostile body is not mirrored
 
 
 def _detail(status: int, loc: list[str], message: str, kind: str = "value_error") -> web.Response:
