@@ -227,3 +227,30 @@ def test_a_webhook_receiver_trickling_its_answer_is_given_up_on_at_the_timeout(s
     print(f"webhook receiver trickling headers, timeout 2 s: given up after {took:.2f} s")
     assert took < 4 and server.hits == ["/hook"]
     assert "no answer within 2 s" in caplog.text
+
+
+def test_a_weights_download_under_the_throughput_floor_stops_with_the_reason(tmp_path):
+    """Lazy weights (supply/download.py): a source that sends a chunk now and then never trips a per-read
+    timeout; the floor over each window stops it, with the reason, and a later fetch at full speed completes."""
+    import hashlib
+
+    from comfy_runtime.supply.download import DownloadError, fetch
+    from local_servers.range_server import RangeServer
+
+    root = tmp_path / "src"
+    root.mkdir()
+    data = bytes(range(256)) * 4096  # 1 MiB: 16 chunks of 64 KiB
+    (root / "model.safetensors").write_bytes(data)
+    dest = tmp_path / "models" / "model.safetensors"
+    with RangeServer(root, delay_per_chunk=0.5) as server:
+        started = time.monotonic()
+        with pytest.raises(DownloadError, match=r"under the floor of 1e\+07 bytes/s.*it resumes"):
+            fetch(f"{server.url}/model.safetensors", dest, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                  connections=2, progress=False, use_pget=False, min_bytes_per_second=10_000_000, floor_window=1)
+        took = time.monotonic() - started
+        print(f"weights at ~256 KiB/s, floor 10 MB/s over 1 s windows: stopped after {took:.2f} s")
+        assert took < 4 and not dest.exists()
+        server.delay_per_chunk = 0
+        got = fetch(f"{server.url}/model.safetensors", dest, size=len(data), sha256=hashlib.sha256(data).hexdigest(),
+                    connections=2, progress=False, use_pget=False)
+    assert got.size == len(data) and dest.read_bytes() == data
