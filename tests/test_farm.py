@@ -307,10 +307,13 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         assert probe_video(video).frames == 5
         assert video_keys(s3, prediction_id) == [got["farm"]["object_key"]]
 
-        # the same id again: POST refuses (409), PUT is idempotent and answers the existing prediction
+        # the same id again: POST refuses (409), PUT with the same input answers the existing prediction, PUT with
+        # another input is a conflict (409 naming the field), not the old prediction passed off as the new one's
         assert http.post("/predictions", json={"id": prediction_id, "input": job()}).status_code == 409
-        again = http.put(f"/predictions/{prediction_id}", json={"input": job()})
+        again = http.put(f"/predictions/{prediction_id}", json={"input": job(seed=11)})
         assert again.status_code == 200 and again.json()["output"] == got["output"], again.text
+        other = http.put(f"/predictions/{prediction_id}", json={"input": job()})
+        assert other.status_code == 409 and "differs in seed" in other.json()["detail"][0]["msg"], other.text
 
         # sync: a short render comes back finished in the same call
         done = http.post("/predictions", json={"input": job(seed=12)})
