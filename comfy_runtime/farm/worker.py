@@ -37,6 +37,7 @@ from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTim
 from comfy_runtime.farm import job_log
 from comfy_runtime.farm import webhook as webhooks
 from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
+from comfy_runtime.farm.database_watch import DATABASE_ERRORS
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
@@ -284,7 +285,11 @@ class FarmWorker:
         try:
             return self._run_job(run)
         except Exception as error:  # the database failed under the job itself: end its row, say why
-            log.exception("job %s could not be run", run.prediction_id)
+            if isinstance(error, DATABASE_ERRORS):  # an outage, not a bug: one line, no traceback
+                log.warning("job %s could not be run: the database failed (%s: %s)", run.prediction_id,
+                            type(error).__name__, " ".join(str(error).split())[:200])
+            else:
+                log.exception("job %s could not be run", run.prediction_id)
             return self._end(run, "failed", error=f"the worker could not run it ({type(error).__name__}: {error}); "
                              "submit it again, and check the worker's log and the database")
 
