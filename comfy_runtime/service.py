@@ -22,7 +22,7 @@ from typing import Any
 
 from comfy_runtime.backends.contract import RunDone, RunEvents, RunEventSubscriber, StageTimings
 from comfy_runtime.delivery.deliverer import Delivered, Delivery, DeliveryFailed, FileDelivery, delivery_from_settings
-from comfy_runtime.errors import ComfyRuntimeError, OutOfMemory
+from comfy_runtime.errors import ComfyRuntimeError, NodeExecutionError, OutOfMemory
 from comfy_runtime.job.limits import RenderOutOfMemory, out_of_memory_advice
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.lora.fit import fit_metrics
@@ -115,6 +115,7 @@ class VideoService:
         clock = StageClock()
         events = RunEvents((clock, *events.subscribers))
         plan: RunPlan | None = None
+        lora = None
         try:
             plan = plan_run(self.model, request, self._gather(request, run_dir), run_id)
             concrete = plan.request
@@ -132,6 +133,12 @@ class VideoService:
             shutil.rmtree(run_dir, ignore_errors=True)
             assert plan is not None  # memory runs out only while the graph runs
             raise RenderOutOfMemory(out_of_memory_advice(error, plan.request)) from error
+        except NodeExecutionError as error:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            refused = self.model.loras.unloadable(request, lora, error) if lora is not None else None
+            if refused is not None:
+                raise refused from None
+            raise
         except BaseException:
             shutil.rmtree(run_dir, ignore_errors=True)
             raise

@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         description="Hosts exempt from the public-address check (JSON list). Empty: loopback, private and "
         "link-local targets are refused.",
     )
+    url_fetch_deadline: float = Field(
+        900.0, gt=0, description="Seconds one caller-given URL (start image, LoRA) may take in all; then it is refused."
+    )
+    url_min_bytes_per_second: float = Field(
+        65536.0, ge=0,
+        description="Slowest average a caller-given URL's body may arrive at (after its first 10 s) before it is refused.",
+    )
     # LoRAs by URL (comfy_runtime/lora/cache.py), kept under <models>/loras/hv-cache/.
     lora_max_bytes: int = Field(
         2 << 30, ge=1 << 10, description="Largest LoRA file fetched (bytes); larger ones are refused, nothing kept."

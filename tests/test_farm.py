@@ -164,6 +164,29 @@ def test_cancel_running_and_queued_and_the_keda_backlog(workers, client, webhook
     assert rows == {a["id"]: "aborted", queued["id"]: "cancelled"}
     assert client.get(queued["id"])["farm"]["worker"] is None  # it never started
     assert client.backlog() == 0
+    # procrastinate's line for the canceled running job is one line naming the cancel, not a JobAborted traceback
+    aborted = [m for w in workers for m in re.finditer(r".*ended with status: Aborted.*\n(.*)", w.logs(tail=None))]
+    assert aborted and all("JobAborted" in m[0] and "Traceback" not in m[1] for m in aborted), aborted
+
+
+def test_a_worker_whose_upload_fails_names_the_real_fix_and_keeps_nothing(farm_env, client, s3, tmp_path):
+    bucket, queue = "farm-doomed", "hv-doomed"
+    s3.client().create_bucket(Bucket=bucket)
+    outputs = tmp_path / "outputs"
+    env = {**farm_env, "HV_S3_BUCKET": bucket, "HV_FARM_QUEUE": queue, "HV_OUTPUT_DIR": str(outputs)}
+    worker = WorkerProcess(env, tmp_path / "worker.log").start()
+    try:
+        worker.wait_ready()
+        s3.client().delete_bucket(Bucket=bucket)  # the storage goes away after the worker's boot check
+        settings = FarmSettings(database_url=farm_env["HV_FARM_DATABASE_URL"], queue=queue)
+        with FarmClient(settings) as doomed:
+            ended = doomed.wait(doomed.submit(job(seed=11))["id"], timeout=120)
+    finally:
+        worker.stop()
+    assert ended["status"] == "failed", ended
+    assert "missing bucket" in ended["error"] and "HV_S3_BUCKET" in ended["error"], ended["error"]
+    assert "unset HV_S3_BUCKET" not in ended["error"] and "submit it again with seed=11" in ended["error"]
+    assert not [path for path in outputs.rglob("*") if path.is_file()], list(outputs.rglob("*"))
 
 
 def test_failing_render_fails_with_node_and_message_and_the_worker_stays_healthy(workers, client):
@@ -284,10 +307,13 @@ def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_
         assert probe_video(video).frames == 5
         assert video_keys(s3, prediction_id) == [got["farm"]["object_key"]]
 
-        # the same id again: POST refuses (409), PUT is idempotent and answers the existing prediction
+        # the same id again: POST refuses (409), PUT with the same input answers the existing prediction, PUT with
+        # another input is a conflict (409 naming the field), not the old prediction passed off as the new one's
         assert http.post("/predictions", json={"id": prediction_id, "input": job()}).status_code == 409
-        again = http.put(f"/predictions/{prediction_id}", json={"input": job()})
+        again = http.put(f"/predictions/{prediction_id}", json={"input": job(seed=11)})
         assert again.status_code == 200 and again.json()["output"] == got["output"], again.text
+        other = http.put(f"/predictions/{prediction_id}", json={"input": job()})
+        assert other.status_code == 409 and "differs in seed" in other.json()["detail"][0]["msg"], other.text
 
         # sync: a short render comes back finished in the same call
         done = http.post("/predictions", json={"input": job(seed=12)})

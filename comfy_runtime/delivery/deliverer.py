@@ -29,7 +29,13 @@ LogSink = Callable[[str], None]
 
 
 class DeliveryFailed(HunyuanVideoError, RuntimeError):
-    """The video was rendered but could not be delivered; the message names the cause and where it is kept."""
+    """The video was rendered but could not be delivered; the message names the cause and where it is kept.
+    `cause` is the cause alone; `run_dir` the kept folder (None where nothing is kept)."""
+
+    def __init__(self, message: str, cause: str = "", run_dir: Path | None = None):
+        super().__init__(message)
+        self.cause = cause or message
+        self.run_dir = run_dir
 
 
 @dataclass(frozen=True)
@@ -105,7 +111,7 @@ class ObjectStoreDelivery:
         try:
             uploaded = self.store.upload(rendered.video, run_id=rendered.run_dir.name, metadata=metadata, key=key)
         except StorageError as error:
-            raise DeliveryFailed(str(error)) from None
+            raise DeliveryFailed(str(error), error.cause, rendered.run_dir) from None
         # The key, not the URL: a presigned URL is a bearer token for the object until it expires.
         log_line(f"uploaded s3://{self.store.config.bucket}/{uploaded.key} ({uploaded.size} bytes, {uploaded.content_type})")
         return Delivered(file=rendered.video, url=uploaded.url, key=uploaded.key)

@@ -38,7 +38,12 @@ _MISSING_BUCKET = {"NoSuchBucket", "404"}
 
 
 class StorageError(HunyuanVideoError, RuntimeError):
-    """The upload did not happen. The message names the cause and what to fix, never a credential."""
+    """The upload did not happen. The message names the cause and what to fix, never a credential; `cause` is the
+    cause alone, for a caller whose fix is another (a farm worker cannot run without its bucket)."""
+
+    def __init__(self, message: str, cause: str = ""):
+        super().__init__(message)
+        self.cause = cause or message
 
 
 @dataclass(frozen=True)
@@ -140,10 +145,10 @@ class ObjectStore:
             url = self.url_for(key)
         except (BotoCoreError, ClientError, S3UploadFailedError) as error:
             # "from None": the chained botocore error would repeat the request in the traceback.
+            cause = f"upload of {path.name} to {self.config.where} failed: {describe(error, self.config)}"
             raise StorageError(
-                f"upload of {path.name} to {self.config.where} failed: {describe(error, self.config)}. "
-                f"The video is kept at {path}: fix the storage setting and upload it from there "
-                "(or unset HV_S3_BUCKET to get files back instead of URLs)"
+                f"{cause}. The video is kept at {path}: fix the storage setting and upload it from there "
+                "(or unset HV_S3_BUCKET to get files back instead of URLs)", cause,
             ) from None
         return Uploaded(key=key, url=url, content_type=content_type, size=path.stat().st_size, sidecar_key=sidecar_key)
 

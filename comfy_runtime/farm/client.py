@@ -55,9 +55,9 @@ def validate_inputs(inputs: Any) -> VideoRequest:
 
 
 class FarmClient:
-    def __init__(self, settings: FarmSettings | None = None):
+    def __init__(self, settings: FarmSettings | None = None, pool_wait_seconds: float = 10):
         self.settings = settings or FarmSettings()
-        self.store = JobStore(self.settings.require_database()).open()
+        self.store = JobStore(self.settings.require_database(), wait_seconds=pool_wait_seconds).open()
         self.app = make_app(self.settings.database_url)  # used with our own connections only: never opened
 
     def __enter__(self) -> FarmClient:

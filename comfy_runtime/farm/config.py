@@ -50,7 +50,7 @@ class FarmSettings(BaseSettings):
         description="Webhook hosts allowed even though they resolve to a private or loopback address (JSON list, "
         'e.g. ["hooks.internal.svc"]). Every other private target is refused.',
     )
-    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Timeout of one webhook request.")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Seconds one webhook request may take in all (connect to answer).")
 
     def require_database(self) -> str:
         """The database URL, refused at once when it is missing or not a connection string libpq can read

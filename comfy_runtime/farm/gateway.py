@@ -11,6 +11,7 @@ own (everything is in PostgreSQL), needs no GPU, and may run as many replicas as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from comfy_runtime.farm.client import FarmClient, InvalidInput, PredictionExists, PredictionNotFound
 from comfy_runtime.farm.config import FarmSettings
+from comfy_runtime.farm.database_watch import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseWatch
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.webhook import WebhookRefused
 
@@ -26,11 +28,27 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 SYNC_POLL_SECONDS = 0.2
+MAX_ECHO_CHARS = 300  # of any one message or field name a 4xx sends back: a hostile body is not mirrored
+# A statement the pool cannot serve within this long fails as 503 (the readiness probe gives up after 4 s).
+POOL_WAIT_SECONDS = 3
+DOWN_CHECK_SECONDS = 0.1  # how often a request in flight looks whether the probe has found the database gone
 CLIENT_KEY = web.AppKey("client", FarmClient)
+WATCH_KEY = web.AppKey("database_watch", DatabaseWatch)
 
 
 def _detail(status: int, loc: list[str], message: str, kind: str = "value_error") -> web.Response:
-    return web.json_response({"detail": [{"loc": loc, "msg": message, "type": kind}]}, status=status)
+    return _problems(status, [{"loc": loc, "msg": message, "type": kind}])
+
+
+def _problems(status: int, problems: list[dict[str, Any]]) -> web.Response:
+    """Cog's `detail` shape, each text one line and capped (a field name or message may carry the caller's value)."""
+    def capped(text: Any) -> str:
+        line = " ".join(str(text).split())
+        return line if len(line) <= MAX_ECHO_CHARS else line[:MAX_ECHO_CHARS] + "..."
+
+    detail = [{"loc": [capped(part) for part in problem.get("loc", [])][:8], "msg": capped(problem.get("msg", "")),
+               "type": capped(problem.get("type", "value_error"))} for problem in problems[:20]]
+    return web.json_response({"detail": detail}, status=status)
 
 
 async def _body(request: web.Request) -> dict[str, Any] | web.Response:
@@ -56,7 +74,7 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
             webhook_events_filter=body.get("webhook_events_filter"),
         )
     except InvalidInput as error:
-        return web.json_response({"detail": error.problems}, status=422)
+        return _problems(422, error.problems)
     except WebhookRefused as error:
         field = "webhook_events_filter" if str(error).startswith("webhook_events_filter") else "webhook"
         return _detail(422, ["body", field], str(error))
@@ -64,6 +82,10 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
         if not idempotent:
             return _detail(409, ["body", "id"], str(error))
         prediction = await asyncio.to_thread(client.get, prediction_id)
+        conflict = _conflict(prediction, body)
+        if conflict:
+            return _detail(409, ["body", "input"], f"prediction {prediction_id} exists with a different input ({conflict}): "
+                           "PUT the same input to get it back, or use a new id for a new prediction")
         return web.json_response(prediction, status=200 if prediction["status"] in TERMINAL else 202)
     if "respond-async" in request.headers.get("Prefer", ""):
         return web.json_response(prediction, status=202)
@@ -72,6 +94,16 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
         return web.json_response(waited, status=200)
     # Still queued or rendering: the caller gets the id to GET, instead of a connection held for an hour.
     return web.json_response(waited, status=202, headers={"Location": f"/predictions/{waited['id']}"})
+
+
+def _conflict(existing: dict[str, Any], body: dict[str, Any]) -> str:
+    """Which fields of a repeated PUT differ from the stored prediction's: an idempotency key names one request."""
+    given, stored = body.get("input") or {}, existing.get("input") or {}
+    if not isinstance(given, dict):
+        return "input"
+    fields = sorted(name for name in set(given) | set(stored) if given.get(name) != stored.get(name))
+    shown = ", ".join(str(name)[:40] for name in fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    return f"differs in {shown}" if fields else ""
 
 
 async def _wait(client: FarmClient, prediction_id: str, seconds: float) -> dict[str, Any]:
@@ -109,17 +141,47 @@ async def cancel_prediction(request: web.Request) -> web.Response:
 
 
 async def health_check(request: web.Request) -> web.Response:
-    client = request.app[CLIENT_KEY]
-    try:
-        backlog = await asyncio.to_thread(client.backlog)
-    except Exception as error:  # the database is the gateway's one dependency
-        return web.json_response({"status": "UNHEALTHY", "error": f"database: {type(error).__name__}"}, status=503)
+    backlog = await asyncio.to_thread(request.app[CLIENT_KEY].backlog)
     return web.json_response({"status": "READY", "backlog": backlog})
 
 
+@web.middleware
+async def _without_database(request: web.Request, handler) -> web.StreamResponse:
+    """The database is the gateway's one dependency: without it every route answers 503 at once."""
+    watch = request.app[WATCH_KEY]
+    if not watch.down:
+        answer = asyncio.ensure_future(handler(request))
+        # A statement already waiting on the pool when the database went is not waited out: the probe's verdict
+        # ends it (its thread finishes on its own; a POST cut off so is retried by the caller, as 503 asks).
+        while not watch.down:
+            done, _ = await asyncio.wait({answer}, timeout=DOWN_CHECK_SECONDS)
+            if done:
+                try:
+                    return answer.result()
+                except DATABASE_ERRORS as error:
+                    watch.failed(error)
+                    break
+        answer.cancel()
+    message = (f"the farm's database does not answer: retry in {RETRY_AFTER_SECONDS} s (the gateway's log names "
+               "the database; check that PostgreSQL is up)")
+    body = ({"status": "UNHEALTHY", "error": message} if request.path == "/health-check" else {"detail": message})
+    return web.json_response(body, status=503, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+async def _watching(app: web.Application):
+    task = asyncio.create_task(app[WATCH_KEY].run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    app[WATCH_KEY].close()
+
+
 def make_gateway(client: FarmClient) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[_without_database])
     app[CLIENT_KEY] = client
+    app[WATCH_KEY] = DatabaseWatch(client.store, client.settings.database_url)
+    app.cleanup_ctx.append(_watching)
     app.router.add_post("/predictions", post_prediction)
     app.router.add_put("/predictions/{prediction_id}", put_prediction)
     app.router.add_get("/predictions/{prediction_id}", get_prediction)
@@ -130,7 +192,7 @@ def make_gateway(client: FarmClient) -> web.Application:
 
 def run_gateway(settings: FarmSettings | None = None, host: str | None = None, port: int | None = None) -> int:
     settings = settings or FarmSettings()
-    client = FarmClient(settings)
+    client = FarmClient(settings, pool_wait_seconds=POOL_WAIT_SECONDS)
     client.ensure_schema()
     try:
         web.run_app(make_gateway(client), host=host or settings.gateway_host, port=port or settings.gateway_port,

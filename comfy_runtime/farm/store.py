@@ -38,12 +38,23 @@ class DatabaseUnavailable(HunyuanVideoError, RuntimeError):
 
 
 class JobStore:
-    def __init__(self, database_url: str, max_size: int = 4):
+    def __init__(self, database_url: str, max_size: int = 4, wait_seconds: float = 10):
         self.where = url_without_credentials(database_url)
-        self.pool = ConnectionPool(
-            database_url, min_size=1, max_size=max_size, open=False, timeout=10,
+        self._url, self._max_size, self._wait_seconds = database_url, max_size, wait_seconds
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> ConnectionPool:
+        return ConnectionPool(
+            self._url, min_size=1, max_size=self._max_size, open=False, timeout=self._wait_seconds,
             check=ConnectionPool.check_connection, kwargs={"autocommit": True, "row_factory": dict_row},
         )
+
+    def reopen(self) -> None:
+        """A fresh pool after an outage: the old one would wait out its reconnect backoff (seconds to minutes)."""
+        fresh = self._new_pool()
+        fresh.open(wait=False)
+        stale, self.pool = self.pool, fresh
+        stale.close(timeout=0)
 
     def open(self, wait_seconds: float = 30) -> JobStore:
         try:

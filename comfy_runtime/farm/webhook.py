@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from comfy_runtime.errors import InputRejected
+from comfy_runtime.supply.url_fetch import closed_after
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +95,20 @@ def send(url: str, body: dict[str, Any], *, allowed_hosts: Iterable[str] = (), t
         payload = json.dumps(trimmed, default=str).encode()[:MAX_BODY_BYTES]
     delay = 1.0
     for attempt in range(1, attempts + 1):
+        started = time.monotonic()
         try:
-            response = httpx.post(url, content=payload, headers={"Content-Type": "application/json"},
-                                  timeout=timeout, follow_redirects=False)
-            if response.is_success:
+            # `timeout` bounds the whole request, not each read: the receiver is the caller's, hostile until
+            # shown otherwise. Its body is never read: the status is the answer.
+            with httpx.Client(timeout=timeout, follow_redirects=False) as client, closed_after(client, timeout), \
+                    client.stream("POST", url, content=payload, headers={"Content-Type": "application/json"}) as response:
+                status = response.status_code
+            if 200 <= status < 300:
                 return True
-            log.warning("webhook %s answered %s (attempt %d/%d)", _shown(url), response.status_code, attempt, attempts)
-        except httpx.HTTPError as error:
-            log.warning("webhook %s failed: %s (attempt %d/%d)", _shown(url), type(error).__name__, attempt, attempts)
+            log.warning("webhook %s answered %s (attempt %d/%d)", _shown(url), status, attempt, attempts)
+        except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: closed at the deadline before it began
+            problem = (f"no answer within {timeout:g} s" if time.monotonic() - started >= timeout
+                       else type(error).__name__)
+            log.warning("webhook %s failed: %s (attempt %d/%d)", _shown(url), problem, attempt, attempts)
         if attempt < attempts:
             time.sleep(delay)
             delay *= 2

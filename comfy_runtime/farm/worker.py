@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import threading
@@ -31,10 +32,12 @@ from procrastinate.worker import Worker
 from pydantic import ValidationError
 
 from comfy_runtime.backends.contract import NodeStarted, RunEvent, StepProgress
-from comfy_runtime.delivery.deliverer import Delivery, ObjectStoreDelivery, delivery_from_settings
+from comfy_runtime.delivery.deliverer import Delivery, DeliveryFailed, ObjectStoreDelivery, delivery_from_settings
 from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTimedOut
+from comfy_runtime.farm import job_log
 from comfy_runtime.farm import webhook as webhooks
 from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
+from comfy_runtime.farm.database_watch import DATABASE_ERRORS
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
@@ -181,6 +184,7 @@ class FarmWorker:
 
     # -- the loop -----------------------------------------------------------------------------------
     def run(self) -> int:
+        job_log.install()
         try:
             asyncio.run(self.serve())
         finally:
@@ -281,7 +285,11 @@ class FarmWorker:
         try:
             return self._run_job(run)
         except Exception as error:  # the database failed under the job itself: end its row, say why
-            log.exception("job %s could not be run", run.prediction_id)
+            if isinstance(error, DATABASE_ERRORS):  # an outage, not a bug: one line, no traceback
+                log.warning("job %s could not be run: the database failed (%s: %s)", run.prediction_id,
+                            type(error).__name__, " ".join(str(error).split())[:200])
+            else:
+                log.exception("job %s could not be run", run.prediction_id)
             return self._end(run, "failed", error=f"the worker could not run it ({type(error).__name__}: {error}); "
                              "submit it again, and check the worker's log and the database")
 
@@ -320,7 +328,13 @@ class FarmWorker:
             if run.cancel_requested:
                 return self._end(run, "canceled", progress=progress, logs=f"canceled {run.where()}\n")
             return self._end(run, "failed", error=str(error), progress=progress)
-        except HunyuanVideoError as error:  # refused input, a failed node, a failed upload (the file is kept)
+        except DeliveryFailed as error:  # no client reaches this worker's disk: keeping the video there helps nobody
+            if error.run_dir is not None:
+                shutil.rmtree(error.run_dir, ignore_errors=True)
+            return self._end(run, "failed", progress=progress, error=(
+                f"{error.cause}. Nothing is kept on worker {self.name}: fix the workers' object storage (HV_S3_BUCKET, "
+                f"HV_S3_ENDPOINT_URL, the credentials), then submit it again with seed={request.seed} for the same video"))
+        except HunyuanVideoError as error:  # refused input, a failed node
             return self._end(run, "failed", error=str(error), progress=progress)
         except Exception as error:  # a bug: keep the traceback in the worker's log, the message on the row
             log.exception("render of %s failed", run.prediction_id)

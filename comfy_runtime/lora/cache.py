@@ -18,12 +18,10 @@ import hashlib
 import json
 import logging
 import os
-import struct
 import threading
 import time
 import uuid
 from dataclasses import dataclass
-from math import prod
 from pathlib import Path
 
 from comfy_runtime.errors import InputRejected
@@ -32,6 +30,7 @@ from comfy_runtime.redact import url_without_credentials
 from comfy_runtime.settings import Settings
 from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.hugging_face import hf_auth_headers, hf_endpoint
+from comfy_runtime.supply.safetensors_layout import SafetensorsLayoutError, check_layout
 from comfy_runtime.supply.url_fetch import FetchPolicy, URLRefused, fetch_url
 
 log = logging.getLogger(__name__)
@@ -42,10 +41,6 @@ CACHE_FOLDER = "hv-cache"
 MAX_HEADER_BYTES = 16 << 20
 MAX_TENSORS = 100_000
 EVICTION_GRACE_SECONDS = 600.0
-_ITEM_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
-}
 
 
 class LoraRejected(InputRejected):
@@ -59,62 +54,26 @@ class SafetensorsHeader:
 
 
 def read_safetensors_header(path: Path, shown: str, max_header_bytes: int = MAX_HEADER_BYTES) -> SafetensorsHeader:
-    """The tensor names, after the header was bounded and every tensor found inside the file. Pickles (.ckpt, .pt,
+    """The tensor names, after the whole layout was checked as safetensors' loader checks it. Pickles (.ckpt, .pt,
     .bin, zip-wrapped torch.save files) are refused whatever their name: loading one can run code."""
-    size = path.stat().st_size
     with path.open("rb") as handle:
-        head = handle.read(8)
-        if _looks_like_pickle(head):
+        if _looks_like_pickle(handle.read(8)):
             raise LoraRejected(
                 f"{shown} is a pickle (a PyTorch .ckpt/.pt/.bin checkpoint), not safetensors: pickles can run code "
                 "when loaded, so they are refused whatever their name. Convert it to .safetensors and use that"
             )
-        if len(head) < 8:
-            raise LoraRejected(f"{shown} is {size} bytes: too short for a safetensors file")
-        (header_bytes,) = struct.unpack("<Q", head)
-        if header_bytes > max_header_bytes or 8 + header_bytes > size:
-            raise LoraRejected(
-                f"{shown} is not a usable safetensors file: its header claims {header_bytes} bytes (the file is {size} "
-                f"bytes, the limit {max_header_bytes}). Re-save it with safetensors"
-            )
-        raw = handle.read(header_bytes)
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, ValueError):
-        raise LoraRejected(f"{shown} is not a safetensors file (its header is not JSON); use a .safetensors LoRA") from None
-    if not isinstance(header, dict):
-        raise LoraRejected(f"{shown} is not a safetensors file (its header is not a table); use a .safetensors LoRA")
-    data_bytes = size - 8 - header_bytes
-    tensors = {name: spec for name, spec in header.items() if name != "__metadata__"}
-    if not tensors or len(tensors) > MAX_TENSORS:
-        raise LoraRejected(f"{shown} holds {len(tensors)} tensors; a LoRA holds 1 to {MAX_TENSORS}")
-    for name, spec in tensors.items():
-        problem = _tensor_problem(spec, data_bytes)
-        if problem:
-            raise LoraRejected(f"{shown} is not a usable safetensors file: tensor {name[:120]!r} {problem}. Re-save it with safetensors")
-    return SafetensorsHeader(tuple(tensors), data_bytes)
+        layout = check_layout(path, shown, max_header_bytes=max_header_bytes, max_tensors=MAX_TENSORS)
+    except SafetensorsLayoutError as error:
+        raise LoraRejected(str(error)) from None
+    if not layout.keys:
+        raise LoraRejected(f"{shown} holds no tensors; a LoRA holds 1 to {MAX_TENSORS}")
+    return SafetensorsHeader(layout.keys, layout.data_bytes)
 
 
 def _looks_like_pickle(head: bytes) -> bool:
     # Pickle protocol 2+ starts with PROTO (0x80) and its version; torch.save's default is a zip archive.
     return (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5) or head.startswith(b"PK\x03\x04")
-
-
-def _tensor_problem(spec: object, data_bytes: int) -> str | None:
-    if not isinstance(spec, dict):
-        return "has no dtype/shape/offsets entry"
-    dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
-    if dtype not in _ITEM_BYTES:
-        return f"has the unknown dtype {str(dtype)[:20]!r}"
-    if not isinstance(shape, list) or not all(isinstance(n, int) and n >= 0 for n in shape):
-        return "has a malformed shape"
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(n, int) for n in offsets)):
-        return "has malformed data offsets"
-    begin, end = offsets
-    claimed = prod(shape) * _ITEM_BYTES[dtype]
-    if not 0 <= begin <= end <= data_bytes or end - begin != claimed:
-        return f"claims {claimed} bytes at {begin}-{end}, but the file holds {data_bytes} bytes of tensor data"
-    return None
 
 
 @dataclass(frozen=True)
@@ -205,8 +164,28 @@ class LoraCache:
             if not blob.is_file():
                 return None  # evicted: fetch again
             os.utime(blob)  # its last use, for the LRU order
-        header = read_safetensors_header(blob, f"cached LoRA {blob.name}")
+        try:
+            header = read_safetensors_header(blob, f"cached LoRA {blob.name}")
+        except LoraRejected as error:  # damaged on disk since it was checked: fetch it again
+            log.warning("%s; removed it from the cache", error)
+            self._forget(index, blob)
+            return None
         return ResolvedLora(self._name(blob), blob, sha, False, header.keys)
+
+    def forget(self, text: str, lora: ResolvedLora) -> bool:
+        """Remove a cached LoRA that ComfyUI could not load, with its URL index entry, so the next request for
+        that URL fetches and checks it again instead of failing from the cache. False for a file not cached here."""
+        ref = parse_lora_ref(text)
+        if ref.kind == "file" or self.root not in lora.path.parents:
+            return False
+        url_key = hashlib.sha256(self._url(ref).encode()).hexdigest()
+        self._forget(self.root / "urls" / f"{url_key}.json", lora.path)
+        return True
+
+    def _forget(self, index: Path, blob: Path) -> None:
+        with _locked(self.root / "locks" / "blobs.lock"):
+            index.unlink(missing_ok=True)
+            blob.unlink(missing_ok=True)
 
     def _evict(self, keep: Path) -> None:
         """Least recently used first, until the blobs fit the bound (caller holds blobs.lock)."""

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from comfy_runtime.backends.contract import RunEvents
+from comfy_runtime.errors import NodeExecutionError
 from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.lora.cache import LoraCache, LoraRejected, ResolvedLora
 from comfy_runtime.lora.reference import parse_lora_ref
@@ -47,3 +48,16 @@ class LoraSource:
         events.note(f"LoRA {url_without_credentials(text)}: {how} ({resolved.seconds:.2f} s) as {resolved.name}, "
                  f"{len(resolved.keys)} tensors")
         return resolved
+
+    def unloadable(self, request: VideoRequest, lora: ResolvedLora, error: NodeExecutionError) -> LoraRejected | None:
+        """The one-line refusal for a LoRA that passed the layout check but that ComfyUI could not load (None when
+        the failure is not the LoRA's): the cached file and its URL entry are removed, so it is fetched afresh."""
+        failure = error.failure
+        if "SafetensorError" not in failure.exception_type and not failure.class_type.startswith("LoraLoader"):
+            return None
+        evicted = self.cache is not None and self.cache.forget(request.lora_url, lora)
+        first_line = (failure.message.splitlines() or [failure.exception_type])[0][:300]
+        return LoraRejected(
+            f"lora_url {url_without_credentials(request.lora_url)!r}: ComfyUI could not load it ({failure.exception_type}: "
+            f"{first_line}){'; removed from the LoRA cache' if evicted else ''}. Re-save it with safetensors"
+        )

@@ -70,6 +70,24 @@ def _state_path(dest: Path) -> Path:
     return dest.with_name(dest.name + ".partial.json")
 
 
+# httpx's timeout is per read: a source sending a little now and then never trips it. Over each window the whole
+# transfer (all ranges together) must average this much, or it stops (it resumes on the next fetch).
+MIN_BYTES_PER_SECOND = 64 * 1024
+FLOOR_WINDOW_SECONDS = 60.0
+
+
+class _Meter:
+    """Bytes received so far, counted by every range's thread."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.lock = threading.Lock()
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.received += n
+
+
 @dataclass(frozen=True)
 class Transfer:
     """One file to fetch and the rules it must meet; every step below takes this instead of ten parameters."""
@@ -83,6 +101,9 @@ class Transfer:
     progress: bool = True
     timeout: float = 60.0
     headers: dict[str, str] = field(default_factory=dict)  # e.g. a Hugging Face token, for url's origin only
+    min_bytes_per_second: float = MIN_BYTES_PER_SECOND
+    floor_window: float = FLOOR_WINDOW_SECONDS
+    meter: _Meter = field(default_factory=_Meter, compare=False)
 
     @property
     def partial(self) -> Path:
@@ -119,13 +140,16 @@ def fetch(
     use_pget: bool = True,
     timeout: float = 60.0,
     headers: dict[str, str] | None = None,
+    min_bytes_per_second: float = MIN_BYTES_PER_SECOND,
+    floor_window: float = FLOOR_WINDOW_SECONDS,
 ) -> Fetched:
     """Download url to dest. size/sha256 (when known) must match or nothing is left under dest.
 
     fix: the command that repairs things (named in every error). headers: e.g. a Hugging Face token (httpx drops
     Authorization when a redirect leaves the host, so the CDN never sees it).
     """
-    transfer = Transfer(url, Path(dest), size, sha256.lower(), connections, fix, progress, timeout, dict(headers or {}))
+    transfer = Transfer(url, Path(dest), size, sha256.lower(), connections, fix, progress, timeout, dict(headers or {}),
+                        min_bytes_per_second, floor_window)
     transfer.dest.parent.mkdir(parents=True, exist_ok=True)
     # Pods sharing one volume (a ReadWriteMany PVC in lazy mode) must not write one .partial together:
     # the second waits, then finds the file already there and verified.
@@ -179,19 +203,55 @@ def _already_whole(transfer: Transfer) -> Fetched | None:
 def _fetch_with_httpx(transfer: Transfer) -> int:
     limits = httpx.Limits(max_connections=transfer.connections + 1)
     with httpx.Client(follow_redirects=True, timeout=transfer.timeout, limits=limits) as client:
-        probe = _probe(client, transfer)
-        # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
-        headers = transfer.headers if url_origin(probe.final_url) == url_origin(transfer.url) else {}
-        if transfer.size and probe.total != transfer.size:
-            raise transfer.error(
-                f"the server reports {probe.total} bytes, the manifest pins {transfer.size}. The source changed or "
-                f"the manifest is wrong: check {transfer.url}, then re-pin with `{WEIGHTS_LOCK_COMMAND}`."
-            )
-        if not transfer.size:
-            _check_space(transfer, probe.total)
-        if probe.ranged and probe.total > 0:
-            return _fetch_ranges(client, transfer, probe, headers)
-        return _fetch_single(client, transfer, probe, headers)
+        floor = _ThroughputFloor(client, transfer)
+        try:
+            return _fetch_with_client(client, transfer)
+        except (httpx.HTTPError, RuntimeError, DownloadError):  # RuntimeError: the floor closed the client
+            if floor.tripped:
+                raise transfer.error(floor.tripped) from None
+            raise
+        finally:
+            floor.stop()
+
+
+class _ThroughputFloor:
+    """Closes the client (breaking every read in progress) when a window passes with too few bytes."""
+
+    def __init__(self, client: httpx.Client, transfer: Transfer):
+        self.client, self.transfer, self.tripped = client, transfer, ""
+        self._stopped = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="fetch-floor").start()
+
+    def _watch(self) -> None:
+        transfer, before = self.transfer, self.transfer.meter.received
+        while not self._stopped.wait(transfer.floor_window):
+            got = transfer.meter.received - before
+            before += got
+            if got < transfer.min_bytes_per_second * transfer.floor_window:
+                self.tripped = (f"{got / transfer.floor_window:.0f} bytes/s over the last {transfer.floor_window:g} s, "
+                                f"under the floor of {transfer.min_bytes_per_second:g} bytes/s: the source is too slow "
+                                "or stalled; run the fetch again (it resumes) or fetch from a faster mirror.")
+                self.client.close()
+                return
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+def _fetch_with_client(client: httpx.Client, transfer: Transfer) -> int:
+    probe = _probe(client, transfer)
+    # The ranges go straight to where the redirect led (a CDN): credentials stay with the host they are for.
+    headers = transfer.headers if url_origin(probe.final_url) == url_origin(transfer.url) else {}
+    if transfer.size and probe.total != transfer.size:
+        raise transfer.error(
+            f"the server reports {probe.total} bytes, the manifest pins {transfer.size}. The source changed or "
+            f"the manifest is wrong: check {transfer.url}, then re-pin with `{WEIGHTS_LOCK_COMMAND}`."
+        )
+    if not transfer.size:
+        _check_space(transfer, probe.total)
+    if probe.ranged and probe.total > 0:
+        return _fetch_ranges(client, transfer, probe, headers)
+    return _fetch_single(client, transfer, probe, headers)
 
 
 def _verify_and_rename(transfer: Transfer, transferred: int) -> Fetched:
@@ -369,6 +429,7 @@ class _RangedDownload:
                     return
                 data = data[: piece.remaining]
                 os.pwrite(self.fd, data, piece.start + piece.done)
+                self.transfer.meter.add(len(data))
                 with self.lock:
                     piece.done += len(data)
                     self.transferred += len(data)
@@ -392,6 +453,7 @@ def _fetch_single(client: httpx.Client, transfer: Transfer, probe: _Probe, heade
         try:
             for data in response.iter_bytes(CHUNK):
                 handle.write(data)
+                transfer.meter.add(len(data))
                 transferred += len(data)
                 progress.update(len(data))
         finally:

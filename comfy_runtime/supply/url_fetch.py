@@ -10,10 +10,13 @@ same way; the body is capped in size and time and written to a temporary name fi
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit, urlunsplit
@@ -43,7 +46,12 @@ def _resolve(host: str, port: int) -> list[str]:
 @dataclass(frozen=True)
 class FetchPolicy:
     max_bytes: int
-    timeout: float = 60.0
+    timeout: float = 60.0  # per read: a stalled server is refused after this long
+    # The whole fetch (connect, headers, body) ends by `deadline`, and after the first `throughput_window` seconds
+    # the body must average `min_bytes_per_second`: a server trickling bytes resets a per-read timeout for ever.
+    deadline: float = 900.0
+    min_bytes_per_second: float = 65536.0
+    throughput_window: float = 10.0
     allow_http: bool = False
     # Hosts (names or addresses) exempt from the address check: for tests on 127.0.0.1 and for a deployment
     # that deliberately fetches from an in-cluster server. Empty in production.
@@ -52,7 +60,8 @@ class FetchPolicy:
 
     @classmethod
     def from_settings(cls, settings: Settings, max_bytes: int, timeout: float = 60.0) -> FetchPolicy:
-        return cls(max_bytes, timeout, settings.url_allow_http, frozenset(settings.url_allow_hosts))
+        return cls(max_bytes, timeout, settings.url_fetch_deadline, settings.url_min_bytes_per_second,
+                   allow_http=settings.url_allow_http, allow_hosts=frozenset(settings.url_allow_hosts))
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -109,8 +118,10 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy, headers: dict[str, str]
     """Download url to dest under the policy; the file appears under its final name only when complete."""
     partial = dest.with_name(dest.name + ".partial")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    client = httpx.Client(timeout=policy.timeout, follow_redirects=False, trust_env=False)
     try:
-        with httpx.Client(timeout=policy.timeout, follow_redirects=False, trust_env=False) as client:
+        with client, closed_after(client, policy.deadline):
             for _ in range(MAX_REDIRECTS + 1):
                 target, address = policy.checked_address(url)
                 with client.stream("GET", _pinned(target, address), headers=_hop_headers(target, headers),
@@ -123,18 +134,37 @@ def fetch_url(url: str, dest: Path, policy: FetchPolicy, headers: dict[str, str]
                         raise URLRefused(
                             f"{url_without_credentials(str(target))} answered HTTP {response.status_code}: check the URL"
                         )
-                    size = _stream_capped(response, partial, policy.max_bytes, str(target))
+                    size = _stream_capped(response, partial, policy, str(target), started)
                     os.replace(partial, dest)
                     return Fetched(dest, size, response.headers.get("content-type", ""), str(target))
     except httpx.TimeoutException:
         raise URLRefused(
-            f"{url_without_credentials(url)}: no complete answer within {policy.timeout:g} s; use a faster host"
+            f"{url_without_credentials(url)}: the server sent nothing for {policy.timeout:g} s (the per-read timeout); "
+            "use a faster host"
         ) from None
-    except httpx.HTTPError as error:
+    except (httpx.HTTPError, RuntimeError) as error:  # RuntimeError: the watchdog closed the client between hops
+        if time.monotonic() - started >= policy.deadline:
+            raise _past_deadline(url, policy) from None
+        if isinstance(error, RuntimeError):
+            raise
         raise URLRefused(f"{url_without_credentials(url)}: {type(error).__name__}: {error}") from None
     finally:
         partial.unlink(missing_ok=True)
     raise URLRefused(f"{url_without_credentials(url)}: more than {MAX_REDIRECTS} redirects; give the final URL")
+
+
+@contextlib.contextmanager
+def closed_after(client: httpx.Client, seconds: float) -> Iterator[None]:
+    """A total deadline for whatever `client` does inside: httpx's timeouts are per read, so a server sending a
+    byte now and then holds a request for ever. Closing the client from a timer breaks the read in progress
+    (httpx.ReadError, or RuntimeError for a request started after it)."""
+    timer = threading.Timer(seconds, client.close)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _pinned(target: httpx.URL, address: str) -> httpx.URL:
@@ -148,7 +178,16 @@ def _hop_headers(target: httpx.URL, extra: dict[str, str] | None) -> dict[str, s
     return {"Host": host, **(extra or {})}
 
 
-def _stream_capped(response: httpx.Response, partial: Path, max_bytes: int, shown_url: str) -> int:
+def _past_deadline(url: str, policy: FetchPolicy) -> URLRefused:
+    return URLRefused(
+        f"{url_without_credentials(url)}: not fetched within the {policy.deadline:g} s deadline (HV_URL_FETCH_DEADLINE); "
+        "use a faster host or raise the deadline"
+    )
+
+
+def _stream_capped(response: httpx.Response, partial: Path, policy: FetchPolicy, shown_url: str, started: float) -> int:
+    max_bytes = policy.max_bytes
+    body_started = time.monotonic()
     declared = response.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise URLRefused(f"{url_without_credentials(shown_url)} is {int(declared)} bytes; the limit is {max_bytes}")
@@ -161,4 +200,13 @@ def _stream_capped(response: httpx.Response, partial: Path, max_bytes: int, show
                     f"{url_without_credentials(shown_url)} is larger than the limit of {max_bytes} bytes; use a smaller file"
                 )
             out.write(chunk)
+            now = time.monotonic()
+            if now - started >= policy.deadline:
+                raise _past_deadline(shown_url, policy)
+            elapsed = now - body_started
+            if elapsed >= policy.throughput_window and size / elapsed < policy.min_bytes_per_second:
+                raise URLRefused(
+                    f"{url_without_credentials(shown_url)}: {size / elapsed:.0f} bytes/s over {elapsed:.0f} s, under the "
+                    f"floor of {policy.min_bytes_per_second:g} bytes/s (HV_URL_MIN_BYTES_PER_SECOND); use a faster host"
+                )
     return size
