@@ -76,8 +76,10 @@ def test_the_derived_flop_count_matches_torch_flop_counter_on_a_real_forward(run
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
     from torch.utils.flop_counter import FlopCounterMode
 
+    from bench.gpu_kit.models import config_for_tree
+
     torch.manual_seed(0)
-    model = HunyuanVideo(operations=comfy.ops.manual_cast, **config)
+    model = HunyuanVideo(operations=comfy.ops.manual_cast, **config_for_tree(config))
     latent = (3, 8, 8)
     x = torch.randn(1, config["in_channels"], *latent)
     kwargs = {"y": torch.randn(1, 768)} if config["vec_in_dim"] else {}

