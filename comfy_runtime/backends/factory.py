@@ -50,6 +50,7 @@ def backend_from_settings(settings: Settings) -> Backend:
         device=settings.device,
         extra_custom_nodes=settings.extra_custom_nodes,
         pinned_memory=settings.pinned_memory,
+        boot=settings.boot,
     )
     if settings.gpus == 1:
         return Backend(EmbeddedRuntime(**arguments), comfyui_path, local=True)
