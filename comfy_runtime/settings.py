@@ -56,6 +56,11 @@ class Settings(BaseSettings):
         "uses before a run (about half the boot time; comfy_runtime/backends/boot_plan.py); full: start every one, "
         "as ComfyUI itself does (embedded backend).",
     )
+    attention: Literal["sdpa", "sage"] = Field(
+        "sdpa",
+        description="Attention kernel, set through ComfyUI's own switch (comfy_runtime/backends/attention.py): sdpa "
+        "(torch's, everywhere) or sage (SageAttention 1, GPU only; the image installs sageattention==1.0.6).",
+    )
     # Backend (comfy_runtime/backends/embedded.py, remote.py).
     backend: Literal["embedded", "remote"] = Field(
         "embedded",

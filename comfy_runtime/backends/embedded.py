@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any, Literal
 
 from comfy_runtime.backends import boot_plan
+from comfy_runtime.backends.attention import apply_attention, check_attention
 from comfy_runtime.backends.boot_log import filtered_comfy_boot
 from comfy_runtime.backends.contract import (
     INTERRUPT_GRACE_SECONDS,
@@ -149,7 +150,9 @@ def _comfy() -> _Comfy:
     return _comfy_modules
 
 
-def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"], defer_imports: bool = False) -> _Comfy:
+def boot_comfyui(
+    comfyui_path: Path, device: Literal["auto", "cpu", "cuda"], defer_imports: bool = False, attention: str = "sdpa"
+) -> _Comfy:
     global _booted_from, _comfy_modules
     with _BOOT_LOCK:
         if _booted_from is not None:
@@ -176,6 +179,8 @@ def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"], def
             require_cuda()
         args.cpu = use_cpu
         args.preview_method = "none"
+        if not use_cpu:  # HV_ATTENTION (attention.py): ComfyUI's own switch, read when its attention module loads
+            apply_attention(args, attention)
         with filtered_comfy_boot(cpu_only=use_cpu):
             _comfy_modules = _Comfy()
         # comfy/ldm/hunyuan_video/upsampler.py does `import model_management, model_patcher` (ComfyUI/comfy is
@@ -188,6 +193,14 @@ def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"], def
         _comfy_modules.comfy_utils.set_progress_bar_enabled(False)
         _booted_from = comfyui_path
         return _comfy_modules
+
+
+def _uses_gpu(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
 
 
 def _core_classes() -> set[str]:
@@ -217,6 +230,7 @@ class EmbeddedRuntime:
         pinned_memory: str = "auto",
         cgroup_root: Path = CGROUP_ROOT,
         boot: Literal["lean", "full"] = "full",
+        attention: str = "sdpa",
     ):
         self.comfyui_path = Path(comfyui_path).resolve()
         self.models_dir = Path(models_dir).resolve()
@@ -225,6 +239,9 @@ class EmbeddedRuntime:
         if device == "cuda":
             # At construction, before setup checks or fetches weights: a GPU-less pod must not first download 35 GB.
             require_cuda()
+        if attention != "sdpa":  # refused here too, before supply checks fetch anything
+            check_attention(attention, on_gpu=_uses_gpu(device))
+        self.attention = attention
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
         self.pinned_memory = pinned_memory  # HV_PINNED_MEMORY
         self.cgroup_root = Path(cgroup_root)
@@ -252,7 +269,7 @@ class EmbeddedRuntime:
     def start(self) -> None:
         if self._started:
             return
-        comfy = boot_comfyui(self.comfyui_path, self.device, defer_imports=self.boot == "lean")
+        comfy = boot_comfyui(self.comfyui_path, self.device, defer_imports=self.boot == "lean", attention=self.attention)
         self._point_model_folders(comfy.folder_paths)
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
