@@ -4,6 +4,8 @@ Each boot is a fresh process that sets up predict.py's Predictor on the plumbing
 READY is from spawning it to setup() returning (interpreter start included); time to the first video adds the first
 prediction. The two ways alternate, --rounds times each; medians are reported. The worker also times its phases:
 torch's import, ComfyUI's modules (boot_comfyui), and the rest of setup (node modules, supply checks, validation).
+The lean boot reads ComfyUI's modules compiled by `comfyui provision` (<tree>.bytecode/); full compiles them from
+source, as every boot did before.
     .venv/bin/python bench/boot_lean_vs_full.py [--rounds N]        (make bench runs both benches)
 """
 
@@ -99,6 +101,14 @@ def main(rounds: int) -> None:
     for label, key, phase in rows:
         full, lean = median("full", key, phase), median("lean", key, phase)
         print(f"{label:34}{full:9.2f}{lean:9.2f}{lean / full:11.2f}")
+    from comfy_runtime.backends.boot_plan import bytecode_dir
+    from comfy_runtime.settings import Settings
+    from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
+
+    compiled = bytecode_dir(resolve_comfyui_path(Settings()))
+    print(f"\nComfyUI's compiled modules ({compiled}): "
+          + ("present, read by the lean boot" if compiled.is_dir() else
+             "ABSENT: the lean boot compiled from source too; run `python -m comfy_runtime comfyui provision`"))
     lean_run = runs["lean"][-1]
     print(f"\nlean: {lean_run['extra_files']} comfy_extras modules started; still deferred after the first video: "
           f"{', '.join(lean_run['deferred_still']) or 'none'}")

@@ -14,7 +14,14 @@ The lean boot changes neither ComfyUI's files nor what runs:
   most runs never: each is registered as a module whose code runs on its first attribute access (a real import,
   just later), so a graph that does use it still gets it.
 
-HV_BOOT=full keeps today's boot (every extra node module, every import up front): the bench compares the two.
+- **ComfyUI's bytecode**: the tree ships without compiled modules (the wheel's extraction, comfy-cli's clone), so
+  every boot compiled ~130k lines of it again. Provisioning compiles it once into `<tree>.bytecode/` (the layout of
+  PYTHONPYCACHEPREFIX: `python -m compileall` writes it; cog.yaml does the same at build), and the lean boot reads
+  it there: a module whose source changed since (a patch, an edit) fails Python's own mtime/size check and is
+  compiled from source as before. The tree itself is left as it was.
+
+HV_BOOT=full keeps today's boot (every extra node module, every import up front, every module compiled from
+source): the bench compares the two.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from __future__ import annotations
 import ast
 import importlib.abc
 import importlib.machinery
+import logging
+import os
 import re
+import subprocess
 import sys
 import threading
 import types
@@ -32,6 +42,8 @@ from functools import cache
 from pathlib import Path
 
 from comfy_runtime.errors import ComfyRuntimeError
+
+log = logging.getLogger(__name__)
 
 # Import name -> why deferring it is safe. ComfyUI imports these at start-up only to reach something else: torchvision
 # for `torchvision.transforms` (cosmos), which drags in torchvision.models/ops -> torch._dynamo; transformers (for its
@@ -128,6 +140,67 @@ def defer_imports(names: Iterable[str] = DEFERRED_IMPORTS) -> None:
 def deferred_now() -> list[str]:
     """The deferred modules whose code has not run (yet)."""
     return sorted(name for name, module in sys.modules.items() if type(module) is _DeferredModule)
+
+
+# -- ComfyUI's bytecode ----------------------------------------------------------------------------------------------
+def bytecode_dir(comfyui_path: Path) -> Path:
+    """Where ComfyUI's compiled modules are kept, beside the tree (PYTHONPYCACHEPREFIX's layout)."""
+    return comfyui_path.parent / f"{comfyui_path.name}.bytecode"
+
+
+def compile_bytecode(comfyui_path: Path) -> Path:
+    """Compile the tree's modules into bytecode_dir (timestamp-checked .pyc, as Python's own cache)."""
+    target = bytecode_dir(comfyui_path)
+    done = subprocess.run([sys.executable, "-m", "compileall", "-q", "-j", "0", str(comfyui_path)],
+                          env={**os.environ, "PYTHONPYCACHEPREFIX": str(target)}, capture_output=True, text=True)
+    if done.returncode != 0:  # such a module is compiled from source at import (and fails there, if imported)
+        log.warning("some of %s's modules did not compile (%s); the boot compiles those from source",
+                    comfyui_path, (done.stdout + done.stderr).strip()[-300:])
+    return target
+
+
+class _PrefixedBytecodeLoader(importlib.machinery.SourceFileLoader):
+    """SourceFileLoader for a file of the tree, reading (never writing) its .pyc from the bytecode folder."""
+
+    prefix = ""
+
+    def get_data(self, path: str) -> bytes:
+        if path.endswith(".pyc"):
+            folder, name = os.path.split(path)  # <dir>/__pycache__/<module>.cpython-311.pyc
+            path = os.path.join(self.prefix, os.path.dirname(folder).lstrip(os.sep), name)
+        return super().get_data(path)
+
+    def set_data(self, path: str, data: bytes, *, _mode: int = 0o666) -> None:
+        pass  # the folder is written by compile_bytecode only: a boot never writes next to the source
+
+
+class _BytecodeFinder(importlib.abc.MetaPathFinder):
+    def __init__(self, tree: Path, prefix: Path):
+        self.tree = str(tree) + os.sep
+        self.loader = type("_Loader", (_PrefixedBytecodeLoader,), {"prefix": str(prefix)})
+        # Only the tree's own top-level modules and packages are looked up here; every other name goes on to the
+        # next finder untouched (the deferred imports among them).
+        self.top_level = frozenset(entry.stem if entry.suffix == ".py" else entry.name for entry in tree.iterdir()
+                                   if entry.suffix == ".py" or (entry / "__init__.py").is_file())
+
+    def find_spec(self, name, path, target=None):
+        if name.partition(".")[0] not in self.top_level:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path, target)
+        if spec is None or not (spec.origin or "").startswith(self.tree):
+            return None  # the same name elsewhere on sys.path: the next finder finds it as before
+        if type(spec.loader) is importlib.machinery.SourceFileLoader:
+            spec.loader = self.loader(name, spec.origin)
+        return spec
+
+
+def use_bytecode(comfyui_path: Path) -> bool:
+    """Read ComfyUI's modules' bytecode from bytecode_dir when it is there (once per process, before the import)."""
+    prefix = bytecode_dir(comfyui_path)
+    if not prefix.is_dir() or any(isinstance(f, _BytecodeFinder) for f in sys.meta_path):
+        return False
+    sys.meta_path.insert(0, _BytecodeFinder(comfyui_path.resolve(), prefix.resolve()))
+    return True
 
 
 # -- node modules ----------------------------------------------------------------------------------------------------

@@ -164,6 +164,7 @@ def boot_comfyui(
             return _comfy()
         if defer_imports:  # the lean boot (boot_plan.py): before anything imports them
             boot_plan.defer_imports()
+            boot_plan.use_bytecode(comfyui_path)
         sys.path.insert(0, str(comfyui_path))
         # ComfyUI's nodes.py puts ComfyUI/comfy first on sys.path, which shadows the top-level
         # `utils` package with comfy/utils.py. main.py dodges that by importing utils first; so do we.

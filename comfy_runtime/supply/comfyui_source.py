@@ -22,6 +22,13 @@ from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
 from comfy_runtime.supply.patches import apply_all
 
+
+def compile_bytecode(tree: Path) -> Path:
+    """ComfyUI's modules compiled once, beside the tree, for the lean boot (backends/boot_plan.py says why)."""
+    from comfy_runtime.backends.boot_plan import compile_bytecode as compile_tree
+
+    return compile_tree(tree)
+
 CACHE_DIR = PROJECT_ROOT / ".cache"
 READY_MARKER = ".provisioned-from"
 
@@ -60,6 +67,7 @@ def provision(lock: Lock | None = None) -> Path:
     target = provisioned_path(lock)
     if (target / READY_MARKER).is_file():
         apply_all(lock.comfyui.patches, target)
+        compile_bytecode(target)  # up-to-date modules are skipped; a patched one is compiled again
         return target
     source = lock.comfyui.offline_source
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -82,6 +90,7 @@ def provision(lock: Lock | None = None) -> Path:
         if target.exists():
             shutil.rmtree(target)
         extracted.rename(target)
+    compile_bytecode(target)  # after the move: the .pyc files record the sources' final paths
     return target
 
 

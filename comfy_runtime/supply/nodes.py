@@ -248,6 +248,8 @@ def cog_run_steps(lock: Lock, cli_requirements: list[str] | None = None) -> list
                                     cli_venv=IMAGE_COMFY_CLI_VENV),
             # The lock's pinned patches, the same bytes `comfyui provision` applies to CI's tree (supply/patches.py).
             *(image_apply_step(pin, IMAGE_COMFYUI_PATH) for pin in comfy.patches),
+            # ComfyUI's modules compiled once, beside the tree, where the lean boot reads them (boot_plan.py).
+            f"PYTHONPYCACHEPREFIX={IMAGE_COMFYUI_PATH}.bytecode python -m compileall -q -j 0 {IMAGE_COMFYUI_PATH}",
             f'rm -rf {IMAGE_COMFY_CLI_VENV} "$HOME/.config/comfy-cli"',
         ]
     # Custom nodes stay with our own git steps: comfy-cli's `node install` runs through ComfyUI-Manager (which the
