@@ -20,7 +20,7 @@ from comfy_runtime.settings import PROJECT_ROOT, Settings
 from comfy_runtime.supply.commands import COMFYUI_PROVISION_COMMAND, SYNC_COG_YAML_COMMAND
 from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
-from comfy_runtime.supply.patches import apply_all
+from comfy_runtime.supply.patches import PatchState, apply_all
 
 
 def compile_bytecode(tree: Path) -> Path:
@@ -66,8 +66,10 @@ def provision(lock: Lock | None = None) -> Path:
     lock = lock or load_lock()
     target = provisioned_path(lock)
     if (target / READY_MARKER).is_file():
-        apply_all(lock.comfyui.patches, target)
+        applied = [pin for pin, before in apply_all(lock.comfyui.patches, target) if before is not PatchState.APPLIED]
         compile_bytecode(target)  # up-to-date modules are skipped; a patched one is compiled again
+        if applied:  # the tree now matches the newer lock: `make setup` need not provision it again
+            (target / READY_MARKER).touch()
         return target
     source = lock.comfyui.offline_source
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
