@@ -149,8 +149,8 @@ def test_the_image_step_carries_the_same_bytes_checks_the_sha256_and_applies_the
 
 
 def test_nodes_verify_reports_what_is_patched(tmp_path):
-    tree = pristine_copy(tmp_path / "comfyui")
-    (tree / "custom_nodes").mkdir()
+    tree = pristine_copy(tmp_path / "comfyui", files_only=False)
+    (tree / "custom_nodes").mkdir(exist_ok=True)
     command = [sys.executable, "-m", "comfy_runtime", "nodes", "verify", "--target", str(tree / "custom_nodes")]
     unpatched = subprocess.run(command, capture_output=True, text=True, cwd=PROJECT_ROOT)
     assert unpatched.returncode == 1

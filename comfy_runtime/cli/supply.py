@@ -184,8 +184,12 @@ def run_nodes(args: argparse.Namespace) -> int:
             return 0
         problems = verify_all(lock, target)
         # The ComfyUI tree the custom_nodes folder sits in: what its pinned patches are checked against.
-        patched, patch_problems = patch_report(lock.comfyui.patches, Path(target).parent)
-        problems += patch_problems
+        tree = Path(target).parent
+        if (tree / "nodes.py").is_file():
+            patched, patch_problems = patch_report(lock.comfyui.patches, tree)
+            problems += patch_problems
+        else:
+            patched = [f"ComfyUI patches not checked: {tree} (the folder above --target) is not a ComfyUI tree"]
         for line in patched:
             print(line)
         for problem in problems:
