@@ -9,6 +9,7 @@ under bench/results/farm-page/ (gitignored); docs/img/farm-page.png is one of th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 
@@ -92,7 +93,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1100,1400", "--no-first-run", "--disable-extensions"):
+                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
     driver.set_page_load_timeout(30)
@@ -126,7 +127,7 @@ def fill_and_submit(driver, **values) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
 
-    driver.execute_script("document.getElementById('submit-form').reset()")
+    driver.execute_script("document.getElementById('submit-form').reset(); document.getElementById('more-inputs').open = true")
     for name, value in values.items():
         field = driver.find_element(By.ID, f"input-{name}")
         if field.tag_name == "select":
@@ -154,6 +155,7 @@ def card(driver, prediction_id: str):
 
 
 def shot(driver, name: str) -> None:
+    driver.execute_script("window.scrollTo(0, 0)")
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
@@ -235,7 +237,7 @@ def test_sign_in_submit_watch_progress_and_play_the_video(signed_in, client, s3)
     assert source.startswith(f"{s3.url}/{BUCKET}/") and ready >= 2, source  # the delivered object itself
     assert abs(duration - frames / fps) <= 1 / fps, (duration, frames / fps)  # within a frame
     assert job.find_element(By.CSS_SELECTOR, ".cancel").is_displayed() is False
-    shot(signed_in, "farm-page")
+    shot(signed_in, "succeeded")
 
 
 def test_an_input_out_of_range_shows_the_gateways_line_beside_the_field(signed_in):
@@ -248,6 +250,7 @@ def test_an_input_out_of_range_shows_the_gateways_line_beside_the_field(signed_i
     shown = wait_for(signed_in, lambda d: d.find_element(By.ID, "error-width").text)
     assert shown == expected and "multiple of 16" in shown
     assert signed_in.find_element(By.ID, "input-width").get_attribute("aria-invalid") == "true"
+    assert signed_in.find_element(By.ID, "error-width").is_displayed()
     assert set(job_ids(signed_in)) == before  # nothing was queued
     shot(signed_in, "refused")
 
@@ -259,7 +262,9 @@ def test_cancel_a_running_job_from_the_page(signed_in, client):
     prediction_id = new_job(signed_in, before)
     job = card(signed_in, prediction_id)
     wait_for(signed_in, lambda d: job.get_attribute("data-status") == "processing"
-             and int(job.find_element(By.CSS_SELECTOR, "progress").get_attribute("value")) > 0)
+             and int(job.find_element(By.CSS_SELECTOR, "progress").get_attribute("value")) > 0
+             and re.match(r"ETA \d", job.find_element(By.CSS_SELECTOR, ".eta").text))
+    shot(signed_in, "farm-page")  # docs/img/farm-page.png: a job rendering above the finished one
     job.find_element(By.CSS_SELECTOR, ".cancel").click()
     wait_for(signed_in, lambda d: job.get_attribute("data-status") == "canceled", timeout=30)
     ended = client.get(prediction_id)

@@ -96,8 +96,8 @@ async function showApp() {
 
 // -- the submit form, generated from GET /inputs ----------------------------------------------------------
 function buildForm(inputs) {
-  const fields = $("fields");
-  fields.replaceChildren();
+  $("fields").replaceChildren();
+  $("optional-fields").replaceChildren();
   for (const input of inputs) {
     const row = element("div", "field");
     row.dataset.name = input.name;
@@ -134,13 +134,16 @@ function buildForm(inputs) {
     control.required = input.required;
     // Defaults are placeholders, not values: an empty field is not sent, and the workflow's own default applies.
     if (!input.choices && input.default !== null && input.default !== undefined) control.placeholder = String(input.default);
-    const hint = element("small", "hint", input.description);
+    // The rule in a line under the field; the whole description (with its advice) on hover.
+    const hint = element("small", "hint", `${input.summary}: ${input.rule}`);
+    hint.title = input.description;
+    label.title = input.description;
     const error = element("span", "field-error");
     error.id = `error-${input.name}`;
     error.setAttribute("role", "alert");
     control.setAttribute("aria-describedby", error.id);
     row.append(label, control, error, hint);
-    fields.append(row);
+    $(input.required ? "fields" : "optional-fields").append(row);
   }
 }
 
@@ -177,6 +180,7 @@ function showProblems(body, status) {
     const name = loc[0] === "body" && loc[1] === "input" ? loc[2] : undefined;
     const slot = name !== undefined ? $(`error-${name}`) : null;
     if (slot) {
+      if (slot.closest("details")) slot.closest("details").open = true;  // the refused field in view
       slot.textContent = problem.msg;  // the gateway's one line, as text
       $(`input-${name}`).setAttribute("aria-invalid", "true");
       placed = true;
