@@ -73,13 +73,12 @@ def _create_token(env: dict[str, str], log_path: Path) -> str | None:
     HV_FARM_AUTH=off)."""
     with log_path.open("ab") as log:
         created = subprocess.run(
-            [sys.executable, "-m", "comfy_runtime", "jobs", "token", "create", "--name", "farm-demo"],
+            [sys.executable, "-m", "comfy_runtime", "jobs", "token", "create", "--name", "farm-demo", "--json"],
             cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log, timeout=60,
         )
     if created.returncode != 0:
         return None
-    lines = [line.strip() for line in created.stdout.decode().splitlines() if line.strip()]
-    return lines[-1].split()[-1] if lines else None
+    return json.loads(created.stdout)["token"]
 
 
 def _postgres_pid(pg: PostgresServer) -> int | None:
