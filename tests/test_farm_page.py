@@ -25,7 +25,7 @@ from tests.support.farm import write_farm_workflow
 from tests.support.paths import PROJECT_ROOT
 
 BUCKET = "farm-page-videos"
-PAGE_DIR = PROJECT_ROOT / "comfy_runtime" / "farm" / "page"
+PAGE_DIR = PROJECT_ROOT / "comfy_runtime" / "farm" / "jobs_page"
 ARTIFACTS = PROJECT_ROOT / "bench" / "results" / "farm-page"
 TOKEN = "page-test-token"  # sent as Bearer; the gateway under test does not check tokens yet
 MARKUP = '<img src=x onerror="window.hvInjected=1;alert(1)"><script>window.hvInjected=2;alert(2)</script> & "fox"'

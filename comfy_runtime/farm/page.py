@@ -1,6 +1,6 @@
 """The jobs page the gateway serves (GET /ui) and the two read-only routes it is built on.
 
-- GET /ui and /ui/<asset>: plain HTML, JS and CSS from comfy_runtime/farm/page/ (package data; no build step),
+- GET /ui and /ui/<asset>: plain HTML, JS and CSS from comfy_runtime/farm/jobs_page/ (package data; no build step),
   under a Content-Security-Policy that allows script only from these files: a prompt that reaches the page as
   markup cannot run (the page inserts user text with textContent; the policy is the second lock).
 - GET /inputs: every input's declaration from job/params.py (names, types, ranges, defaults, descriptions), so
@@ -33,7 +33,7 @@ PUBLIC_PATHS = ("/ui", "/ui/", *(f"/ui/{name}" for name in ASSETS), "/inputs")
 
 
 def _asset(name: str) -> bytes:
-    return resources.files("comfy_runtime.farm").joinpath("page", name).read_bytes()
+    return resources.files("comfy_runtime.farm").joinpath("jobs_page", name).read_bytes()
 
 
 async def page_asset(request: web.Request) -> web.Response:
