@@ -230,7 +230,7 @@ def test_sign_in_submit_watch_progress_and_play_the_video(signed_in, client, s3)
     assert any(0 < value < 100 for value in seen) and max(seen) == 100, sorted(seen)  # it moved, and reached the end
     assert job.find_element(By.CSS_SELECTOR, ".percent").text == "100%"
     assert any(text.startswith("ETA ") and "…" not in text for text in etas), etas
-    video = job.find_element(By.CSS_SELECTOR, "video")
+    video = job.find_element(By.CSS_SELECTOR, "video.video")
     state = wait_for(signed_in, lambda d: d.execute_script(
         "const v = arguments[0]; return v.readyState >= 2 && [v.readyState, v.duration, v.currentSrc]", video))
     ready, duration, source = state

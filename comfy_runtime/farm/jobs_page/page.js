@@ -219,7 +219,8 @@ async function submitJob(event) {
 function percentOf(prediction) {
   if (prediction.status === "succeeded") return 100;
   const farm = prediction.farm || {};
-  const progress = farm.preview && farm.preview.total ? farm.preview : (farm.progress || {});
+  // The step counter moves every step; a preview's step only every few: the preview's is the fallback.
+  const progress = farm.progress && farm.progress.total ? farm.progress : (farm.preview || {});
   if (progress.total > 0 && progress.step >= 0) return Math.min(100, Math.floor((100 * progress.step) / progress.total));
   return 0;
 }
@@ -258,9 +259,16 @@ function newJobElement(id) {
   progress.max = 100;
   progress.value = 0;
   bar.append(progress, element("span", "percent", "0%"));
+  // The farm uploads its live preview as webp (an <img>) or mp4 (a looping, muted <video>): one of each, one shown.
   const preview = element("img", "preview");
   preview.alt = "live preview";
   preview.hidden = true;
+  const moving = element("video", "preview preview-video");
+  moving.muted = true;
+  moving.loop = true;
+  moving.autoplay = true;
+  moving.playsInline = true;
+  moving.hidden = true;
   const video = element("video", "video");
   video.controls = true;
   video.preload = "auto";
@@ -269,7 +277,7 @@ function newJobElement(id) {
   const cancel = element("button", "cancel", "Cancel");
   cancel.type = "button";
   cancel.addEventListener("click", () => cancelJob(id, cancel));
-  item.append(head, element("p", "prompt"), bar, preview, video, element("p", "error"), cancel);
+  item.append(head, element("p", "prompt"), bar, preview, moving, video, element("p", "error"), cancel);
   return item;
 }
 
@@ -300,15 +308,26 @@ function renderJob(job, prediction) {
   find("progress").value = percent;
   find(".percent").textContent = `${percent}%`;
   find(".eta").textContent = etaOf(prediction, job);
+  // The latest preview while it renders, and the last one of a failed or canceled job (the farm drops it on success).
   const preview = (prediction.farm || {}).preview;
-  const image = find(".preview");
-  if (preview && typeof preview.url === "string" && !TERMINAL.has(prediction.status)) {
-    if (image.getAttribute("src") !== preview.url) image.src = preview.url;
-    image.hidden = false;
+  const image = find("img.preview");
+  const moving = find("video.preview");
+  const url = preview && typeof preview.url === "string" ? preview.url : null;
+  const isVideo = url !== null && /\.mp4$/i.test(url.split("?")[0]);
+  const shown = isVideo ? moving : image;
+  (isVideo ? image : moving).hidden = true;
+  if (url !== null && prediction.status !== "succeeded") {
+    // A new step's preview is a new URL (or the same object re-signed): reload only when the step moved.
+    const step = String(preview.step ?? "");
+    if (shown.dataset.step !== step || !shown.getAttribute("src")) {
+      shown.src = url;
+      shown.dataset.step = step;
+    }
+    shown.hidden = false;
   } else {
-    image.hidden = true;
+    shown.hidden = true;
   }
-  const video = find("video");
+  const video = find("video.video");
   if (prediction.status === "succeeded" && typeof prediction.output === "string") {
     // Set once: a presigned URL changes on every GET, and a new src would restart the player.
     if (!video.getAttribute("src")) video.src = prediction.output;
