@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 
+from comfy_runtime.errors import HunyuanVideoError
 from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
 from local_servers import PROJECT_ROOT
@@ -68,6 +69,10 @@ def _farm_env(root: Path, pg: PostgresServer, s3: MotoS3Server) -> dict[str, str
     return env
 
 
+class DemoFailed(HunyuanVideoError, RuntimeError):
+    """A process of the demo died or a set-up step failed; the message names the log to read."""
+
+
 def _create_token(env: dict[str, str], log_path: Path) -> str | None:
     """A token from `jobs token create`, or None when this farm has no tokens yet (the gateway then runs with
     HV_FARM_AUTH=off)."""
@@ -106,8 +111,8 @@ def run(port: int | None, workers: int, state_path: Path | None) -> int:
         if state_path:
             state_path.write_text(json.dumps(state))
 
+    kept = False
     with contextlib.ExitStack() as stack:
-        stack.callback(shutil.rmtree, root, True)
         try:
             say(f"starting PostgreSQL, an S3 server, a gateway and {workers} workers (logs in {root})")
             pg = stack.enter_context(PostgresServer())
@@ -153,10 +158,18 @@ def run(port: int | None, workers: int, state_path: Path | None) -> int:
             _follow(url, headers, state["jobs"], started)
         except _Stop as stop:
             say(f"{stop}: stopping the workers, the gateway, the S3 server and PostgreSQL")
+        except (HunyuanVideoError, AssertionError, OSError, subprocess.SubprocessError, httpx.HTTPError) as error:
+            # AssertionError: local_servers' start-up checks (a server that never came up), with its log's tail.
+            kept = True
+            say(f"failed: {' '.join(str(error).split())[:600]}")
         finally:
             # A second Ctrl-C while stopping must not cut the clean-up short.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if kept:
+        say(f"stopped everything it started; the logs are kept in {root}")
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
     say("stopped; nothing it started is left")
     return 0
 
@@ -167,8 +180,7 @@ def _follow(url: str, headers: dict[str, str], ids: list[str], processes: list[A
     while True:
         for process in processes:
             if not process.alive:
-                say(f"{process.args[0]} (PID {process.pid}) exited; its log: {process.log_path}")
-                raise _Stop("a farm process exited")
+                raise DemoFailed(f"{process.args[0]} (PID {process.pid}) exited: read {process.log_path}")
         for prediction_id in ids:
             if prediction_id in ended:
                 continue
