@@ -42,9 +42,11 @@ def list_predictions(store: JobStore, limit: int = DEFAULT_LIMIT, before: str | 
     cursor = ""
     values: tuple = params
     if before:
-        # (created_at, id) orders rows created in the same microsecond too; an unknown id gives an empty page.
-        cursor = ("AND (p.created_at, p.id) < (SELECT created_at, id FROM hv_farm_predictions WHERE id = %s)")
-        values = (*values, before)
+        # (created_at, id) orders rows created in the same microsecond too. The cursor row must be one the caller
+        # may see (the same `where`): another owner's id gives an empty page, not a glimpse of when it was made.
+        cursor = ("AND (p.created_at, p.id) < (SELECT p.created_at, p.id FROM hv_farm_predictions p "
+                  f"WHERE p.id = %s AND ({where}))")
+        values = (*values, before, *params)
     with store.connection() as conn:
         rows = conn.execute(
             f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status, j.abort_requested "
