@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,8 @@ import pytest
 
 from tests.support.farm import wait_until
 from tests.support.paths import PROJECT_ROOT
+
+pytestmark = pytest.mark.timeout(600)
 
 
 def _alive(pid: int) -> bool:
@@ -71,4 +74,30 @@ def test_farm_demo_comes_up_runs_three_jobs_and_ctrl_c_leaves_nothing(tmp_path):
     assert not os.path.exists(state["root"]), state  # its logs and outputs folder too
 
 
-pytestmark = pytest.mark.timeout(600)
+
+def test_farm_demo_stops_everything_and_keeps_its_logs_when_a_worker_dies(tmp_path):
+    """A process the demo started dies (SIGKILL, as the OOM killer would): the demo stops the rest, says which one
+    died and where its log is, keeps its logs, and exits 1."""
+    state_path, log_path = tmp_path / "state.json", tmp_path / "demo.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("HV_", "AWS_"))}
+    with log_path.open("wb") as log:
+        demo = subprocess.Popen([sys.executable, "-m", "local_servers.farm_demo", "--state", str(state_path),
+                                 "--workers", "1"], cwd=PROJECT_ROOT, env={**env, "OMP_NUM_THREADS": "1"},
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        state = wait_until(lambda: demo.poll() is None and "submitted 3 jobs" in log_path.read_text()
+                           and json.loads(state_path.read_text()), timeout=300, interval=0.5, message="the demo up")
+        (worker,) = state["pids"]["workers"]
+        os.kill(worker, signal.SIGKILL)
+        code = demo.wait(timeout=120)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+    printed = log_path.read_text()
+    assert code == 1 and f"worker (PID {worker}) exited: read {state['root']}/worker0.log" in printed, printed
+    assert f"the logs are kept in {state['root']}" in printed
+    pids = [state["pids"]["postgres"], state["pids"]["s3"], state["pids"]["gateway"]]
+    wait_until(lambda: not [pid for pid in pids if _alive(pid)], timeout=30, interval=0.2,
+               message="every other process the demo started gone")
+    assert os.path.exists(f"{state['root']}/gateway.log")
+    shutil.rmtree(state["root"])
