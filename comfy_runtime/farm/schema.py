@@ -11,6 +11,8 @@ from __future__ import annotations
 import psycopg
 from procrastinate.schema import SchemaManager
 
+from comfy_runtime.farm.tokens import TOKENS_DDL
+
 # Cog's prediction statuses; "starting" covers queued (Cog uses it until predict() runs).
 STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -59,6 +61,7 @@ def ensure_schema(conn: psycopg.Connection) -> bool:
         if not exists:
             conn.execute(SchemaManager.get_schema())
         conn.execute(FARM_DDL)
+        conn.execute(TOKENS_DDL)  # tokens and each prediction's owner (farm/tokens.py); adds the column to old rows
     return not exists
 
 
