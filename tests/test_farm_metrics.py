@@ -153,7 +153,7 @@ def test_metrics_of_the_gateway_and_the_worker_match_the_jobs_run(worker, gatewa
     g = scrape(f"{gateway.url}/metrics")
     route = "/predictions/{prediction_id}"
     assert value(g, "hv_farm_gateway_requests_total", route="/predictions", method="POST", status="202") == 4
-    assert value(g, "hv_farm_gateway_requests_total", route=route, method="POST", status="200") == 1  # the cancel
+    assert value(g, "hv_farm_gateway_requests_total", route=route + "/cancel", method="POST", status="200") == 1
     assert value(g, "hv_farm_gateway_requests_total", route=route, method="GET", status="404") == 1
     assert value(g, "hv_farm_gateway_requests_total", route=route, method="GET", status="401") == 1
     assert value(g, "hv_farm_gateway_requests_total", route="unmatched", method="GET") == 1

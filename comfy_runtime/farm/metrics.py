@@ -10,7 +10,7 @@ Gateway (HV_FARM_GATEWAY_PORT, /metrics, open like /health-check):
     hv_farm_queue_wait_seconds                            histogram: created -> started, of every started job
 The last two are read from PostgreSQL at each scrape, so every replica reports the same farm-wide values
 (aggregate them with max, not sum); the histogram is cumulative over the table's rows (monotonic while rows are
-kept), one indexed-free aggregate per scrape.
+kept): one aggregate over the started rows per scrape.
 
 Worker (HV_FARM_WORKER_METRICS_PORT, /metrics): see WorkerMetrics.
 """
@@ -34,6 +34,8 @@ RENDER_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
 LOAD_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 BACKLOG_STATUSES = ("starting", "processing")
+BACKLOG_HELP = "Predictions queued (starting) or rendering (processing), farm-wide"
+WAIT_HELP = "Seconds from submit to a worker starting it, of every started prediction, farm-wide"
 UNMATCHED = "unmatched"  # any path no route serves: one series, whatever was asked for
 
 
@@ -43,8 +45,9 @@ class _FarmFromDatabase:
     def __init__(self, store):
         self.store = store
 
-    def describe(self):  # keeps register() from calling collect() (a query) at start-up
-        return []
+    def describe(self):  # what it exports, without a query (register() would otherwise call collect())
+        yield GaugeMetricFamily("hv_farm_backlog", BACKLOG_HELP, labels=["status"])
+        yield HistogramMetricFamily("hv_farm_queue_wait_seconds", WAIT_HELP)
 
     def collect(self):
         cases = ", ".join(f"count(*) FILTER (WHERE wait <= {bound!r}) AS le{i}" for i, bound in enumerate(WAIT_BUCKETS))
@@ -56,14 +59,12 @@ class _FarmFromDatabase:
                 f"SELECT {cases}, count(*) AS n, coalesce(sum(wait), 0) AS total FROM (SELECT extract(epoch FROM "
                 "started_at - created_at)::float8 AS wait FROM hv_farm_predictions WHERE started_at IS NOT NULL) w"
             ).fetchone()
-        backlog = GaugeMetricFamily("hv_farm_backlog", "Predictions queued (starting) or rendering (processing), "
-                                    "farm-wide", labels=["status"])
+        backlog = GaugeMetricFamily("hv_farm_backlog", BACKLOG_HELP, labels=["status"])
         for status in BACKLOG_STATUSES:
             backlog.add_metric([status], counts.get(status, 0))
         yield backlog
         buckets = [(repr(bound), waits[f"le{i}"]) for i, bound in enumerate(WAIT_BUCKETS)] + [("+Inf", waits["n"])]
-        yield HistogramMetricFamily("hv_farm_queue_wait_seconds", "Seconds from submit to a worker starting it, of "
-                                    "every started prediction, farm-wide", buckets=buckets, sum_value=waits["total"])
+        yield HistogramMetricFamily("hv_farm_queue_wait_seconds", WAIT_HELP, buckets=buckets, sum_value=waits["total"])
 
 
 class GatewayMetrics:
@@ -71,7 +72,17 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("hv_farm_gateway_requests", "Requests the gateway answered, by route template, "
                                 "method and status code", ["route", "method", "status"], registry=self.registry)
-        self.registry.register(_FarmFromDatabase(store))
+        self.database = _FarmFromDatabase(store)
+        self.registry.register(self.database)
+        self.collectors = (self.requests, self.database)
+
+
+def exported(collectors) -> set[str]:
+    """The sample names these collectors export, from their descriptions: a labelled metric with no series yet
+    shows nothing in a scrape, and the database collector's describe() asks no database."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {family.name + suffix for collector in collectors for family in collector.describe()
+            for suffix in suffixes[family.type]}
 
     @web.middleware
     async def count(self, request: web.Request, handler) -> web.StreamResponse:
@@ -132,6 +143,8 @@ class WorkerMetrics:
         self.peak_gpu_memory = Gauge("hv_farm_worker_peak_gpu_memory_bytes", "Peak GPU memory torch allocated "
                                      "during the last job (0 on CPU)", registry=self.registry)
         self.busy = Gauge("hv_farm_worker_busy", "1 while this worker runs a job, 0 while idle", registry=self.registry)
+        self.collectors = (self.jobs, self.render_seconds, self.step_seconds, self.model_load_seconds,
+                           self.peak_gpu_memory, self.busy)
         self._last_step: float | None = None
         self._server: Any = None
 
