@@ -97,6 +97,10 @@ def test_the_token_cli_shows_a_token_once_and_the_database_keeps_only_its_hash(e
     assert all(p["token"] not in listed.stdout and p["webhook_secret"] not in listed.stdout for p in people.values())
     taken = cli(env, "create", "--name", "alice")
     assert taken.returncode == 1 and "exists already" in taken.stderr and not taken.stdout
+    plain = cli(env, "create", "--name", "erin", "--admin")  # for people: both lines, the token last
+    secret_line, token_line = plain.stdout.splitlines()
+    assert secret_line.split()[-1].startswith("whsec_") and token_line.split()[-1].startswith("hvf_")
+    assert "shown once" in plain.stderr
     bad = cli(env, "create", "--name", "al ice")
     assert bad.returncode == 1 and "is not allowed" in bad.stderr
 
@@ -242,3 +246,8 @@ def test_an_existing_database_gets_the_owner_column_and_its_old_jobs_are_admin_o
         assert farm.get("old-one")["id"] == "old-one"  # the operator (admin) sees it
         with pytest.raises(LookupError):
             farm.get("old-one", member)
+        with farm.store.connection() as conn:  # the condition a list route filters with
+            for who, seen in ((member, []), (tokens.OPERATOR, ["old-one"])):
+                where, params = tokens.visible_to(who)
+                rows = conn.execute(f"SELECT id FROM hv_farm_predictions p WHERE {where}", params).fetchall()
+                assert [row["id"] for row in rows] == seen

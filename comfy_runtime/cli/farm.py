@@ -202,7 +202,7 @@ def _cmd_token(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps({"name": made.name, "token": made.token, "webhook_secret": made.webhook_secret}))
         else:
-            print(f"token:          {made.token}\nwebhook secret: {made.webhook_secret}")
+            print(f"webhook secret: {made.webhook_secret}\ntoken:          {made.token}")  # the token last: `| tail -1`
         print(f"{made.name}: shown once, now; the farm keeps only the token's hash. Send `Authorization: Bearer "
               "<token>`; check webhooks with the secret (docs/farm.md)", file=sys.stderr)
         return 0

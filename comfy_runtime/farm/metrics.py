@@ -76,14 +76,6 @@ class GatewayMetrics:
         self.registry.register(self.database)
         self.collectors = (self.requests, self.database)
 
-
-def exported(collectors) -> set[str]:
-    """The sample names these collectors export, from their descriptions: a labelled metric with no series yet
-    shows nothing in a scrape, and the database collector's describe() asks no database."""
-    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-    return {family.name + suffix for collector in collectors for family in collector.describe()
-            for suffix in suffixes[family.type]}
-
     @web.middleware
     async def count(self, request: web.Request, handler) -> web.StreamResponse:
         """Outermost: a 401, a 429 and a 503 count as well as a 200."""
@@ -196,3 +188,11 @@ def _cuda():
     except ImportError:
         return None
     return torch.cuda if torch.cuda.is_available() else None
+
+
+def exported(collectors) -> set[str]:
+    """The sample names these collectors export, from their descriptions: a labelled metric with no series yet
+    shows nothing in a scrape, and the database collector's describe() asks no database."""
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    return {family.name + suffix for collector in collectors for family in collector.describe()
+            for suffix in suffixes[family.type]}

@@ -204,6 +204,13 @@ def check_quota(conn: psycopg.Connection, principal: Principal) -> None:
                         f"{limit}): retry when one ends, or cancel one")
 
 
+def visible_to(principal: Principal, alias: str = "p.") -> tuple[str, tuple]:
+    """The SQL condition (and its parameters) for the predictions `principal` may see: a list route's WHERE."""
+    if principal.sees_all:
+        return "TRUE", ()
+    return f"{alias}token_name = %s", (principal.name,)
+
+
 def secret_of(conn: psycopg.Connection, name: str | None) -> str | None:
     """The webhook signing secret of a prediction's token (None for a prediction without one)."""
     if name is None:
