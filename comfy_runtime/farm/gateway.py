@@ -5,7 +5,9 @@ A client moves from one Cog pod to the farm by changing a URL: POST /predictions
 result, then answers 202 with the prediction and its id), PUT /predictions/{id} (idempotent), GET
 /predictions/{id}, POST /predictions/{id}/cancel, GET /health-check. Inputs are checked with VideoRequest's
 rules before anything is queued (422 naming the field, Cog's `detail` shape). The gateway keeps no state of its
-own (everything is in PostgreSQL), needs no GPU, and may run as many replicas as wanted.
+own (everything is in PostgreSQL), needs no GPU, and may run as many replicas as wanted. Every route but
+/health-check and /metrics needs `Authorization: Bearer <token>` (farm/auth.py); each token sees its own
+predictions; /metrics is farm/metrics.py.
 """
 
 from __future__ import annotations
