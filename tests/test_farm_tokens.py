@@ -184,6 +184,35 @@ def test_a_token_over_its_limit_gets_429_with_retry_after_and_the_others_still_s
         conn.execute("UPDATE hv_farm_predictions SET status = 'canceled' WHERE status = 'starting'")
 
 
+def test_concurrent_submits_of_one_token_cannot_pass_its_limit(env, gateway, client):
+    from concurrent.futures import ThreadPoolExecutor
+
+    gina = make_token(env, "gina", "--max-active", "2")
+    with httpx.Client(base_url=gateway.url, timeout=30) as http, ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda seed: http.post("/predictions", json={"input": job(seed=seed)},
+                                                       headers=as_(gina)), range(8)))
+    assert sorted(a.status_code for a in answers) == [202] * 2 + [429] * 6, [a.text for a in answers]
+    for answer in answers:
+        if answer.status_code == 202:
+            client.cancel(answer.json()["id"])
+
+
+def test_a_rotated_token_keeps_its_predictions_and_the_old_one_is_refused_at_once(env, gateway):
+    old = make_token(env, "frank")
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        made = http.post("/predictions", json={"input": job()}, headers=as_(old)).json()
+        rotated = cli(env, "rotate", "frank", "--json")
+        assert rotated.returncode == 0, rotated.stderr
+        new = json.loads(rotated.stdout)
+        assert new["token"] != old["token"] and new["webhook_secret"] == old["webhook_secret"]
+        assert http.get(f"/predictions/{made['id']}", headers=as_(old)).status_code == 401
+        assert http.get(f"/predictions/{made['id']}", headers=as_(new)).json()["id"] == made["id"]
+        fresh = json.loads(cli(env, "rotate", "frank", "--new-secret", "--json").stdout)
+        assert fresh["webhook_secret"] != old["webhook_secret"]
+        assert http.get(f"/predictions/{made['id']}", headers=as_(new)).status_code == 401
+        assert http.post(f"/predictions/{made['id']}/cancel", headers=as_(fresh)).json()["status"] == "canceled"
+
+
 def test_webhooks_are_signed_with_the_tokens_secret_and_a_tampered_body_fails(gateway, people, webhooks):
     alice, bob = people["alice"], people["bob"]
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
