@@ -7,10 +7,9 @@ prompt, token, prediction id or URL is ever a label value, so the series stay fe
 Gateway (HV_FARM_GATEWAY_PORT, /metrics, open like /health-check):
     hv_farm_gateway_requests_total{route,method,status}   requests answered, counted in this replica
     hv_farm_backlog{status}                               predictions queued (starting) and rendering (processing)
-    hv_farm_queue_wait_seconds                            histogram: created -> started, of every started job
-The last two are read from PostgreSQL at each scrape, so every replica reports the same farm-wide values
-(aggregate them with max, not sum); the histogram is cumulative over the table's rows (monotonic while rows are
-kept): one aggregate over the started rows per scrape.
+    hv_farm_queue_wait_seconds                            histogram: created -> started, of the jobs started
+The last two come from PostgreSQL at each scrape, so they are farm-wide and every replica reports the same backlog
+and the same wait rates (aggregate them with max, not sum); each replica's histogram counts from its own start.
 
 Worker (HV_FARM_WORKER_METRICS_PORT, /metrics): see WorkerMetrics.
 """
@@ -23,7 +22,6 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 
 from comfy_runtime.backends.contract import NodeStarted, RunDone, RunEvent, StepProgress
 
@@ -40,31 +38,42 @@ UNMATCHED = "unmatched"  # any path no route serves: one series, whatever was as
 
 
 class _FarmFromDatabase:
-    """A collector that reads the backlog and the queue-wait histogram from PostgreSQL at scrape time."""
+    """The farm-wide figures, refreshed from PostgreSQL at each scrape: the backlog (a gauge, read whole) and the
+    queue waits of the jobs started since the last scrape, observed into this replica's histogram.
 
-    def __init__(self, store):
+    The histogram is fed incrementally, by a keyset on (started_at, id) over an index, so a scrape reads only the
+    new starts however long the table is, and a housekeeping DELETE of old rows cannot make it go down. A start
+    is read once it is START_LAG_SECONDS old: started_at is its statement's now(), so a row may commit a moment
+    after a later one, and the keyset must not have passed it by then."""
+
+    START_LAG_SECONDS = 2
+    BATCH = 10_000  # starts read per scrape at most; a backlog of them is caught up over the next scrapes
+
+    def __init__(self, store, registry: CollectorRegistry):
         self.store = store
+        self.backlog = Gauge("hv_farm_backlog", BACKLOG_HELP, ["status"], registry=registry)
+        self.waits = Histogram("hv_farm_queue_wait_seconds", WAIT_HELP, buckets=WAIT_BUCKETS, registry=registry)
+        self.after: tuple[Any, str] | None = None  # the last start observed; None: not yet read (boot)
 
-    def describe(self):  # what it exports, without a query (register() would otherwise call collect())
-        yield GaugeMetricFamily("hv_farm_backlog", BACKLOG_HELP, labels=["status"])
-        yield HistogramMetricFamily("hv_farm_queue_wait_seconds", WAIT_HELP)
-
-    def collect(self):
-        cases = ", ".join(f"count(*) FILTER (WHERE wait <= {bound!r}) AS le{i}" for i, bound in enumerate(WAIT_BUCKETS))
+    def refresh(self) -> None:
         with self.store.connection() as conn:
             counts = {row["status"]: row["n"] for row in conn.execute(
                 "SELECT status, count(*) AS n FROM hv_farm_predictions WHERE status IN ('starting', 'processing') "
                 "GROUP BY status").fetchall()}
-            waits = conn.execute(
-                f"SELECT {cases}, count(*) AS n, coalesce(sum(wait), 0) AS total FROM (SELECT extract(epoch FROM "
-                "started_at - created_at)::float8 AS wait FROM hv_farm_predictions WHERE started_at IS NOT NULL) w"
-            ).fetchone()
-        backlog = GaugeMetricFamily("hv_farm_backlog", BACKLOG_HELP, labels=["status"])
+            if self.after is None:  # a counter starts with its process: starts from boot on (less the lag)
+                boot = conn.execute("SELECT now() - make_interval(secs => %s) AS at", (self.START_LAG_SECONDS,))
+                self.after = (boot.fetchone()["at"], "")
+            starts = conn.execute(
+                "SELECT id, started_at, extract(epoch FROM started_at - created_at)::float8 AS wait "
+                "FROM hv_farm_predictions WHERE started_at IS NOT NULL AND (started_at, id) > (%s, %s) "
+                "AND started_at <= now() - make_interval(secs => %s) ORDER BY started_at, id LIMIT %s",
+                (*self.after, self.START_LAG_SECONDS, self.BATCH)).fetchall()
         for status in BACKLOG_STATUSES:
-            backlog.add_metric([status], counts.get(status, 0))
-        yield backlog
-        buckets = [(repr(bound), waits[f"le{i}"]) for i, bound in enumerate(WAIT_BUCKETS)] + [("+Inf", waits["n"])]
-        yield HistogramMetricFamily("hv_farm_queue_wait_seconds", WAIT_HELP, buckets=buckets, sum_value=waits["total"])
+            self.backlog.labels(status).set(counts.get(status, 0))
+        for start in starts:
+            self.waits.observe(max(0.0, start["wait"]))
+        if starts:
+            self.after = (starts[-1]["started_at"], starts[-1]["id"])
 
 
 class GatewayMetrics:
@@ -72,9 +81,8 @@ class GatewayMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("hv_farm_gateway_requests", "Requests the gateway answered, by route template, "
                                 "method and status code", ["route", "method", "status"], registry=self.registry)
-        self.database = _FarmFromDatabase(store)
-        self.registry.register(self.database)
-        self.collectors = (self.requests, self.database)
+        self.database = _FarmFromDatabase(store, self.registry)
+        self.collectors = (self.requests, self.database.backlog, self.database.waits)
 
     @web.middleware
     async def count(self, request: web.Request, handler) -> web.StreamResponse:
@@ -92,8 +100,17 @@ class GatewayMetrics:
         finally:
             self.requests.labels(route, request.method, str(status)).inc()
 
+    async def started(self, app: web.Application) -> None:
+        """The wait histogram counts from the gateway's start, not from its first scrape."""
+        try:
+            await asyncio.to_thread(self.database.refresh)
+        except Exception as error:  # no database yet: the first scrape starts the count instead
+            log.info("metrics: the first read of the database failed (%s); counting from the first scrape",
+                     type(error).__name__)
+
     async def serve(self, request: web.Request) -> web.Response:
-        body = await asyncio.to_thread(generate_latest, self.registry)  # the collector queries PostgreSQL
+        await asyncio.to_thread(self.database.refresh)  # a database outage here is the gateway's 503
+        body = await asyncio.to_thread(generate_latest, self.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -105,6 +122,7 @@ def install_gateway(app: web.Application, store) -> None:
     app[GATEWAY_METRICS_KEY] = metrics
     app.middlewares.insert(0, metrics.count)
     app.router.add_get("/metrics", metrics.serve)
+    app.on_startup.append(metrics.started)
 
 
 class WorkerMetrics:
@@ -192,7 +210,7 @@ def _cuda():
 
 def exported(collectors) -> set[str]:
     """The sample names these collectors export, from their descriptions: a labelled metric with no series yet
-    shows nothing in a scrape, and the database collector's describe() asks no database."""
+    shows nothing in a scrape."""
     suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
     return {family.name + suffix for collector in collectors for family in collector.describe()
             for suffix in suffixes[family.type]}
