@@ -194,3 +194,19 @@ def test_metrics_of_the_gateway_and_the_worker_match_the_jobs_run(worker, gatewa
             Webhook(member["secret"]).verify(body.replace(b"succeeded", b"failed").replace(b"processing", b"failed"),
                                              headers)
     assert len({h["webhook-id"] for h, _ in deliveries}) == 2  # one id per message
+
+
+def test_a_worker_metrics_port_already_taken_is_refused_in_one_line():
+    import socket
+
+    from comfy_runtime.farm.config import FarmNotConfigured
+    from comfy_runtime.farm.metrics import WorkerMetrics
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(FarmNotConfigured) as refused:
+            WorkerMetrics("any").serve("127.0.0.1", port)
+    message = str(refused.value)
+    assert f"HV_FARM_WORKER_METRICS_PORT={port}" in message and "free port, or 0" in message and "\n" not in message

@@ -163,7 +163,13 @@ class WorkerMetrics:
             return
         from prometheus_client import start_http_server
 
-        self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        try:
+            self._server, _ = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as error:
+            from comfy_runtime.farm.config import FarmNotConfigured
+
+            raise FarmNotConfigured(f"HV_FARM_WORKER_METRICS_PORT={port}: cannot listen on {host}:{port} "
+                                    f"({error.strerror}): give each worker a free port, or 0 for none") from None
         log.info("metrics on http://%s:%d/metrics", host, port)
 
     def close(self) -> None:

@@ -167,8 +167,9 @@ class FarmWorker:
 
     # -- boot ---------------------------------------------------------------------------------------
     def boot(self) -> None:
-        """Everything that can fail before taking work: database settings, bucket, weights, ComfyUI."""
+        """Everything that can fail before taking work: database settings, metrics port, bucket, weights, ComfyUI."""
         self.farm.require_database()
+        self.metrics.serve(self.farm.worker_metrics_host, self.farm.worker_metrics_port)  # before minutes of loading
         if self.delivery is None:
             self.delivery = self.service.delivery if self.service is not None else delivery_from_settings(self.settings)
         if not isinstance(self.delivery, ObjectStoreDelivery):
@@ -208,7 +209,6 @@ class FarmWorker:
 
     async def serve(self) -> None:
         await self.connect()
-        self.metrics.serve(self.farm.worker_metrics_host, self.farm.worker_metrics_port)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.drain)
