@@ -2,8 +2,7 @@
 
 It starts what the farm tests start: a throwaway PostgreSQL (local_servers/postgres_server.py), moto's S3 server,
 one gateway and two workers rendering the weight-free plumbing workflow on the CPU (noise: no model, the prompt is
-not used). Then it creates an API token when the farm has tokens (otherwise the gateway runs with HV_FARM_AUTH=off),
-prints the jobs page's URL and the token, submits three jobs, and reports each as it ends.
+not used). Then it creates a member API token (`jobs token create`), prints the jobs page's URL and the token, submits three jobs, and reports each as it ends.
 
 Ctrl-C (SIGINT) or SIGTERM stops everything it started, each by the PID it started (the workers and the gateway
 finish the job in hand first), and removes its temporary folder. `--state FILE` writes those PIDs, the URL and the
@@ -73,16 +72,15 @@ class DemoFailed(HunyuanVideoError, RuntimeError):
     """A process of the demo died or a set-up step failed; the message names the log to read."""
 
 
-def _create_token(env: dict[str, str], log_path: Path) -> str | None:
-    """A token from `jobs token create`, or None when this farm has no tokens yet (the gateway then runs with
-    HV_FARM_AUTH=off)."""
+def _create_token(env: dict[str, str], log_path: Path) -> str:
+    """A member token from `jobs token create`, as an operator makes one (the CLI talks to PostgreSQL)."""
     with log_path.open("ab") as log:
         created = subprocess.run(
             [sys.executable, "-m", "comfy_runtime", "jobs", "token", "create", "--name", "farm-demo", "--json"],
             cwd=PROJECT_ROOT, env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=log, timeout=60,
         )
     if created.returncode != 0:
-        return None
+        raise DemoFailed(f"`jobs token create` failed (exit {created.returncode}): read {log_path}")
     return json.loads(created.stdout)["token"]
 
 
@@ -126,8 +124,6 @@ def run(port: int | None, workers: int, state_path: Path | None) -> int:
             with FarmClient(FarmSettings(database_url=pg.url)) as client:
                 client.ensure_schema()
             token = _create_token(env, root / "token.log")
-            if token is None:
-                env["HV_FARM_AUTH"] = "off"
             gateway = GatewayProcess(env, root / "gateway.log", port=port).start()
             stack.callback(gateway.stop)
             started.append(gateway)
@@ -144,13 +140,9 @@ def run(port: int | None, workers: int, state_path: Path | None) -> int:
             url = gateway.url
             state.update(url=url, page=f"{url}/ui", token=token)
             say(f"the jobs page: {url}/ui")
-            if token:
-                say(f"token (shown once; paste it into the page): {token}")
-            else:
-                say("no token: this farm has no API tokens yet, so the gateway runs with HV_FARM_AUTH=off "
-                    "(sign in with an empty token)")
+            say(f"token (shown once; paste it into the page): {token}")
             say("PIDs: " + ", ".join(f"{name} {pid}" for name, pid in state["pids"].items()))
-            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            headers = {"Authorization": f"Bearer {token}"}
             state["jobs"] = _submit(url, headers)
             write_state()
             say(f"submitted {len(state['jobs'])} jobs: {' '.join(state['jobs'])}")

@@ -47,7 +47,10 @@ def test_farm_demo_comes_up_runs_three_jobs_and_ctrl_c_leaves_nothing(tmp_path):
         printed = log_path.read_text()
         assert f"the jobs page: {state['page']}" in printed and "Ctrl-C stops everything" in printed
         assert httpx.get(state["page"], timeout=10).status_code == 200
-        headers = {"Authorization": f"Bearer {state['token']}"} if state["token"] else {}
+        # A real token, printed once; the gateway refuses a request without it.
+        assert state["token"].startswith("hvf_") and f"token (shown once; paste it into the page): {state['token']}" in printed
+        assert httpx.get(f"{state['url']}/predictions", timeout=10).status_code == 401
+        headers = {"Authorization": f"Bearer {state['token']}"}
 
         def statuses():
             return [httpx.get(f"{state['url']}/predictions/{i}", headers=headers, timeout=10).json()["status"]

@@ -17,7 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from comfy_runtime.farm import auth
 from comfy_runtime.farm.listing import BadListQuery, list_predictions, parse_limit
+from comfy_runtime.farm.tokens import visible_to
 from comfy_runtime.job.params import PARAMS
 
 # The assets by name, each with its type: only these are served (no path from the URL reaches the filesystem).
@@ -28,14 +30,15 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'se
        "media-src 'self' http: https:; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")
 PAGE_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                 "Cache-Control": "no-cache"}
-# The paths that need no token: the page's files hold no one's data (the jobs come through GET /predictions).
-PUBLIC_PATHS = ("/ui", "/ui/", *(f"/ui/{name}" for name in ASSETS), "/inputs")
 
 
 def _asset(name: str) -> bytes:
     return resources.files("comfy_runtime.farm").joinpath("jobs_page", name).read_bytes()
 
 
+# The page's files and the input declarations need no token (auth.public): they hold no one's data, and the page
+# signs in with a token before it asks for any job (GET /predictions is guarded).
+@auth.public
 async def page_asset(request: web.Request) -> web.Response:
     name = request.match_info.get("name") or "index.html"
     if name not in ASSETS:
@@ -43,6 +46,7 @@ async def page_asset(request: web.Request) -> web.Response:
     return web.Response(body=_asset(name), content_type=ASSETS[name], charset="utf-8", headers=PAGE_HEADERS)
 
 
+@auth.public
 async def redirect_to_page(request: web.Request) -> web.Response:
     raise web.HTTPFound("/ui")
 
@@ -51,6 +55,7 @@ def input_declarations() -> dict[str, Any]:
     return {"inputs": [param.declaration() for param in PARAMS]}
 
 
+@auth.public
 async def get_inputs(request: web.Request) -> web.Response:
     return web.json_response(input_declarations())
 
@@ -65,7 +70,10 @@ def add_routes(app: web.Application, client) -> None:
             return web.json_response({"detail": [{"loc": ["query", "limit"], "msg": str(error), "type": "value_error"}]},
                                      status=422)
         before = request.query.get("before") or None
-        results, after = await asyncio.to_thread(list_predictions, client.store, limit, before)
+        viewer = auth.principal(request)
+        # A member token lists its own predictions; an admin (or the gateway with auth off) every one.
+        where, params = visible_to(viewer)
+        results, after = await asyncio.to_thread(list_predictions, client.store, limit, before, where, params)
         next_url = f"/predictions?limit={limit}&before={after}" if after else None
         return web.json_response({"results": results, "next": next_url})
 
