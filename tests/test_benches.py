@@ -31,6 +31,8 @@ SMALLEST = {
                                                        r"embedded overhead < [\d.]+ ms: [\d.]+ ms$"]),
     "farm_auth_overhead.py": (["5", "100"], [r"^ratio tokens / auth off +[\d.]+$",
                                             r"^GET /metrics with 100 started rows: median [\d.]+ ms"]),
+    "farm_list_figures.py": (["5000", "2"], [r"^member, behind a cursor +[\d.]+ +[\d.]+ +[\d.]+$",
+                                           r"^ratio no index / indexed, .+ [\d.]+$"]),
     "farm_overhead.py": (["1"], [r"^ratio farm end to end / direct Cog POST +[\d.]+$",
                                  r"^ratio 2 workers / 1 worker +[\d.]+$"]),
     "fault_figures.py": ([], [r"^baseline: median successful prediction \d+ ms", r"^failing node +NodeExecutionError "]),
