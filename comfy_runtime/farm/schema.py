@@ -11,6 +11,8 @@ from __future__ import annotations
 import psycopg
 from procrastinate.schema import SchemaManager
 
+from comfy_runtime.farm.tokens import TOKENS_DDL
+
 # Cog's prediction statuses; "starting" covers queued (Cog uses it until predict() runs).
 STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -37,11 +39,21 @@ CREATE TABLE IF NOT EXISTS hv_farm_predictions (
     completed_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS hv_farm_predictions_status_idx ON hv_farm_predictions (status, created_at);
+-- The gateway's /metrics reads the starts since its last scrape (farm/metrics.py): by this index, not a scan.
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_started_idx ON hv_farm_predictions (started_at, id)
+    WHERE started_at IS NOT NULL;
 CREATE OR REPLACE VIEW hv_farm_jobs AS
     SELECT p.id, p.status, p.job_id, j.status AS queue_status, j.attempts, j.worker_id, p.worker,
            p.progress, p.error, p.output, p.seed, p.timings, p.created_at, p.started_at, p.completed_at,
            p.completed_at - p.started_at AS run_time
       FROM hv_farm_predictions p LEFT JOIN procrastinate_jobs j ON j.id = p.job_id;
+"""
+
+# GET /predictions (farm/listing.py): a page newest first, of one token's rows or (admins) all, read off an index
+# backwards (no sort of the table), the keyset cursor a range on the same columns.
+LISTING_DDL = """
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_created_idx ON hv_farm_predictions (created_at, id);
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_owner_created_idx ON hv_farm_predictions (token_name, created_at, id);
 """
 
 # Two processes booting at once (a gateway and a worker) must not both create the schema.
@@ -59,6 +71,8 @@ def ensure_schema(conn: psycopg.Connection) -> bool:
         if not exists:
             conn.execute(SchemaManager.get_schema())
         conn.execute(FARM_DDL)
+        conn.execute(TOKENS_DDL)  # tokens and each prediction's owner (farm/tokens.py); adds the column to old rows
+        conn.execute(LISTING_DDL)  # after the owner column exists
     return not exists
 
 
