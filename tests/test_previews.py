@@ -1,0 +1,171 @@
+"""Live previews from the real samplers: tiny real DiTs (v1 and 1.5, t2v and i2v) through the production graphs.
+
+The previews come from ComfyUI's own sampler callback (the x0 estimate), through our progress hook, as PreviewReady
+events. To show a preview converges on the video, these renders decode with a stand-in VAE whose decoder *is*
+ComfyUI's latent2rgb map for the family (the VAE the factors were fitted to approximate; the suites' usual stand-in
+decodes with a random map, which no preview could match): the last preview must be closer to the decoded video
+than the first, and the figures are printed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from comfy_runtime.backends.contract import PreviewReady, StepProgress
+from comfy_runtime.job.request import VideoRequest
+from comfy_runtime.render.preview import PreviewPolicy
+from tests.support.media import decode_frames, png_data_uri
+from tests.support.predictor import booted_predictor
+from tests.support.tiny_hunyuan15 import write_tiny_family, write_tiny_models
+
+V1, V15 = "hunyuan_t2v", "hunyuan15_720p_t2v"
+LATENT2RGB_VAE_SEED = 7  # the stand-in VAE seed these graphs use: its decoder is latent2rgb (below)
+REQUEST = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=9, steps=6, seed=1234)
+
+
+@pytest.fixture(scope="module")
+def workflows_dir(session_dirs, runtime, tmp_path_factory) -> Path:
+    write_tiny_models(session_dirs["models"])
+    target = tmp_path_factory.mktemp("preview-workflows")
+    for name in (V1, V15):
+        write_tiny_family(target, name)
+    for path in target.glob("*.json"):
+        graph = json.loads(path.read_text())
+        for node in graph.values():
+            if node["class_type"] in ("HVStandInVideoVAE", "HVStandIn15VideoVAE"):
+                node["inputs"]["seed"] = LATENT2RGB_VAE_SEED
+        path.write_text(json.dumps(graph, indent=2))
+    return target
+
+
+@pytest.fixture(scope="module")
+def latent2rgb_vae(runtime):
+    """The stand-in VAEs decode with ComfyUI's latent2rgb factors when built with LATENT2RGB_VAE_SEED."""
+    import comfy.latent_formats
+    import nodes
+    import torch
+
+    patched = []
+    for loader, fmt in (("HVStandInVideoVAE", comfy.latent_formats.HunyuanVideo),
+                        ("HVStandIn15VideoVAE", comfy.latent_formats.HunyuanVideo15)):
+        cls = type(nodes.NODE_CLASS_MAPPINGS[loader]().load(seed=0)[0])
+        original = cls.__init__
+
+        def init(self, seed, original=original, fmt=fmt):
+            original(self, seed)
+            if seed == LATENT2RGB_VAE_SEED:
+                self.to_rgb = torch.tensor(fmt.latent_rgb_factors).transpose(0, 1).contiguous()
+
+        cls.__init__ = init
+        patched.append((cls, original))
+    yield
+    for cls, original in patched:
+        cls.__init__ = original
+
+
+def _predictor(hv_env, workflows_dir, workflow, every):
+    return booted_predictor({**hv_env, "HV_WORKFLOW": workflow, "HV_WORKFLOWS_DIR": str(workflows_dir),
+                             "HV_PREVIEW_EVERY": str(every)})
+
+
+@pytest.fixture(scope="module")
+def v1(hv_env, workflows_dir, latent2rgb_vae):
+    predictor = _predictor(hv_env, workflows_dir, V1, 1)
+    yield predictor
+    predictor.service.close()
+
+
+@pytest.fixture(scope="module")
+def v15(hv_env, workflows_dir, latent2rgb_vae):
+    predictor = _predictor(hv_env, workflows_dir, V15, 2)
+    yield predictor
+    predictor.service.close()
+
+
+def render(predictor, **overrides):
+    """The run's events and the decoded video's frames (read before the next render removes the folder)."""
+    events = []
+    rendered = predictor.service.render(VideoRequest(**{**REQUEST, **overrides}), subscribers=(events.append,))
+    return events, np.stack(decode_frames(rendered.video))
+
+
+def preview_frames(event: PreviewReady) -> np.ndarray:
+    with av.open(io.BytesIO(event.data)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def _box(frames: np.ndarray, side: int) -> np.ndarray:
+    count, height, width = frames.shape[:3]
+    factor = height // side
+    return frames.astype(np.float64).reshape(count, side, factor, width // factor, factor, 3).mean(axis=(2, 4))
+
+
+def closeness(preview: np.ndarray, video: np.ndarray, latent_size: int) -> float:
+    """Pearson correlation of a preview with the decoded video at the latent frames' positions (0, 4, 8 ...), both
+    box-downscaled to the latent's own grid (where neither the preview's bilinear upscale nor the VAE's blocks
+    weigh in)."""
+    picked = video[::4][: preview.shape[0]]
+    return float(np.corrcoef(_box(preview, latent_size).ravel(), _box(picked, latent_size).ravel())[0, 1])
+
+
+def check_previews(events, video, latent_size: int, name: str, every: int) -> None:
+    previews = [event for event in events if isinstance(event, PreviewReady)]
+    steps = [event for event in events if isinstance(event, StepProgress) and event.class_type == "SamplerCustomAdvanced"]
+    assert [p.step for p in previews] == list(range(every, 7, every)) and {p.total for p in previews} == {6}
+    # Each preview follows its step's progress event, as subscribers read them.
+    for preview in previews:
+        before = events[events.index(preview) - 1]
+        assert isinstance(before, StepProgress) and before.step == preview.step
+    assert len(steps) == 6
+    latent_frames = 1 + (REQUEST["num_frames"] - 1) // 4
+    decoded = [preview_frames(p) for p in previews]
+    for preview, frames in zip(previews, decoded, strict=True):
+        # Every latent frame, a quarter of the output's side: the latent's own size times 2 (v1) or 4 (1.5).
+        assert (preview.frames, preview.width, preview.height) == (latent_frames, 16, 16), preview
+        assert frames.shape == (latent_frames, 16, 16, 3)
+        # Written into the run's folder, which keeps only the video once it is encoded: subscribers take the bytes.
+        assert preview.path.parent.name == "previews" and not preview.path.exists() and preview.format == "mp4"
+    changes = [float(np.abs(a.astype(int) - b.astype(int)).mean()) for a, b in zip(decoded, decoded[1:], strict=False)]
+    assert all(change > 0.5 for change in changes), changes
+    figures = [closeness(frames, video, latent_size) for frames in decoded]
+    print(f"{name}: correlation of each preview (steps {every}-6 by {every}) with the decoded video: "
+          + ", ".join(f"{figure:.3f}" for figure in figures) + "; change between previews (mean |d|): "
+          + ", ".join(f"{change:.1f}" for change in changes)
+          + f"; cost {max(p.seconds for p in previews) * 1000:.1f} ms at most")
+    assert figures[-1] > figures[0] + 0.02, figures
+
+
+def test_v1_text_to_video_previews_appear_every_n_steps_and_converge_on_the_video(v1):
+    events, video = render(v1)
+    check_previews(events, video, 8, "v1 t2v", every=1)
+
+
+def test_v1_image_to_video_previews(v1):
+    events, video = render(v1, image=png_data_uri(1))
+    check_previews(events, video, 8, "v1 i2v", every=1)
+
+
+def test_v15_text_to_video_previews(v15):
+    events, video = render(v15)
+    check_previews(events, video, 4, "1.5 t2v", every=2)
+
+
+def test_v15_image_to_video_previews(v15):
+    events, video = render(v15, image=png_data_uri(1))
+    check_previews(events, video, 4, "1.5 i2v", every=2)
+
+
+def test_no_previews_when_off_and_none_left_in_the_run_folder(v1):
+    v1.service.model.runtime.previews = PreviewPolicy(every=0)
+    try:
+        events, _video = render(v1)
+    finally:
+        v1.service.model.runtime.previews = PreviewPolicy(every=1)
+    assert not [event for event in events if isinstance(event, PreviewReady)]
+    assert any(isinstance(event, StepProgress) for event in events)
