@@ -123,6 +123,8 @@ def check_previews(events, video, latent_size: int, name: str, every: int) -> No
         before = events[events.index(preview) - 1]
         assert isinstance(before, StepProgress) and before.step == preview.step
     assert len(steps) == 6
+    etas = [step.eta_seconds for step in steps]  # the pipeline's ETA rides on each step, for every subscriber
+    assert None not in etas and etas[-1] < etas[0], etas
     latent_frames = 1 + (REQUEST["num_frames"] - 1) // 4
     decoded = [preview_frames(p) for p in previews]
     for preview, frames in zip(previews, decoded, strict=True):
