@@ -171,3 +171,57 @@ def test_no_previews_when_off_and_none_left_in_the_run_folder(v1):
         v1.service.model.runtime.previews = PreviewPolicy(every=1)
     assert not [event for event in events if isinstance(event, PreviewReady)]
     assert any(isinstance(event, StepProgress) for event in events)
+
+
+# -- Cog's streamed outputs (HV_STREAM_PREVIEWS=1) through the real coglet ------------------------------------
+
+
+def test_stream_mode_through_coglet_streams_each_preview_then_the_video_last(hv_env, workflows_dir, webhooks,
+                                                                               tmp_path):
+    import uuid
+
+    from comfy_runtime.cog_schema import SCHEMA_PATH, write_schema
+    from local_servers.cog_server import CogServer
+    from tests.support.media import probe_video, write_data_uri
+
+    env = {**hv_env, "HV_WORKFLOW": V1, "HV_WORKFLOWS_DIR": str(workflows_dir), "HV_STREAM_PREVIEWS": "1",
+           "HV_PREVIEW_EVERY": "2"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        write_schema()  # what `cog build` writes for this image: an iterator of files
+    try:
+        output = json.loads(SCHEMA_PATH.read_text())["components"]["schemas"]["Output"]
+        assert output == {"title": "Output", "type": "array", "items": {"type": "string", "format": "uri"},
+                          "x-cog-array-type": "iterator"}
+        with CogServer(env, tmp_path / "server.log") as server:
+            server.wait_until_ready()
+            prediction_id = uuid.uuid4().hex
+            response = server.client.post("/predictions", headers={"Prefer": "respond-async"}, json={
+                "id": prediction_id, "input": {**REQUEST, "steps": 6}, "webhook": f"{webhooks.url}/hook",
+                "webhook_events_filter": ["output", "completed"]})
+            assert response.status_code == 202, response.text
+            final = webhooks.wait_final(prediction_id, timeout=120)
+            assert final["status"] == "succeeded", final.get("error") or server.logs()
+    finally:
+        write_schema()  # the session's own (single file), for the suites after this one
+    outputs = final["output"]
+    assert len(outputs) == 4, [uri[:40] for uri in outputs]
+    seen = [len(event["output"] or []) for event in webhooks.for_prediction(prediction_id)]
+    assert seen[:-1] == sorted(seen[:-1]) and 1 in seen and 3 in seen, seen  # outputs grew one by one
+    probes = [probe_video(write_data_uri(uri, tmp_path / f"out{index}.mp4")) for index, uri in enumerate(outputs)]
+    assert [(p.frames, p.width, p.height) for p in probes[:3]] == [(3, 16, 16)] * 3  # previews at steps 2, 4, 6
+    assert (probes[3].frames, probes[3].width, probes[3].height) == (9, 64, 64)  # the video, last
+    print(f"streamed outputs as the webhooks saw them: {seen}")
+
+
+def test_bad_preview_settings_are_refused_at_setup_with_the_fix(hv_env, workflows_dir):
+    from comfy_runtime.render.preview import PreviewSettingRefused
+
+    base = {**hv_env, "HV_WORKFLOW": V1, "HV_WORKFLOWS_DIR": str(workflows_dir)}
+    for extra, says in (({"HV_PREVIEW_EVERY": "-1"}, "HV_PREVIEW_EVERY=-1 is negative: use 0"),
+                        ({"HV_PREVIEW_FORMAT": "gif"}, "HV_PREVIEW_FORMAT='gif' is not one of mp4, webp"),
+                        ({"HV_STREAM_PREVIEWS": "1", "HV_PREVIEW_EVERY": "0"}, "set HV_PREVIEW_EVERY=5")):
+        with pytest.raises(PreviewSettingRefused, match=says) as refused:
+            booted_predictor({**base, **extra})
+        assert "\n" not in str(refused.value)
