@@ -50,6 +50,9 @@ class FarmSettings(BaseSettings):
         description="Webhook hosts allowed even though they resolve to a private or loopback address (JSON list, "
         'e.g. ["hooks.internal.svc"]). Every other private target is refused.',
     )
+    logs_webhook_seconds: float = Field(
+        5.0, gt=0, description="A running job's `logs` webhook (progress, ETA, preview URL) goes out at most this often.",
+    )
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Seconds one webhook request may take in all (connect to answer).")
 
     def require_database(self) -> str:
