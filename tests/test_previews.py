@@ -225,3 +225,33 @@ def test_bad_preview_settings_are_refused_at_setup_with_the_fix(hv_env, workflow
         with pytest.raises(PreviewSettingRefused, match=says) as refused:
             booted_predictor({**base, **extra})
         assert "\n" not in str(refused.value)
+
+
+@pytest.mark.parametrize("which,channels,name", [("v1", 16, "taehv"), ("v15", 32, "lighttaehy1_5")])
+def test_comfyuis_tiny_vae_in_vae_approx_makes_the_previews_when_present(request, session_dirs, which, channels,
+                                                                         name):
+    """Proven with a stand-in of the real file's shape (ComfyUI's own TAEHV module, seeded random weights, fp16
+    as the published taehv): ComfyUI's VAE loader detects it, and it decodes the x0 estimate."""
+    predictor = request.getfixturevalue(which)  # ComfyUI booted first: its modules import from there
+    import comfy.taesd.taehv
+    import torch
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(0)
+    weights = {key: (torch.randn(value.shape, generator=generator) * 0.05).to(torch.float16).contiguous()
+               for key, value in comfy.taesd.taehv.TAEHV(latent_channels=channels).state_dict().items()}
+    path = session_dirs["models"] / "vae_approx" / f"{name}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(weights, str(path))
+    try:
+        events, _video = render(predictor)
+    finally:
+        path.unlink()  # the other tests' previews are latent2rgb's
+    previews = [event for event in events if isinstance(event, PreviewReady)]
+    assert previews and {p.method for p in previews} == {name}, [p.method for p in previews]
+    latent_frames = 1 + (REQUEST["num_frames"] - 1) // 4
+    assert {(p.frames, p.width, p.height) for p in previews} == {(latent_frames, 16, 16)}
+    assert {preview_frames(p).shape for p in previews} == {(latent_frames, 16, 16, 3)}
+    print(f"{name} stand-in: {len(previews)} previews, {max(p.seconds for p in previews) * 1000:.1f} ms at most")
+    events, _video = render(predictor, seed=99)  # the file gone: latent2rgb again
+    assert {e.method for e in events if isinstance(e, PreviewReady)} == {"latent2rgb"}

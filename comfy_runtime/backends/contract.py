@@ -56,6 +56,7 @@ class PreviewReady:
     height: int
     format: str  # mp4 or webp
     seconds: float  # what making it cost the sampler
+    method: str = "latent2rgb"  # or the tiny VAE decoder that made it (taehv, lighttaehy1_5)
     at: float = field(default_factory=time.perf_counter, compare=False)
 
 

@@ -508,7 +508,8 @@ def _emit_preview(run: _RunState, snapshot: preview_hook.LatentSnapshot, step: i
         return
     started = time.perf_counter()
     try:
-        event = maker.make(preview_hook.frames_of(snapshot), step, total, node_id, started)
+        event = maker.make(preview_hook.frames_of(snapshot), step, total, node_id, started,
+                           snapshot.tae_name or "latent2rgb")
     except Exception as error:  # a preview is a courtesy: the render goes on without it
         log.warning("preview at step %d/%d not made (%s: %s); no more previews this run", step, total,
                     type(error).__name__, error)

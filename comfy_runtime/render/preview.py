@@ -95,6 +95,16 @@ def latent_to_frames(latent, factors: Sequence[Sequence[float]], bias: Sequence[
     return frames.cpu().numpy()
 
 
+def decoded_to_frames(video, temporal: int = 4, shrink: int = 4) -> np.ndarray:
+    """A tiny VAE's decoded video [F, H, W, 3] in 0..1 -> the preview's frames: one per latent frame (0, 4, 8 ...),
+    a quarter of the width and height, uint8: the same shape latent2rgb gives."""
+    import torch
+
+    picked = video[::temporal].movedim(-1, 1).float()  # [T, 3, H, W]
+    small = torch.nn.functional.interpolate(picked, scale_factor=1 / shrink, mode="area")
+    return small.clamp(0, 1).mul(255).round().to(torch.uint8).movedim(1, -1).cpu().numpy()
+
+
 def encode_preview(frames: np.ndarray, format: PreviewFormat, path: Path, fps: int = PREVIEW_FPS) -> bytes:
     """Write the preview to `path`; return its bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +138,8 @@ class PreviewMaker:
     def due(self, step: int, total: int) -> bool:
         return self.policy.due(step, total)
 
-    def make(self, frames: np.ndarray, step: int, total: int, node_id: str | None, started: float) -> PreviewReady:
+    def make(self, frames: np.ndarray, step: int, total: int, node_id: str | None, started: float,
+             method: str = "latent2rgb") -> PreviewReady:
         self.made += 1
         # Numbered, not by step alone: a second sampler (1.5's 1080p stage) counts its steps from 1 again.
         path = self.folder / f"preview-{self.made:03d}-step{step:03d}.{self.policy.format}"
@@ -137,4 +148,4 @@ class PreviewMaker:
         return PreviewReady(node_id=node_id, step=step, total=total, path=path, data=data, frames=int(frames.shape[0]),
                             width=int(width) - int(width) % 2 if self.policy.format == "mp4" else int(width),
                             height=int(height) - int(height) % 2 if self.policy.format == "mp4" else int(height),
-                            format=self.policy.format, seconds=time.perf_counter() - started)
+                            format=self.policy.format, seconds=time.perf_counter() - started, method=method)
