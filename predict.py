@@ -25,7 +25,8 @@ class Predictor(BasePredictor):
         @with_cog_inputs(SERVED)
         def predict(self, **inputs) -> Iterator[Path]:  # each preview as it is made, then the video (file or URL)
             request = parse_request(caller_inputs(inputs, SERVED.defaults))
-            yield from stream_predict(self.service, request, self.record_metric)
+            # The scope's own method: the render runs on a thread of its own, where coglet's current scope is not this one.
+            yield from stream_predict(self.service, request, self.scope.record_metric)
     else:
         @with_cog_inputs(SERVED)
         def predict(self, **inputs) -> Path:  # a file, or its object-storage URL: both a URI to a video

@@ -9,6 +9,7 @@ then the cancel goes on, as in single-file mode.
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import shutil
 import threading
@@ -28,6 +29,7 @@ _END = object()
 
 def stream_predict(service: VideoService, request: VideoRequest, record_metric: Callable[[str, Any], None],
                    log_line: Callable[[str], None] = print) -> Iterator[Path | str]:
+    """record_metric: bound to this prediction (predict.py passes its scope's), as the render thread calls it."""
     spool = service.model.output_root / SPOOL
     shutil.rmtree(spool, ignore_errors=True)  # the previous prediction's previews: coglet has long sent them
     spool.mkdir(parents=True, exist_ok=True)
@@ -49,7 +51,9 @@ def stream_predict(service: VideoService, request: VideoRequest, record_metric: 
         finally:
             events.put(_END)
 
-    thread = threading.Thread(target=render, name="render", daemon=True)
+    # In this prediction's context: coglet finds the prediction (its log capture) through it, from any thread.
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(render,), name="render", daemon=True)
     thread.start()
     try:
         while True:

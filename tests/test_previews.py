@@ -166,7 +166,7 @@ def test_v15_image_to_video_previews(v15):
 def test_no_previews_when_off_and_none_left_in_the_run_folder(v1):
     v1.service.model.runtime.previews = PreviewPolicy(every=0)
     try:
-        events, _video = render(v1)
+        events, _video = render(v1, seed=77)  # a seed of its own: ComfyUI's cache cannot answer it
     finally:
         v1.service.model.runtime.previews = PreviewPolicy(every=1)
     assert not [event for event in events if isinstance(event, PreviewReady)]
@@ -207,6 +207,8 @@ def test_stream_mode_through_coglet_streams_each_preview_then_the_video_last(hv_
         write_schema()  # the session's own (single file), for the suites after this one
     outputs = final["output"]
     assert len(outputs) == 4, [uri[:40] for uri in outputs]
+    # The render thread's progress lines (with their ETA) and metrics reach this prediction, as in single-file mode.
+    assert "SamplerCustomAdvanced step 6/6 (" in final["logs"] and final["metrics"]["seed"] == REQUEST["seed"], final
     seen = [len(event["output"] or []) for event in webhooks.for_prediction(prediction_id)]
     assert seen[:-1] == sorted(seen[:-1]) and 1 in seen and 3 in seen, seen  # outputs grew one by one
     probes = [probe_video(write_data_uri(uri, tmp_path / f"out{index}.mp4")) for index, uri in enumerate(outputs)]
@@ -244,7 +246,7 @@ def test_comfyuis_tiny_vae_in_vae_approx_makes_the_previews_when_present(request
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(weights, str(path))
     try:
-        events, _video = render(predictor)
+        events, _video = render(predictor, seed=4000 + channels)  # a seed of its own: ComfyUI's cache cannot answer it
     finally:
         path.unlink()  # the other tests' previews are latent2rgb's
     previews = [event for event in events if isinstance(event, PreviewReady)]
