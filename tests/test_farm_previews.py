@@ -104,9 +104,11 @@ def test_the_preview_and_eta_are_on_the_prediction_while_it_renders_and_logs_web
     assert prediction["status"] == "succeeded", prediction["error"]
     assert len(fetched) >= 2, fetched
     assert {(p.frames, p.width, p.height) for p in fetched.values()} == {(3, 16, 16)}
-    # The ETA counts down: overall, and never up by more than the jitter of one step's time.
+    # The ETA counts down: overall by far, and poll to poll nearly always (a step slowed by a busy machine may
+    # raise the measured step time, and so the ETA, a little).
     assert len(etas) >= 5 and etas[-1] < etas[0] / 3, etas
-    assert all(later <= earlier + SECONDS_PER_STEP * 2 for earlier, later in zip(etas, etas[1:], strict=False)), etas
+    pairs = list(zip(etas, etas[1:], strict=False))
+    assert sum(later <= earlier * 1.1 for earlier, later in pairs) >= 0.8 * len(pairs), etas
     # Succeeded: the preview object is gone (the video is the result), and the prediction no longer names it.
     assert prediction["farm"]["preview"] is None and prediction["farm"]["eta_seconds"] is None
     assert keys_of(s3, prediction_id) == sorted([prediction["farm"]["object_key"], prediction["farm"]["object_key"] + ".json"])
@@ -118,7 +120,10 @@ def test_the_preview_and_eta_are_on_the_prediction_while_it_renders_and_logs_web
     render_seconds = final["received_at"] - logs_events[0]["received_at"]
     assert min(gaps) >= LOGS_EVERY * 0.9 and len(logs_events) <= render_seconds / LOGS_EVERY + 2, gaps
     assert any(e["farm"]["preview"] and e["farm"]["preview"]["url"] for e in logs_events), logs_events
-    assert all(e["farm"]["progress"]["step"] >= 1 for e in logs_events[1:])
+    # Each says where the render is (the first may come before the first node; a node just started has no step
+    # yet); the sampler's carry its step.
+    progress = [e["farm"]["progress"] or {} for e in logs_events]
+    assert all(p.get("node") for p in progress[1:]) and any(p.get("step") for p in progress), progress
     print(f"farm: {len(fetched)} previews fetched while rendering (steps {sorted(fetched)}); ETA seen "
           f"{etas[0]:.1f} s -> {etas[-1]:.1f} s over {len(etas)} polls; {len(logs_events)} logs webhooks, "
           f"gaps {min(gaps):.2f}-{max(gaps):.2f} s (limit {LOGS_EVERY:g} s)")
