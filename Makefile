@@ -105,7 +105,7 @@ gateway: $(VENV)/.installed ## render-farm HTTP gateway on 127.0.0.1:$(GATEWAY_P
 	$(PY) -m comfy_runtime gateway --host $${HOST:-127.0.0.1} --port $(GATEWAY_PORT)
 
 test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gateway; SIGKILL, SIGTERM, DB restart, cancel
-	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py tests/test_farm_previews.py
+	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py tests/test_farm_tokens.py tests/test_farm_metrics.py tests/test_farm_previews.py
 
 farm-figures: setup ## farm queue overhead against a direct Cog server, jobs/min with 1 vs 2 workers (make farm-figures runs=10)
 	$(PY) bench/farm_overhead.py $(or $(runs),10)

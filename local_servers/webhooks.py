@@ -15,11 +15,14 @@ class WebhookReceiver:
 
     def __init__(self):
         self.events: list[dict] = []
+        # Each delivery as sent (headers, body bytes), for checking signatures over the exact bytes.
+        self.deliveries: list[tuple[dict[str, str], bytes]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 (http.server's name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.deliveries.append(({k.lower(): v for k, v in self.headers.items()}, body))
                 receiver.events.append({"path": self.path, "received_at": time.monotonic(), **json.loads(body)})
                 self.send_response(200)
                 self.end_headers()

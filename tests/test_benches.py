@@ -29,6 +29,8 @@ SMALLEST = {
     "cog_server_latency.py": (["2"], [r"^ratio HTTP round trip / ComfyUI execution +[\d.]+$"]),
     "embedded_vs_remote.py": (["2", "--rounds", "1"], [r"^  overhead p90 \(n=2 per side\)",
                                                        r"embedded overhead < [\d.]+ ms: [\d.]+ ms$"]),
+    "farm_auth_overhead.py": (["5", "100"], [r"^ratio tokens / auth off +[\d.]+$",
+                                            r"^GET /metrics with 100 started rows: median [\d.]+ ms"]),
     "farm_overhead.py": (["1"], [r"^ratio farm end to end / direct Cog POST +[\d.]+$",
                                  r"^ratio 2 workers / 1 worker +[\d.]+$"]),
     "fault_figures.py": ([], [r"^baseline: median successful prediction \d+ ms", r"^failing node +NodeExecutionError "]),

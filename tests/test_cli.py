@@ -83,6 +83,8 @@ def test_a_near_miss_flag_gets_the_flag_it_resembles(capsys):
     (["jobs", "submit", "--json", "[1]"], "--json is a JSON list, not an object"),
     (["jobs", "submit", "-i", "prompt=x"], "HV_FARM_DATABASE_URL is not set"),
     (["jobs", "status", "some-id"], "HV_FARM_DATABASE_URL is not set"),
+    (["jobs", "token", "create", "--name", "alice"], "HV_FARM_DATABASE_URL is not set"),
+    (["jobs", "token", "list"], "HV_FARM_DATABASE_URL is not set"),
 ])
 def test_jobs_refusals_are_one_line_and_exit_2_without_a_database(argv, says, capsys, monkeypatch):
     monkeypatch.delenv("HV_FARM_DATABASE_URL", raising=False)

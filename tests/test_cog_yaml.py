@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib.util
+import inspect
 import re
 import shutil
 import tomllib
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cog import BasePredictor
 
+from comfy_runtime.job.params import PARAMS
 from comfy_runtime.settings import env_names
 from comfy_runtime.supply.lockfile import NodePin, load_lock
 from comfy_runtime.supply.nodes import (
@@ -187,9 +190,13 @@ def test_nodes_lock_regenerates_the_block_with_pinned_nodes(tmp_path):
     assert copy.read_text().count(COG_BEGIN) == 1 and copy.read_text().count(COG_END) == 1
 
 
-def test_predict_module_imports():
-    # what cog's run: pointer loads, importable from the project root
-    spec = importlib.util.spec_from_file_location("predict_under_test", PROJECT_ROOT / "predict.py")
+def test_the_run_pointer_names_a_predictor_whose_inputs_are_the_declared_ones():
+    # What cog's `run:` pointer loads, importable from the project root, with one keyword per declared input.
+    file_name, class_name = yaml.safe_load(COG_YAML.read_text())["run"].split(":")
+    spec = importlib.util.spec_from_file_location("predict_under_test", PROJECT_ROOT / file_name)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert hasattr(module, "Predictor")
+    predictor = getattr(module, class_name)
+    assert issubclass(predictor, BasePredictor)
+    keywords = [name for name in inspect.signature(predictor.predict).parameters if name != "self"]
+    assert keywords == [param.name for param in PARAMS], keywords

@@ -20,6 +20,7 @@ import yaml
 from comfy_runtime.farm.client import FarmClient, InvalidInput
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.schema import backlog_query
+from comfy_runtime.farm.tokens import create as create_token
 from local_servers.farm_processes import GatewayProcess, WorkerProcess
 from local_servers.postgres_server import PostgresServer
 from local_servers.s3_server import MotoS3Server
@@ -75,6 +76,8 @@ def workers(farm_env, client, tmp_path_factory):
 @pytest.fixture(scope="module")
 def gateway(farm_env, client, tmp_path_factory):
     process = GatewayProcess(farm_env, tmp_path_factory.mktemp("gateway") / "gateway.log").start()
+    with client.store.connection() as conn:  # the gateway requires a token (tests/test_farm_tokens.py tests them)
+        process.headers = {"Authorization": f"Bearer {create_token(conn, 'farm-tests').token}"}
     try:
         yield process.wait_ready()
     finally:
@@ -261,7 +264,7 @@ def test_a_job_whose_worker_vanished_runs_again_then_fails_with_the_reason_when_
 
 def test_gateway_refuses_bad_input_with_422_naming_the_field_and_queues_nothing(gateway, client):
     before = client.store.count()
-    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=gateway.headers) as http:
         refused = http.post("/predictions", json={"input": job(num_frames=6)})
         assert refused.status_code == 422, refused.text
         (problem,) = refused.json()["detail"]
@@ -284,7 +287,7 @@ def test_gateway_refuses_bad_input_with_422_naming_the_field_and_queues_nothing(
 
 
 def test_gateway_speaks_cogs_prediction_api(workers, gateway, webhooks, s3, tmp_path):
-    with httpx.Client(base_url=gateway.url, timeout=60) as http:
+    with httpx.Client(base_url=gateway.url, timeout=60, headers=gateway.headers) as http:
         assert http.get("/health-check").json()["status"] == "READY"
         # async + webhook: 202 at once, then start and completed webhooks in Cog's shape
         prediction_id = uuid.uuid4().hex

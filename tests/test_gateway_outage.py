@@ -12,6 +12,7 @@ import pytest
 
 from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
+from comfy_runtime.farm.tokens import create as create_token
 from local_servers.farm_processes import GatewayProcess
 from local_servers.postgres_server import PostgresServer
 
@@ -33,6 +34,8 @@ def client(pg):
 def gateway(hv_env, pg, client, tmp_path_factory):
     env = {**hv_env, "HV_FARM_DATABASE_URL": pg.url, "HV_FARM_SYNC_WAIT_SECONDS": "0"}
     process = GatewayProcess(env, tmp_path_factory.mktemp("gateway") / "gateway.log").start()
+    with client.store.connection() as conn:  # the gateway requires a token (tests/test_farm_tokens.py tests them)
+        process.headers = {"Authorization": f"Bearer {create_token(conn, 'outage-tests').token}"}
     try:
         yield process.wait_ready()
     finally:
@@ -50,7 +53,7 @@ def _timed(call):
 
 
 def test_without_its_database_the_gateway_answers_503_at_once_and_recovers_within_seconds(gateway, pg):
-    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=gateway.headers) as http:
         made = http.post("/predictions", json={"input": job()}, headers={"Prefer": "respond-async"})
         assert made.status_code == 202, made.text
         pg.stop()
@@ -83,7 +86,7 @@ def test_without_its_database_the_gateway_answers_503_at_once_and_recovers_withi
 
 
 def test_a_put_with_another_input_than_the_stored_one_is_409_the_same_input_answers_it(gateway):
-    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=gateway.headers) as http:
         first = http.put("/predictions/put-409", json={"input": job()}, headers={"Prefer": "respond-async"})
         assert first.status_code == 202, first.text
         again = http.put("/predictions/put-409", json={"input": job()})
@@ -99,7 +102,7 @@ def test_a_put_with_another_input_than_the_stored_one_is_409_the_same_input_answ
 def test_a_422_does_not_mirror_a_hostile_body(gateway, client):
     before = client.store.count()
     huge = "x" * 100_000
-    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+    with httpx.Client(base_url=gateway.url, timeout=30, headers=gateway.headers) as http:
         for body in ({"input": job(**{huge: 1})}, {"input": job(prompt="a fox " + huge, steps=0)},
                      {"input": job(), "webhook": "http://" + huge + ".example/"}):
             refused = http.post("/predictions", json=body)

@@ -217,6 +217,8 @@ def test_the_kit_runs_at_tiny_scale_with_only_what_the_lent_machine_has(unpacked
     assert summary["raw_read_gb_per_s"] > 0 and summary["dit_load_gb_per_s"] > 0
     assert "overhead_s" in summary
     assert summary["features"]["easycache"]["status"] == "measured"
+    skipped = summary["features"]["easycache"]["skipped_steps"]  # EasyCache's own count, per run, from the metrics
+    assert skipped and all(0 <= k <= steps == 3 for k, steps in skipped), skipped
     assert summary["features"]["fp8"]["status"] == "measured" and summary["features"]["fp8"]["seconds_per_step_ratio"] > 0
     assert summary["features"]["compile"]["status"].startswith("validated only")
     for name in ("hunyuan_video_15_480p", "hunyuan_video_15_720p"):  # HunyuanVideo 1.5 through its own workflows

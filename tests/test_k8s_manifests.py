@@ -13,6 +13,10 @@
 - The render farm (components/farm in overlays/farm): the same checks for the gateway and the workers, and
   KEDA's postgresql trigger runs comfy_runtime.farm.schema.backlog_query (tests/test_farm.py runs it against a
   real database); no autoscaled Deployment sets `replicas:`; grace, PDB and safe-to-evict cover the renders.
+- Monitoring (components/monitoring on overlays/farm): PodMonitor/ServiceMonitor against the Prometheus
+  Operator's CRD schemas (vendored), each pointing at labels and port names that exist, the worker's metrics
+  port the one HV_FARM_WORKER_METRICS_PORT sets, and every metric the Grafana dashboard queries one the code
+  exports (and docs/farm.md explains).
 - The probes: the exact commands in the Deployment run against the real Cog server (coglet) with a
   predictor whose setup and predict the test holds, so STARTING, READY, BUSY and SETUP_FAILED are
   each seen by each probe.
@@ -53,6 +57,8 @@ K8S_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): SCHEMAS / "keda.sh_scaledobject_v1alpha1.yaml",
     ("http.keda.sh/v1beta1", "InterceptorRoute"): SCHEMAS / "http.keda.sh_interceptorroute_v1beta1.yaml",
+    ("monitoring.coreos.com/v1", "PodMonitor"): SCHEMAS / "monitoring.coreos.com_podmonitor_v1.yaml",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SCHEMAS / "monitoring.coreos.com_servicemonitor_v1.yaml",
 }
 CORE_API_VERSIONS = {"v1", "apps/v1", "batch/v1", "autoscaling/v2", "policy/v1"}
 PREDICTOR = "predictor"
@@ -681,3 +687,73 @@ def test_renders_survive_scale_in_drains_and_the_cluster_autoscaler(renderings, 
     assert pod["spec"]["terminationGracePeriodSeconds"] > predict_timeout + 60  # the render, then its upload
     assert pod["metadata"]["annotations"]["cluster-autoscaler.kubernetes.io/safe-to-evict"] == "false"
     assert _pdb_covers(docs, deployment)["spec"]["maxUnavailable"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# monitoring: components/monitoring on top of overlays/farm
+
+
+@pytest.fixture(scope="module")
+def monitored_docs(tmp_path_factory) -> list[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("monitored-farm")
+    (root / "kustomization.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "resources": [os.path.relpath(DEPLOY / "overlays" / "farm", root)],
+        "components": [os.path.relpath(DEPLOY / "components" / "monitoring", root)],
+    }))
+    return copy.deepcopy(list(_render_dir(str(root))))
+
+
+def _dashboard(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    import json
+
+    (configmap,) = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"].get("labels", {}).get(
+        "grafana_dashboard") == "1"]
+    (text,) = configmap["data"].values()
+    return json.loads(text)
+
+
+def test_the_monitors_point_at_the_farms_pods_ports_and_paths(monitored_docs):
+    problems = {f"{d['kind']}/{d['metadata']['name']}": schema_errors(d) for d in monitored_docs}
+    assert not {k: v for k, v in problems.items() if v}, problems
+    # the workers: a PodMonitor on a named container port, the one the worker's setting opens
+    podmonitor = one(monitored_docs, "PodMonitor", "hunyuan-video-worker")
+    worker = one(monitored_docs, "Deployment", "hunyuan-video-worker")
+    assert podmonitor["spec"]["selector"]["matchLabels"].items() <= worker["spec"]["template"]["metadata"]["labels"].items()
+    container = farm_container(monitored_docs, "hunyuan-video-worker")
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    (endpoint,) = podmonitor["spec"]["podMetricsEndpoints"]
+    env = container_env(monitored_docs, container)
+    assert ports[endpoint["port"]] == int(env["HV_FARM_WORKER_METRICS_PORT"]["value"]) and endpoint["path"] == "/metrics"
+    assert FarmSettings(worker_metrics_port=env["HV_FARM_WORKER_METRICS_PORT"]["value"]).worker_metrics_port > 0
+    # the gateways: a ServiceMonitor on the farm's Service, whose port reaches the gateway's http port
+    servicemonitor = one(monitored_docs, "ServiceMonitor", "hunyuan-video-gateway")
+    service = one(monitored_docs, "Service", "hunyuan-video")
+    assert servicemonitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    (endpoint,) = servicemonitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    from comfy_runtime.farm.auth import OPEN_PATHS
+
+    assert endpoint["path"] in OPEN_PATHS  # Prometheus scrapes it without a token
+    # without the component the workers serve no metrics port (nothing listens that nobody scrapes)
+    assert "ports" not in farm_container(copy.deepcopy(list(_render_dir(str(DEPLOY / "overlays" / "farm")))),
+                                         "hunyuan-video-worker")
+
+
+def test_the_dashboard_queries_only_metrics_the_code_exports_and_the_docs_explain(monitored_docs):
+    from comfy_runtime.farm.metrics import GatewayMetrics, WorkerMetrics, exported
+
+    names = exported(GatewayMetrics(store=None).collectors) | exported(WorkerMetrics("any").collectors)
+    dashboard = _dashboard(monitored_docs)
+    assert dashboard["uid"] and dashboard["panels"]
+    queried = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"] and panel["datasource"]["uid"] == "${datasource}", panel["title"]
+        for target in panel["targets"]:
+            queried.update(re.findall(r"\bhv_farm_[a-z_]+", target["expr"]))
+    assert queried - names == set(), f"the dashboard queries metrics nothing exports: {queried - names}"
+    families = {re.sub(r"_(bucket|sum|count|total)$", "", name) for name in names}
+    assert {re.sub(r"_(bucket|sum|count|total)$", "", name) for name in queried} == families  # every one shown
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    docs = (PROJECT_ROOT / "docs" / "farm.md").read_text()
+    assert not [family for family in families if family not in docs], "docs/farm.md does not explain every metric"

@@ -198,43 +198,48 @@ def test_identical_graphs_each_produce_their_own_file(backend, tmp_path):
 def test_the_run_survives_a_websocket_drop_and_keeps_reporting(remote_runtime, tmp_path):
     # 100 steps of 0.03 s: ~3 s left after the drop at step 3 for the reconnect to report some of them.
     graph = with_node("HVTestSlowSteps", steps=100, seconds_per_step=0.03)
-    connects_before = remote_runtime.ws_connects
     events = []
+    connects_at_the_drop = []
 
     def on_progress(event):
         events.append(event)
         if isinstance(event, StepProgress) and event.step == 3:
+            connects_at_the_drop.append(remote_runtime.ws_connects)  # the socket is open by now, whatever ran before
             remote_runtime.drop_websocket()  # as a network failure would: the socket dies under the reader
 
     result = remote_runtime.run(graph, tmp_path / "dropped", on_progress)
-    assert remote_runtime.ws_connects == connects_before + 1
+    assert remote_runtime.ws_connects == connects_at_the_drop[0] + 1  # one reconnect
     steps = [e.step for e in events if isinstance(e, StepProgress)]
     assert steps[-1] == 100 and any(step > 4 for step in steps)  # progress came back over the new socket
     assert probe_video(result.files[0]).frames == 9
 
 
-def test_a_prompt_that_ends_while_the_websocket_is_down_is_reconciled_from_history(remote_runtime, tmp_path, monkeypatch):
+def test_a_prompt_that_ends_while_the_websocket_is_down_is_reconciled_from_history(remote_runtime, tmp_path, caplog):
     graph = with_node("HVTestSlowSteps", steps=10, seconds_per_step=0.03)
     http = httpx.Client(base_url=remote_runtime.base_url)
-    refused = []
+    real_ws_url = remote_runtime.ws_url
+    ended_while_down = threading.Event()
 
-    def reconnect_refused_until_the_prompt_is_done():
-        history = http.get("/history", params={"max_items": 1}).json()
-        done = any(pid == remote_runtime._prompt_id for pid in history)
-        if not done:
-            refused.append(time.monotonic())
-            return False
-        monkeypatch.undo()
-        return remote_runtime._reconnect()
+    def give_the_websocket_back_once_the_prompt_has_ended(prompt_id):
+        deadline = time.monotonic() + 60
+        while prompt_id not in http.get("/history", params={"max_items": 1}).json() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        ended_while_down.set()
+        remote_runtime.ws_url = real_ws_url
 
     def on_progress(event):
-        if isinstance(event, StepProgress) and event.step == 1:
-            monkeypatch.setattr(remote_runtime, "_reconnect", reconnect_refused_until_the_prompt_is_done)
+        if isinstance(event, StepProgress) and event.step == 1 and remote_runtime.ws_url == real_ws_url:
+            # The socket dies and every reconnect is refused (nothing listens there) until the prompt has ended.
+            remote_runtime.ws_url = f"ws://127.0.0.1:{free_port()}/ws"
             remote_runtime.drop_websocket()
+            threading.Thread(target=give_the_websocket_back_once_the_prompt_has_ended,
+                             args=(remote_runtime.prompt_in_flight,), daemon=True).start()
 
-    result = remote_runtime.run(graph, tmp_path / "gap", on_progress)
+    with caplog.at_level("WARNING", logger="comfy_runtime.backends.remote"):
+        result = remote_runtime.run(graph, tmp_path / "gap", on_progress)
     http.close()
-    assert refused, "the websocket was never down"
+    assert ended_while_down.is_set(), "the websocket was never down while the prompt ran"
+    assert any("is down, retrying" in record.getMessage() for record in caplog.records), caplog.text
     assert probe_video(result.files[0]).frames == 9 and result.execution_seconds > 0
 
 
@@ -295,7 +300,8 @@ def test_interrupt_leaves_another_clients_running_prompt_alone(remote_runtime, c
     thread = threading.Thread(target=run_ours)
     thread.start()
     # Ours is queued behind theirs, which is still running: the interrupt must take ours out and only ours.
-    wait_until(lambda: remote_runtime._prompt_id is not None and queue_ids(other) == ([their_id], [remote_runtime._prompt_id]),
+    wait_until(lambda: remote_runtime.prompt_in_flight is not None
+               and queue_ids(other) == ([their_id], [remote_runtime.prompt_in_flight]),
                "our prompt queued behind theirs")
     remote_runtime.interrupt()
     thread.join(timeout=60)

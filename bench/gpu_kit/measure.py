@@ -16,7 +16,6 @@ import dataclasses
 import importlib.util
 import json
 import logging
-import re
 import shutil
 import statistics
 import sys
@@ -58,6 +57,7 @@ class Timed:
     comfyui_s: float
     encode_s: float | None
     node_s: dict[str, float]  # node id + class -> seconds from its start to the next node's start
+    cache_steps_skipped: int | None = None  # EasyCache's own count, as the product's metrics report it
 
     @property
     def seconds_per_step(self) -> float | None:
@@ -131,6 +131,7 @@ def timed_render(service, request_fields: dict[str, Any], label: str, encode_ski
         total_s=ended - started, step_s=step_s, first_step_s=first_step, vae_decode_s=decode, peak_gpu_gib=peak,
         comfyui_s=rendered.timings["comfyui_seconds"],
         encode_s=None if encode_skipped else rendered.timings["encode_seconds"], node_s=node_s,
+        cache_steps_skipped=rendered.metrics.get("cache_steps_skipped"),
     )
 
 
@@ -176,19 +177,6 @@ def variant_graph(graph: dict[str, Any], feature: str, on_gpu: bool) -> dict[str
     for guider in guiders:
         graph[guider]["inputs"]["model"] = [node_id, 0]
     return graph
-
-
-class EasyCacheLog(logging.Handler):
-    """EasyCache reports what it skipped only in its log line ("... skipped 3/8 steps ...")."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.skipped: list[tuple[int, int]] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        match = re.search(r"skipped (\d+)/(\d+) steps", record.getMessage())
-        if match:
-            self.skipped.append((int(match[1]), int(match[2])))
 
 
 def executor_seconds(model, graph: dict[str, Any], scratch: Path) -> float:
@@ -278,8 +266,6 @@ def main(spec_path: str) -> int:
 
     on_gpu = torch.cuda.is_available()
     loads = LoadTimer()
-    easycache_log = EasyCacheLog()
-    logging.getLogger().addHandler(easycache_log)
     logging.getLogger().setLevel(logging.INFO)
     base = {"prompt": spec["prompt"], "steps": spec["steps"], "guidance": 6.0, "flow_shift": 7.0, "fps": 24,
             "output_format": "mp4", "crf": 18}
@@ -326,7 +312,6 @@ def main(spec_path: str) -> int:
                     emit("feature", feature=feature, status=f"skipped: ~{estimate:.0f} s would pass the deadline")
                     continue
                 loads.loads.clear()
-                easycache_log.skipped.clear()
                 try:
                     timed = [timed_render(runner, {**fields, "seed": 10 + run}, f"{feature}_{run + 1}", encode_skipped)
                              for run in range(runs)]
@@ -334,7 +319,8 @@ def main(spec_path: str) -> int:
                     emit("feature", feature=feature, status=f"failed: {type(error).__name__}: {str(error)[:500]}")
                     continue
                 emit("feature", feature=feature, status="measured", runs=[t.record() for t in timed],
-                     loads=list(loads.loads), easycache_skipped=list(easycache_log.skipped))
+                     loads=list(loads.loads),
+                     easycache_skipped=[(t.cache_steps_skipped, t.steps) for t in timed if t.cache_steps_skipped is not None])
     emit("done", seconds_from_spawn=time.time() - spawned_at)
     service.close()
     return 0

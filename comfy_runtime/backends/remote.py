@@ -140,6 +140,11 @@ class RemoteRuntime:
         self._cancel = threading.Event()
         self._prompt_id: str | None = None  # ours, while it is queued or running
 
+    @property
+    def prompt_in_flight(self) -> str | None:
+        """The id ComfyUI gave our prompt, while it is queued or running there."""
+        return self._prompt_id
+
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         if self._started:

@@ -1,4 +1,4 @@
-"""`python -m comfy_runtime worker | gateway | jobs submit|status|cancel|wait`: the render farm's commands."""
+"""`python -m comfy_runtime worker | gateway | jobs submit|status|cancel|wait|token`: the render farm's commands."""
 
 from __future__ import annotations
 
@@ -61,6 +61,31 @@ def add_farm_commands(commands: argparse._SubParsersAction) -> None:
         if name == "wait":
             action.add_argument("--timeout", type=float, help="give up waiting after this many seconds (exit 3)")
         action.set_defaults(fn=_cmd_jobs)
+    _add_token_commands(actions)
+
+
+def _add_token_commands(actions: argparse._SubParsersAction) -> None:
+    token = actions.add_parser(
+        "token", help="API tokens for the gateway: create, list, rotate, revoke",
+        description="API tokens for the gateway (`Authorization: Bearer <token>`). The token and its webhook signing "
+        "secret are printed once, at creation; the database keeps only the token's hash. docs/farm.md.",
+    )
+    verbs = token.add_subparsers(dest="verb", required=True)
+    create = verbs.add_parser("create", help="make a token; prints it and its webhook secret once")
+    create.add_argument("--name", required=True, help="who it is for, e.g. alice or ci-bot (1-64 letters, digits, _.@-)")
+    create.add_argument("--admin", action="store_true", help="sees and cancels every token's jobs")
+    create.add_argument("--max-active", type=int, metavar="K", help="at most K of its jobs queued or running at once "
+                        "(the next is answered 429 with Retry-After); default: no limit")
+    create.add_argument("--json", action="store_true", help="print {name, token, webhook_secret} as JSON")
+    rotate = verbs.add_parser("rotate", help="a new token under the same name (the old one stops working at once)")
+    rotate.add_argument("name")
+    rotate.add_argument("--new-secret", action="store_true", help="also a new webhook signing secret")
+    rotate.add_argument("--json", action="store_true", help="print {name, token, webhook_secret} as JSON")
+    verbs.add_parser("list", help="every token's name, role, limit, active jobs, and whether revoked")
+    revoke = verbs.add_parser("revoke", help="refuse a token from its next request on; its jobs stay (admins see them)")
+    revoke.add_argument("name")
+    for verb in verbs.choices.values():
+        verb.set_defaults(fn=_cmd_token)
 
 
 def _add_verbose(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +176,48 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             return _exit_code(prediction)
 
     return _guarded(act)
+
+
+def _cmd_token(args: argparse.Namespace) -> int:
+    from comfy_runtime.farm import tokens
+    from comfy_runtime.farm.config import FarmSettings
+    from comfy_runtime.farm.store import JobStore
+
+    def act() -> int:
+        store = JobStore(FarmSettings().require_database(), max_size=1).open()
+        try:
+            store.ensure_schema()
+            with store.connection() as conn:
+                if args.verb == "list":
+                    _print_tokens(tokens.listed(conn))
+                    return 0
+                if args.verb == "revoke":
+                    tokens.revoke(conn, args.name)
+                    print(f"revoked {args.name}: refused from its next request on", file=sys.stderr)
+                    return 0
+                made = (tokens.create(conn, args.name, admin=args.admin, max_active=args.max_active)
+                        if args.verb == "create" else tokens.rotate(conn, args.name, new_secret=args.new_secret))
+        finally:
+            store.close()
+        if args.json:
+            print(json.dumps({"name": made.name, "token": made.token, "webhook_secret": made.webhook_secret}))
+        else:
+            print(f"webhook secret: {made.webhook_secret}\ntoken:          {made.token}")  # the token last: `| tail -1`
+        print(f"{made.name}: shown once, now; the farm keeps only the token's hash. Send `Authorization: Bearer "
+              "<token>`; check webhooks with the secret (docs/farm.md)", file=sys.stderr)
+        return 0
+
+    return _guarded(act)
+
+
+def _print_tokens(rows: list[dict]) -> None:
+    header = ("NAME", "ROLE", "MAX-ACTIVE", "ACTIVE", "CREATED", "STATE")
+    lines = [header] + [(row["name"], "admin" if row["admin"] else "member", str(row["max_active"] or "-"),
+                         str(row["active"]), row["created_at"][:19],
+                         f"revoked {row['revoked_at'][:19]}" if row["revoked_at"] else "active") for row in rows]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _exit_code(prediction: dict) -> int:

@@ -15,11 +15,13 @@ from typing import Any
 import psycopg
 
 from comfy_runtime.errors import HunyuanVideoError, InputRejected
+from comfy_runtime.farm import signing
 from comfy_runtime.farm import webhook as webhooks
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
+from comfy_runtime.farm.tokens import OPERATOR, Principal, check_quota
 from comfy_runtime.job.request import RequestRejected, VideoRequest, parse_request
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -73,7 +75,8 @@ class FarmClient:
         self.store.ensure_schema()
 
     def submit(self, inputs: dict[str, Any], *, prediction_id: str | None = None, webhook: str | None = None,
-               webhook_events_filter: list[str] | None = None) -> dict[str, Any]:
+               webhook_events_filter: list[str] | None = None, owner: Principal = OPERATOR) -> dict[str, Any]:
+        """Queue one prediction, owned by `owner` (a token; OPERATOR: no owner, seen by admins only)."""
         validate_inputs(inputs)
         if prediction_id is not None and not ID_PATTERN.match(prediction_id):
             raise InvalidInput([{"loc": ["body", "id"], "msg": "id must be 1-64 letters, digits, '_' or '-'",
@@ -90,28 +93,31 @@ class FarmClient:
         try:
             with self.store.connection() as conn, conn.transaction():
                 if conn.execute("SELECT 1 FROM hv_farm_predictions WHERE id = %s", (prediction_id,)).fetchone():
-                    raise exists
-                self.store.insert(conn, prediction_id, inputs, webhook, events)
+                    raise exists  # (whoever's it is: the message is the same, and names nothing of it)
+                check_quota(conn, owner)  # locks the token's row: its concurrent submits count one at a time
+                self.store.insert(conn, prediction_id, inputs, webhook, events, token_name=owner.name)
                 job_id = self.app.configure_task(TASK_NAME, queue=self.settings.queue, connection=conn).defer(
                     prediction_id=prediction_id
                 )
                 self.store.attach_job(conn, prediction_id, job_id)
         except psycopg.errors.UniqueViolation:  # the same id submitted twice at once: the other one won
             raise exists from None
-        return self.get(prediction_id)
+        return self.get(prediction_id, owner)
 
-    def get(self, prediction_id: str) -> dict[str, Any]:
+    def _row(self, prediction_id: str, viewer: Principal) -> dict[str, Any]:
+        """The row, when `viewer` may see it: another token's prediction is not found, exactly as a missing one."""
         row = self.store.get(prediction_id)
-        if row is None:
+        if row is None or not (viewer.sees_all or row.get("token_name") == viewer.name):
             raise PredictionNotFound(f"no prediction {prediction_id!r}: check the id `jobs submit` printed")
-        return prediction_json(row)
+        return row
 
-    def cancel(self, prediction_id: str) -> dict[str, Any]:
+    def get(self, prediction_id: str, viewer: Principal = OPERATOR) -> dict[str, Any]:
+        return prediction_json(self._row(prediction_id, viewer))
+
+    def cancel(self, prediction_id: str, viewer: Principal = OPERATOR) -> dict[str, Any]:
         """A queued job is canceled here and never starts; a running one is asked to abort (its worker
         interrupts ComfyUI and ends it canceled). An ended one is left as it is."""
-        row = self.store.get(prediction_id)
-        if row is None:
-            raise PredictionNotFound(f"no prediction {prediction_id!r}: check the id `jobs submit` printed")
+        row = self._row(prediction_id, viewer)
         if row["status"] in TERMINAL or row["job_id"] is None:
             return prediction_json(row)
         with self.store.connection() as conn, conn.transaction():
@@ -122,8 +128,9 @@ class FarmClient:
             ended = self.store.finish(prediction_id, "canceled", logs="canceled before it started\n")
             if ended is not None and webhooks.wants(ended, "completed"):
                 webhooks.send(ended["webhook"], prediction_json(ended), allowed_hosts=self.settings.webhook_allowed_hosts,
-                              timeout=self.settings.webhook_timeout_seconds, attempts=webhooks.COMPLETED_ATTEMPTS)
-        return self.get(prediction_id)
+                              timeout=self.settings.webhook_timeout_seconds, attempts=webhooks.COMPLETED_ATTEMPTS,
+                              sign=signing.signer_for(self.store, ended))
+        return self.get(prediction_id, viewer)
 
     def wait(self, prediction_id: str, timeout: float | None = None, poll: float = 0.2) -> dict[str, Any]:
         """The prediction once it has ended, or as it is when `timeout` seconds have passed."""

@@ -6,6 +6,8 @@ which renders nothing, needs none of those; `env_names()` lists both for the dep
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -53,6 +55,14 @@ class FarmSettings(BaseSettings):
     logs_webhook_seconds: float = Field(
         5.0, gt=0, description="A running job's `logs` webhook (progress, ETA, preview URL) goes out at most this often.",
     )
+    auth: Literal["on", "off"] = Field(
+        "on", description="Gateway: `off` serves without tokens (a local demo only: anyone reaching it may submit and "
+        "see every job); it then warns at every start. `on`: every request needs `Authorization: Bearer <token>`.",
+    )
+    worker_metrics_port: int = Field(
+        0, ge=0, le=65535, description="Worker: port of its Prometheus /metrics (0: none). Each worker its own.",
+    )
+    worker_metrics_host: str = Field("0.0.0.0", description="Worker: address its /metrics listens on.")
     webhook_timeout_seconds: float = Field(10.0, gt=0, le=120, description="Seconds one webhook request may take in all (connect to answer).")
 
     def require_database(self) -> str:

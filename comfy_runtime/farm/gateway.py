@@ -5,7 +5,9 @@ A client moves from one Cog pod to the farm by changing a URL: POST /predictions
 result, then answers 202 with the prediction and its id), PUT /predictions/{id} (idempotent), GET
 /predictions/{id}, POST /predictions/{id}/cancel, GET /health-check. Inputs are checked with VideoRequest's
 rules before anything is queued (422 naming the field, Cog's `detail` shape). The gateway keeps no state of its
-own (everything is in PostgreSQL), needs no GPU, and may run as many replicas as wanted.
+own (everything is in PostgreSQL), needs no GPU, and may run as many replicas as wanted. Every route but
+/health-check and /metrics needs `Authorization: Bearer <token>` (farm/auth.py); each token sees its own
+predictions; /metrics is farm/metrics.py.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from typing import Any
 
 from aiohttp import web
 
+from comfy_runtime.farm import auth, metrics
 from comfy_runtime.farm.client import FarmClient, InvalidInput, PredictionExists, PredictionNotFound
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.database_watch import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseWatch
 from comfy_runtime.farm.schema import TERMINAL
+from comfy_runtime.farm.tokens import OverLimit, Unauthorized
 from comfy_runtime.farm.webhook import WebhookRefused
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+OVER_LIMIT_RETRY_AFTER_SECONDS = 15  # a token at its --max-active: about a short render's time
 SYNC_POLL_SECONDS = 0.2
 MAX_ECHO_CHARS = 300  # of any one message or field name a 4xx sends back: a hostile body is not mirrored
 # A statement the pool cannot serve within this long fails as 503 (the readiness probe gives up after 4 s).
@@ -68,11 +73,17 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
         return body
     if prediction_id is None and body.get("id") is not None:
         prediction_id = str(body["id"])
+    who = auth.principal(request)
     try:
         prediction = await asyncio.to_thread(
             client.submit, body.get("input"), prediction_id=prediction_id, webhook=body.get("webhook") or None,
-            webhook_events_filter=body.get("webhook_events_filter"),
+            webhook_events_filter=body.get("webhook_events_filter"), owner=who,
         )
+    except OverLimit as error:
+        return web.json_response({"detail": str(error)}, status=429,
+                                 headers={"Retry-After": str(OVER_LIMIT_RETRY_AFTER_SECONDS)})
+    except Unauthorized as error:  # revoked between the lookup and the submit
+        return auth.unauthorized(str(error))
     except InvalidInput as error:
         return _problems(422, error.problems)
     except WebhookRefused as error:
@@ -81,7 +92,10 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
     except PredictionExists as error:
         if not idempotent:
             return _detail(409, ["body", "id"], str(error))
-        prediction = await asyncio.to_thread(client.get, prediction_id)
+        try:
+            prediction = await asyncio.to_thread(client.get, prediction_id, who)
+        except PredictionNotFound:  # another token's id: taken, and nothing of it is shown
+            return _detail(409, ["body", "id"], f"prediction id {prediction_id} is taken: use a new id")
         conflict = _conflict(prediction, body)
         if conflict:
             return _detail(409, ["body", "input"], f"prediction {prediction_id} exists with a different input ({conflict}): "
@@ -89,7 +103,7 @@ async def _create(request: web.Request, prediction_id: str | None, idempotent: b
         return web.json_response(prediction, status=200 if prediction["status"] in TERMINAL else 202)
     if "respond-async" in request.headers.get("Prefer", ""):
         return web.json_response(prediction, status=202)
-    waited = await _wait(client, prediction["id"], client.settings.sync_wait_seconds)
+    waited = await _wait(client, prediction["id"], client.settings.sync_wait_seconds, who)
     if waited["status"] in TERMINAL:
         return web.json_response(waited, status=200)
     # Still queued or rendering: the caller gets the id to GET, instead of a connection held for an hour.
@@ -106,11 +120,11 @@ def _conflict(existing: dict[str, Any], body: dict[str, Any]) -> str:
     return f"differs in {shown}" if fields else ""
 
 
-async def _wait(client: FarmClient, prediction_id: str, seconds: float) -> dict[str, Any]:
+async def _wait(client: FarmClient, prediction_id: str, seconds: float, who: auth.Principal) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
-        prediction = await asyncio.to_thread(client.get, prediction_id)
+        prediction = await asyncio.to_thread(client.get, prediction_id, who)
         if prediction["status"] in TERMINAL or loop.time() >= deadline:
             return prediction
         await asyncio.sleep(SYNC_POLL_SECONDS)
@@ -126,7 +140,8 @@ async def put_prediction(request: web.Request) -> web.Response:
 
 async def get_prediction(request: web.Request) -> web.Response:
     try:
-        return web.json_response(await asyncio.to_thread(request.app[CLIENT_KEY].get, request.match_info["prediction_id"]))
+        return web.json_response(await asyncio.to_thread(request.app[CLIENT_KEY].get, request.match_info["prediction_id"],
+                                                         auth.principal(request)))
     except PredictionNotFound as error:
         return web.json_response({"detail": str(error)}, status=404)
 
@@ -134,7 +149,8 @@ async def get_prediction(request: web.Request) -> web.Response:
 async def cancel_prediction(request: web.Request) -> web.Response:
     try:
         return web.json_response(
-            await asyncio.to_thread(request.app[CLIENT_KEY].cancel, request.match_info["prediction_id"])
+            await asyncio.to_thread(request.app[CLIENT_KEY].cancel, request.match_info["prediction_id"],
+                                    auth.principal(request))
         )
     except PredictionNotFound as error:
         return web.json_response({"detail": str(error)}, status=404)
@@ -182,6 +198,8 @@ def make_gateway(client: FarmClient) -> web.Application:
     app[CLIENT_KEY] = client
     app[WATCH_KEY] = DatabaseWatch(client.store, client.settings.database_url)
     app.cleanup_ctx.append(_watching)
+    auth.install(app, client.store, enabled=client.settings.auth != "off")  # inside the database middleware
+    metrics.install_gateway(app, client.store)  # /metrics, and the request counter outermost
     app.router.add_post("/predictions", post_prediction)
     app.router.add_put("/predictions/{prediction_id}", put_prediction)
     app.router.add_get("/predictions/{prediction_id}", get_prediction)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import psycopg
 from procrastinate.schema import SchemaManager
 
+from comfy_runtime.farm.tokens import TOKENS_DDL
+
 # Cog's prediction statuses; "starting" covers queued (Cog uses it until predict() runs).
 STATUSES = ("starting", "processing", "succeeded", "failed", "canceled")
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -37,6 +39,9 @@ CREATE TABLE IF NOT EXISTS hv_farm_predictions (
     completed_at timestamptz
 );
 CREATE INDEX IF NOT EXISTS hv_farm_predictions_status_idx ON hv_farm_predictions (status, created_at);
+-- The gateway's /metrics reads the starts since its last scrape (farm/metrics.py): by this index, not a scan.
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_started_idx ON hv_farm_predictions (started_at, id)
+    WHERE started_at IS NOT NULL;
 CREATE OR REPLACE VIEW hv_farm_jobs AS
     SELECT p.id, p.status, p.job_id, j.status AS queue_status, j.attempts, j.worker_id, p.worker,
            p.progress, p.error, p.output, p.seed, p.timings, p.created_at, p.started_at, p.completed_at,
@@ -59,6 +64,7 @@ def ensure_schema(conn: psycopg.Connection) -> bool:
         if not exists:
             conn.execute(SchemaManager.get_schema())
         conn.execute(FARM_DDL)
+        conn.execute(TOKENS_DDL)  # tokens and each prediction's owner (farm/tokens.py); adds the column to old rows
     return not exists
 
 

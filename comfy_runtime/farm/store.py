@@ -27,7 +27,7 @@ from comfy_runtime.redact import url_without_credentials
 log = logging.getLogger(__name__)
 
 COLUMNS = ("id, job_id, input, webhook, webhook_events_filter, status, output, error, logs, progress, seed, "
-           "timings, object_key, worker, created_at, started_at, completed_at")
+           "timings, object_key, worker, created_at, started_at, completed_at, token_name")
 
 
 def _prefixed(alias: str) -> str:
@@ -87,10 +87,10 @@ class JobStore:
         return row
 
     def insert(self, conn: psycopg.Connection, prediction_id: str, inputs: dict[str, Any], webhook: str | None,
-               events: Iterable[str]) -> None:
+               events: Iterable[str], token_name: str | None = None) -> None:
         conn.execute(
-            "INSERT INTO hv_farm_predictions (id, input, webhook, webhook_events_filter) VALUES (%s, %s, %s, %s)",
-            (prediction_id, Jsonb(inputs), webhook, list(events)),
+            "INSERT INTO hv_farm_predictions (id, input, webhook, webhook_events_filter, token_name) "
+            "VALUES (%s, %s, %s, %s, %s)", (prediction_id, Jsonb(inputs), webhook, list(events), token_name),
         )
 
     def attach_job(self, conn: psycopg.Connection, prediction_id: str, job_id: int) -> None:

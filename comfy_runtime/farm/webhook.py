@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -81,8 +81,9 @@ def wants(row: dict[str, Any], event: str) -> bool:
 
 
 def send(url: str, body: dict[str, Any], *, allowed_hosts: Iterable[str] = (), timeout: float = 10,
-         attempts: int = 1) -> bool:
-    """POST `body` to `url`; True when it answered 2xx. Never raises: a caller's dead receiver must not fail
+         attempts: int = 1, sign: Callable[[bytes], dict[str, str]] | None = None) -> bool:
+    """POST `body` to `url`; True when it answered 2xx. `sign` (farm/signing.py) gives each attempt's signature
+    headers for the exact bytes sent. Never raises: a caller's dead receiver must not fail
     the render. The URL is re-checked first, for DNS that changed since the submit."""
     try:
         check_webhook_url(url, allowed_hosts)
@@ -100,7 +101,8 @@ def send(url: str, body: dict[str, Any], *, allowed_hosts: Iterable[str] = (), t
             # `timeout` bounds the whole request, not each read: the receiver is the caller's, hostile until
             # shown otherwise. Its body is never read: the status is the answer.
             with httpx.Client(timeout=timeout, follow_redirects=False) as client, closed_after(client, timeout), \
-                    client.stream("POST", url, content=payload, headers={"Content-Type": "application/json"}) as response:
+                    client.stream("POST", url, content=payload, headers={
+                        "Content-Type": "application/json", **(sign(payload) if sign else {})}) as response:
                 status = response.status_code
             if 200 <= status < 300:
                 return True

@@ -34,11 +34,12 @@ from pydantic import ValidationError
 from comfy_runtime.backends.contract import NodeStarted, RunEvent, StepProgress
 from comfy_runtime.delivery.deliverer import Delivery, DeliveryFailed, ObjectStoreDelivery, delivery_from_settings
 from comfy_runtime.errors import ExecutionInterrupted, HunyuanVideoError, RunTimedOut
-from comfy_runtime.farm import job_log
+from comfy_runtime.farm import job_log, signing
 from comfy_runtime.farm import webhook as webhooks
 from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
 from comfy_runtime.farm.database_watch import DATABASE_ERRORS
 from comfy_runtime.farm.live import LiveJob, logs_sender
+from comfy_runtime.farm.metrics import WorkerMetrics
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
 from comfy_runtime.farm.store import JobStore, prediction_json
@@ -164,11 +165,13 @@ class FarmWorker:
         self._draining = False
         self._worker: Worker | None = None
         self._runs = 0
+        self.metrics = WorkerMetrics(self.settings.workflow)
 
     # -- boot ---------------------------------------------------------------------------------------
     def boot(self) -> None:
-        """Everything that can fail before taking work: database settings, bucket, weights, ComfyUI."""
+        """Everything that can fail before taking work: database settings, metrics port, bucket, weights, ComfyUI."""
         self.farm.require_database()
+        self.metrics.serve(self.farm.worker_metrics_host, self.farm.worker_metrics_port)  # before minutes of loading
         if self.delivery is None:
             self.delivery = self.service.delivery if self.service is not None else delivery_from_settings(self.settings)
         if not isinstance(self.delivery, ObjectStoreDelivery):
@@ -239,6 +242,7 @@ class FarmWorker:
             await asyncio.gather(watcher, return_exceptions=True)
             await self.disconnect()
             self._executor.shutdown(wait=True)
+            self.metrics.close()
             log.info("worker %s stopped after %d job(s)", self.name, self._runs)
 
     def drain(self) -> None:
@@ -263,6 +267,7 @@ class FarmWorker:
     # -- one job ------------------------------------------------------------------------------------
     async def _render_job(self, context, prediction_id: str) -> dict[str, Any]:
         run = _Run(prediction_id, attempt=context.job.attempts + 1)
+        self.metrics.started()
         future = asyncio.get_running_loop().run_in_executor(self._executor, self._run_job_recorded, run)
         try:
             outcome = await asyncio.shield(future)
@@ -277,6 +282,7 @@ class FarmWorker:
             if current is not None:
                 current.uncancel()
         self._runs += 1
+        self.metrics.ended(outcome.status)
         if outcome.status in ("succeeded", "skipped"):
             return {"status": outcome.status, "output": outcome.output}
         if outcome.status == "canceled":
@@ -326,7 +332,8 @@ class FarmWorker:
         run.live = LiveJob(progress, self.delivery.store, key, run.prediction_id,
                            logs if webhooks.wants(started, "logs") else None, self.farm.logs_webhook_seconds)
         try:
-            delivered = self.service.predict(request, log_line=progress.line, subscribers=(progress, run.live), key=key)
+            delivered = self.service.predict(request, log_line=progress.line,
+                                             subscribers=(progress, run.live, self.metrics.events), key=key)
         except RunTimedOut as error:
             return self._end(run, "failed", error=str(error), progress=progress)
         except ExecutionInterrupted as error:
@@ -368,7 +375,8 @@ class FarmWorker:
 
     def _send(self, row: dict[str, Any], attempts: int) -> None:
         webhooks.send(row["webhook"], prediction_json(row), allowed_hosts=self.farm.webhook_allowed_hosts,
-                      timeout=self.farm.webhook_timeout_seconds, attempts=attempts)
+                      timeout=self.farm.webhook_timeout_seconds, attempts=attempts,
+                      sign=signing.signer_for(self.store, row))
 
     # -- jobs whose worker vanished -----------------------------------------------------------------
     async def _watch_stalled(self) -> None:
