@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from comfy_runtime.farm.client import FarmClient
+from comfy_runtime.farm.config import FarmSettings
+from comfy_runtime.farm.tokens import create as create_token
 from local_servers.farm_processes import GatewayProcess, WorkerProcess
 from local_servers.postgres_server import PostgresServer
 from tests.support.farm import wait_until
@@ -62,12 +65,16 @@ def farm(hv_env, session_dirs, runtime, pg, s3, tmp_path_factory):
         "HV_FARM_POLL_SECONDS": "1", "HV_FARM_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]',
         "HV_FARM_LOGS_WEBHOOK_SECONDS": str(LOGS_EVERY),
     }
+    with FarmClient(FarmSettings(database_url=pg.url)) as client:
+        client.ensure_schema()
+        with client.store.connection() as conn:  # the gateway requires a token (tests/test_farm_tokens.py)
+            token = create_token(conn, "previews-tests").token
     gateway = GatewayProcess(env, root / "gateway.log").start()
     worker = WorkerProcess(env, root / "worker.log").start()
     try:
         gateway.wait_ready()
         worker.wait_ready()
-        with httpx.Client(base_url=gateway.url, timeout=60) as http:
+        with httpx.Client(base_url=gateway.url, timeout=60, headers={"Authorization": f"Bearer {token}"}) as http:
             yield http
     finally:
         worker.stop()
