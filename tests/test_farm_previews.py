@@ -6,7 +6,6 @@ HVTestSlowModel, so the render lasts long enough to watch), the gateway as a rea
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -21,7 +20,7 @@ from local_servers.farm_processes import GatewayProcess, WorkerProcess
 from local_servers.postgres_server import PostgresServer
 from tests.support.farm import wait_until
 from tests.support.media import probe_video
-from tests.support.tiny_hunyuan15 import write_tiny_family, write_tiny_models
+from tests.support.tiny_hunyuan15 import slow_model, write_tiny_family, write_tiny_models
 
 BUCKET = "farm-previews"
 PREFIX = "hv/"
@@ -36,14 +35,8 @@ def job(**overrides) -> dict:
 
 
 def write_slow_workflows(target: Path) -> Path:
-    """The tiny v1 family, with the slowed model between UNETLoader (10) and ModelSamplingSD3 (30)."""
-    write_tiny_family(target, "hunyuan_t2v")
-    path = target / "hunyuan_t2v.json"
-    graph = json.loads(path.read_text())
-    graph["15"] = {"class_type": "HVTestSlowModel", "inputs": {"model": ["10", 0], "seconds_per_call": SECONDS_PER_STEP}}
-    graph["30"]["inputs"]["model"] = ["15", 0]
-    path.write_text(json.dumps(graph, indent=2))
-    return target
+    """The tiny v1 family, each model call slowed (HVTestSlowModel after UNETLoader)."""
+    return slow_model(write_tiny_family(target, "hunyuan_t2v"), "hunyuan_t2v", SECONDS_PER_STEP)
 
 
 @pytest.fixture(scope="module")

@@ -176,35 +176,54 @@ def test_no_previews_when_off_and_none_left_in_the_run_folder(v1):
 # -- Cog's streamed outputs (HV_STREAM_PREVIEWS=1) through the real coglet ------------------------------------
 
 
-def test_stream_mode_through_coglet_streams_each_preview_then_the_video_last(hv_env, workflows_dir, webhooks,
-                                                                               tmp_path):
-    import uuid
+@pytest.fixture(scope="module")
+def stream_server(hv_env, workflows_dir, tmp_path_factory):
+    """The real coglet serving predict.py with HV_STREAM_PREVIEWS=1 (each model call slowed a little, so a cancel
+    can land mid-render), and the schema `cog build` would write for that image."""
+    import shutil
 
     from comfy_runtime.cog_schema import SCHEMA_PATH, write_schema
     from local_servers.cog_server import CogServer
-    from tests.support.media import probe_video, write_data_uri
+    from tests.support.tiny_hunyuan15 import slow_model
 
-    env = {**hv_env, "HV_WORKFLOW": V1, "HV_WORKFLOWS_DIR": str(workflows_dir), "HV_STREAM_PREVIEWS": "1",
-           "HV_PREVIEW_EVERY": "2"}
+    root = tmp_path_factory.mktemp("stream")
+    shutil.copytree(workflows_dir, root / "workflows")
+    env = {**hv_env, "HV_WORKFLOW": V1, "HV_WORKFLOWS_DIR": str(slow_model(root / "workflows", V1, 0.05)),
+           "HV_STREAM_PREVIEWS": "1", "HV_PREVIEW_EVERY": "2"}
     with pytest.MonkeyPatch.context() as patch:
         for name, value in env.items():
             patch.setenv(name, value)
         write_schema()  # what `cog build` writes for this image: an iterator of files
     try:
-        output = json.loads(SCHEMA_PATH.read_text())["components"]["schemas"]["Output"]
-        assert output == {"title": "Output", "type": "array", "items": {"type": "string", "format": "uri"},
-                          "x-cog-array-type": "iterator"}
-        with CogServer(env, tmp_path / "server.log") as server:
+        schema = json.loads(SCHEMA_PATH.read_text())
+        with CogServer(env, root / "server.log") as server:
             server.wait_until_ready()
-            prediction_id = uuid.uuid4().hex
-            response = server.client.post("/predictions", headers={"Prefer": "respond-async"}, json={
-                "id": prediction_id, "input": {**REQUEST, "steps": 6}, "webhook": f"{webhooks.url}/hook",
-                "webhook_events_filter": ["output", "completed"]})
-            assert response.status_code == 202, response.text
-            final = webhooks.wait_final(prediction_id, timeout=120)
-            assert final["status"] == "succeeded", final.get("error") or server.logs()
+            server.schema = schema
+            yield server
     finally:
         write_schema()  # the session's own (single file), for the suites after this one
+
+
+def _stream(server, webhooks, inputs):
+    import uuid
+
+    prediction_id = uuid.uuid4().hex
+    response = server.client.post("/predictions", headers={"Prefer": "respond-async"}, json={
+        "id": prediction_id, "input": inputs, "webhook": f"{webhooks.url}/hook",
+        "webhook_events_filter": ["output", "completed"]})
+    assert response.status_code == 202, response.text
+    return prediction_id
+
+
+def test_stream_mode_through_coglet_streams_each_preview_then_the_video_last(stream_server, webhooks, tmp_path):
+    from tests.support.media import probe_video, write_data_uri
+
+    assert stream_server.schema["components"]["schemas"]["Output"] == {
+        "title": "Output", "type": "array", "items": {"type": "string", "format": "uri"},
+        "x-cog-array-type": "iterator"}
+    prediction_id = _stream(stream_server, webhooks, {**REQUEST, "steps": 6})
+    final = webhooks.wait_final(prediction_id, timeout=120)
+    assert final["status"] == "succeeded", final.get("error") or stream_server.logs()
     outputs = final["output"]
     assert len(outputs) == 4, [uri[:40] for uri in outputs]
     # The render thread's progress lines (with their ETA) and metrics reach this prediction, as in single-file mode.
@@ -215,6 +234,19 @@ def test_stream_mode_through_coglet_streams_each_preview_then_the_video_last(hv_
     assert [(p.frames, p.width, p.height) for p in probes[:3]] == [(3, 16, 16)] * 3  # previews at steps 2, 4, 6
     assert (probes[3].frames, probes[3].width, probes[3].height) == (9, 64, 64)  # the video, last
     print(f"streamed outputs as the webhooks saw them: {seen}")
+
+
+def test_stream_mode_cancel_after_the_first_preview_ends_canceled_and_the_next_runs(stream_server, webhooks):
+    prediction_id = _stream(stream_server, webhooks, {**REQUEST, "steps": 100, "seed": 31})
+    webhooks.wait_for(prediction_id, lambda events: any(e["output"] for e in events), "the first streamed preview",
+                      timeout=120)
+    assert stream_server.client.post(f"/predictions/{prediction_id}/cancel").status_code == 200
+    final = webhooks.wait_final(prediction_id, timeout=60)
+    assert final["status"] == "canceled", final
+    assert 1 <= len(final["output"] or []) < 50  # the previews sent before the cancel, no video
+    stream_server.wait_for_status({"READY"}, timeout=60)
+    again = _stream(stream_server, webhooks, {**REQUEST, "steps": 2, "seed": 32})
+    assert webhooks.wait_final(again, timeout=120)["status"] == "succeeded"
 
 
 def test_bad_preview_settings_are_refused_at_setup_with_the_fix(hv_env, workflows_dir):
