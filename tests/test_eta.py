@@ -44,3 +44,10 @@ def test_the_progress_line_shows_the_pipeline_eta_when_there_is_one():
     log = ProgressLog(lines.append, now=lambda: next(times))
     log(StepProgress("13", "SamplerCustomAdvanced", 2, 30, eta_seconds=125.0))
     assert lines == ["SamplerCustomAdvanced step 2/30 (5.00 s/step, ETA 2:05)"]
+
+
+def test_a_much_smaller_last_run_is_not_scaled_up_the_warm_start_measures_loading_not_pixels():
+    after = AfterSampling()
+    after.learn({"decode": 2.0, "encode": 0.1}, 64, 64, 1)  # the warm start: 0.004 megapixel-frames
+    assert after.estimate(("decode", "encode"), *SIZE) == 0.0  # 29,000x larger: not known, rather than hours
+    assert after.estimate(("decode",), 128, 128, 1) == 2.0 * 4  # 4x larger: scaled

@@ -2,9 +2,9 @@
 
 While a sampler runs: its remaining steps at the step time measured so far in this run, plus what comes after
 sampling (decode, encode, upload). While the VAE decodes: its remaining tiles at their measured rate, plus
-encode and upload. What comes after is learned per megapixel-frame (width x height x frames) from the previous
-prediction of this process (the warm start's, with HV_WARM_START): before the first one it is not known and the
-ETA counts the sampling alone. A second sampling stage (1.5's 1080p super-resolution) is not foreseen: its ETA
+encode and upload. What comes after is scaled by megapixel-frames (width x height x frames) from the previous
+prediction of this process, when that one was at most MAX_SCALE_UP times smaller (the warm start's 64x64x1 job
+measures loading, not pixels): before such a run it is not known and the ETA counts the sampling alone. A second sampling stage (1.5's 1080p super-resolution) is not foreseen: its ETA
 starts when it starts.
 
 The step time: from the sampler's first step to its latest (the first step also loads the model, so it is left
@@ -23,21 +23,34 @@ from comfy_runtime.render.metrics import stage_of
 AFTER_SAMPLING = ("decode", "encode", "upload")
 
 
+# A stage's time is scaled by size from a run at most this much smaller: the warm start's 64x64x1 job (load and
+# fixed costs, not pixels) would otherwise predict hours of decoding for a 720p video.
+MAX_SCALE_UP = 8.0
+
+
 @dataclass
 class AfterSampling:
-    """Seconds per megapixel-frame of the stages after sampling, as the last prediction measured them."""
+    """The stages after sampling as the last prediction measured them: seconds and megapixel-frames, per stage."""
 
-    per_mpf: dict[str, float] = field(default_factory=dict)
+    measured: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def learn(self, seconds: dict[str, float], width: int, height: int, frames: int) -> None:
         mpf = width * height * frames / 1e6
         for stage in AFTER_SAMPLING:
             if stage in seconds and mpf > 0:
-                self.per_mpf[stage] = seconds[stage] / mpf
+                self.measured[stage] = (seconds[stage], mpf)
 
     def estimate(self, stages: tuple[str, ...], width: int, height: int, frames: int) -> float:
+        """Seconds for `stages` at this size, scaled linearly from the last run; a stage last measured on a run more
+        than MAX_SCALE_UP times smaller is not counted (not known yet)."""
         mpf = width * height * frames / 1e6
-        return sum(self.per_mpf.get(stage, 0.0) for stage in stages) * mpf
+        total = 0.0
+        for stage in stages:
+            if stage in self.measured:
+                seconds, measured_mpf = self.measured[stage]
+                if mpf <= measured_mpf * MAX_SCALE_UP:
+                    total += seconds * mpf / measured_mpf
+        return total
 
 
 class RunEta:
