@@ -87,8 +87,9 @@ speed-figures: setup ## EasyCache levels (DiT calls, time, pixel distance) and w
 	$(PY) bench/cache_levels.py
 
 .PHONY: bench
-bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
+bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server (READY, overhead, RSS); lean boot vs HV_BOOT=full (make bench runs=20 rounds=3)
 	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)
+	$(PY) bench/boot_lean_vs_full.py --rounds $(or $(rounds),3)
 
 .PHONY: worker gateway test-farm farm-figures
 worker: setup ## render-farm GPU worker: render queued jobs one at a time (HV_FARM_DATABASE_URL, HV_S3_BUCKET; docs/farm.md)
