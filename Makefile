@@ -94,8 +94,9 @@ speed-figures: setup ## EasyCache levels (DiT calls, time, pixel distance) and w
 	$(PY) bench/cache_levels.py
 
 .PHONY: bench
-bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server: time to READY, overhead, peak RSS (make bench runs=20 rounds=3)
+bench: setup ## embedded ComfyUI vs ComfyUI as a subprocess server (READY, overhead, RSS); lean boot vs HV_BOOT=full (make bench runs=20 rounds=3)
 	$(PY) bench/embedded_vs_remote.py $(or $(runs),20) --rounds $(or $(rounds),3)
+	$(PY) bench/boot_lean_vs_full.py --rounds $(or $(rounds),3)
 
 .PHONY: worker gateway test-farm farm-figures
 worker: setup ## render-farm GPU worker: render queued jobs one at a time (HV_FARM_DATABASE_URL, HV_S3_BUCKET; docs/farm.md)
@@ -106,6 +107,10 @@ gateway: $(VENV)/.installed ## render-farm HTTP gateway on 127.0.0.1:$(GATEWAY_P
 
 test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gateway; SIGKILL, SIGTERM, DB restart, cancel
 	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py tests/test_farm_tokens.py tests/test_farm_metrics.py tests/test_farm_previews.py
+
+.PHONY: farm-demo
+farm-demo: setup ## the farm on this machine: PostgreSQL, S3 (moto), a gateway, 2 CPU workers; prints the jobs page and a token, submits 3 jobs; Ctrl-C stops it all
+	$(PY) -m local_servers.farm_demo $(if $(filter command line environment,$(origin GATEWAY_PORT)),--port $(GATEWAY_PORT))
 
 farm-figures: setup ## farm queue overhead against a direct Cog server, jobs/min with 1 vs 2 workers (make farm-figures runs=10)
 	$(PY) bench/farm_overhead.py $(or $(runs),10)

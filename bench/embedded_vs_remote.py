@@ -74,9 +74,13 @@ def series(run, runs: int, out_root: Path) -> list[tuple[float, float]]:
 
 
 def embedded_worker(args: argparse.Namespace) -> None:
+    from comfy_runtime.backends.boot_plan import classes_of
     from comfy_runtime.backends.embedded import EmbeddedRuntime
 
-    rt = EmbeddedRuntime(Path(args.comfyui), Path(args.work) / "models", Path(args.work) / "embedded", device="cpu")
+    # As the product boots it (HV_BOOT, default lean: the plumbing graph's node modules only; boot_lean_vs_full.py).
+    rt = EmbeddedRuntime(Path(args.comfyui), Path(args.work) / "models", Path(args.work) / "embedded", device="cpu",
+                         boot=os.environ.get("HV_BOOT", "lean"))
+    rt.require_node_classes(classes_of([graph_for(0)]))
     rt.start()
     emit(event="ready")
 

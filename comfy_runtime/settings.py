@@ -50,6 +50,17 @@ class Settings(BaseSettings):
     extra_custom_nodes: list[Path] = Field(
         default_factory=list, description="More custom-node folders to load (JSON list of paths)."
     )
+    boot: Literal["lean", "full"] = Field(
+        "lean",
+        description="lean: start only the ComfyUI node modules the served workflows use and defer imports nothing "
+        "uses before a run (about half the boot time; comfy_runtime/backends/boot_plan.py); full: start every one, "
+        "as ComfyUI itself does (embedded backend).",
+    )
+    attention: Literal["sdpa", "sage"] = Field(
+        "sdpa",
+        description="Attention kernel, set through ComfyUI's own switch (comfy_runtime/backends/attention.py): sdpa "
+        "(torch's, everywhere) or sage (SageAttention 1, GPU only; the image installs sageattention==1.0.6).",
+    )
     # Backend (comfy_runtime/backends/embedded.py, remote.py).
     backend: Literal["embedded", "remote"] = Field(
         "embedded",

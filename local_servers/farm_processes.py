@@ -85,8 +85,8 @@ class WorkerProcess(_Process):
 
 
 class GatewayProcess(_Process):
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log_path: Path, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         super().__init__(["gateway", "--host", "127.0.0.1", "--port", str(self.port)], env, log_path)
 

@@ -22,6 +22,9 @@ NOT_BENCHES = {"__init__.py", "harness.py"}  # harness: the benches' helpers
 # script -> (smallest arguments, lines its output must have)
 SMALLEST = {
     "boot_check_cost.py": (["1"], [r"^all \d+ files: median [\d.]+ ms"]),
+    "boot_lean_vs_full.py": (["--rounds", "1"], [r"^time to READY, s +[\d.]+ +[\d.]+ +[\d.]+$",
+                                                 r"^time to the first video, s +[\d.]+ +[\d.]+ +[\d.]+$",
+                                                 r"READY lean/full <= 0\.5: [\d.]+$"]),
     "cache_levels.py": (["--sizes", "64x64x9", "--steps", "2", "--warm-size", "64x64x9", "--warm-steps", "2"],
                         [r"^ +64x64x9 +off +\d+ ", r"^ +64x64x9 +fastest +\d+ +\d+ +[\d.]+ +[\d.]+ +[\d.]+/255$",
                          r"HV_WARM_START=true .* first/second [\d.]+$"]),
@@ -31,6 +34,8 @@ SMALLEST = {
                                                        r"embedded overhead < [\d.]+ ms: [\d.]+ ms$"]),
     "farm_auth_overhead.py": (["5", "100"], [r"^ratio tokens / auth off +[\d.]+$",
                                             r"^GET /metrics with 100 started rows: median [\d.]+ ms"]),
+    "farm_list_figures.py": (["5000", "2"], [r"^member, behind a cursor +[\d.]+ +[\d.]+ +[\d.]+$",
+                                           r"^ratio no index / indexed, .+ [\d.]+$"]),
     "farm_overhead.py": (["1"], [r"^ratio farm end to end / direct Cog POST +[\d.]+$",
                                  r"^ratio 2 workers / 1 worker +[\d.]+$"]),
     "fault_figures.py": ([], [r"^baseline: median successful prediction \d+ ms", r"^failing node +NodeExecutionError "]),

@@ -76,8 +76,10 @@ def test_the_derived_flop_count_matches_torch_flop_counter_on_a_real_forward(run
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
     from torch.utils.flop_counter import FlopCounterMode
 
+    from bench.gpu_kit.models import config_for_tree
+
     torch.manual_seed(0)
-    model = HunyuanVideo(operations=comfy.ops.manual_cast, **config)
+    model = HunyuanVideo(operations=comfy.ops.manual_cast, **config_for_tree(config))
     latent = (3, 8, 8)
     x = torch.randn(1, config["in_channels"], *latent)
     kwargs = {"y": torch.randn(1, 768)} if config["vec_in_dim"] else {}
@@ -221,9 +223,18 @@ def test_the_kit_runs_at_tiny_scale_with_only_what_the_lent_machine_has(unpacked
     assert skipped and all(0 <= k <= steps == 3 for k, steps in skipped), skipped
     assert summary["features"]["fp8"]["status"] == "measured" and summary["features"]["fp8"]["seconds_per_step_ratio"] > 0
     assert summary["features"]["compile"]["status"].startswith("validated only")
+    assert summary["features"]["step_distilled"]["status"].startswith("n/a")  # v1 has no step-distilled model
     for name in ("hunyuan_video_15_480p", "hunyuan_video_15_720p"):  # HunyuanVideo 1.5 through its own workflows
         family = report["families"][name]
         assert family["returncode"] == 0, family
         assert family["summary"]["sizes"]["64x64x5"]["seconds_per_step"] > 0, family
+        distilled = family["summary"]["features"]["step_distilled"]  # 8 steps at cfg 1 vs the derived 50-step render
+        assert distilled["status"] == "measured" and distilled["steps"] == 8 and 0 < distilled["render_s_ratio"], distilled
+    # Boot phases of both ways, and each attention kernel: sage is the product's refusal on this CPU.
+    boot = summary["boot"]
+    assert set(boot) >= {"full", "lean", "ready_lean_vs_full"}, boot
+    assert all(boot[mode]["torch"] > 0 and boot[mode]["comfy_modules"] > 0 for mode in ("full", "lean")), boot
+    assert summary["attention"]["sage"]["status"].startswith("refused: HV_ATTENTION=sage needs a CUDA GPU")
+    assert "boot READY lean/full" in run.stdout and "attention sage" in run.stdout
     assert "seconds/step" in run.stdout and "process start -> READY" in run.stdout and "live preview" in run.stdout  # the printed table
     assert not work.exists()  # the written weights are deleted

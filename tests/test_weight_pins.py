@@ -20,6 +20,7 @@ WEIGHT_FILE = re.compile(r".+\.(safetensors|sft|ckpt|pt|pth|bin|gguf)$")
 PINS_NOT_PUBLISHED: set[str] = {
     "hunyuanvideo1.5_480p_t2v_fp16.safetensors",
     "hunyuanvideo1.5_480p_i2v_fp16.safetensors",
+    "hunyuanvideo1.5_480p_i2v_step_distilled_fp16.safetensors",
     "hunyuan_video_image_to_video_720p_bf16.safetensors",
     "llava_llama3_vision.safetensors",
 }

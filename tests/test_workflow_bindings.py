@@ -36,6 +36,7 @@ CANNOT_USE = {
     "hunyuan_t2v": {"negative_prompt", "image"},  # guidance-distilled: no negative; the image goes to hunyuan_i2v
     "hunyuan_i2v": {"negative_prompt"},
     "hunyuan15_480p_distilled_t2v": {"negative_prompt", "guidance", "image"},  # cfg 1: no negative, no cfg
+    "hunyuan15_480p_i2v_step_distilled": {"negative_prompt", "guidance"},  # cfg 1 too; image-to-video only
 }
 
 

@@ -120,7 +120,17 @@ FEATURES = {  # in the order they run: fp8 last, since its loader change drops t
     "easycache": "EasyCache node between the flow shift and the guider, ComfyUI's default threshold (0.2)",
     "compile": "TorchCompileModel (inductor) on the DiT; the first render's extra time is the compile time",
     "fp8": "UNETLoader weight_dtype fp8_e4m3fn_fast on a GPU (fp8 matmuls), fp8_e4m3fn on a CPU",
+    # HunyuanVideo 1.5 step-distilled (hunyuan15_480p_i2v_step_distilled): its published settings, 8 steps, cfg 1
+    # (one model pass a step instead of CFG's two), shift 7, on the family's own graph and DiT. The distilled DiT
+    # differs only by time_r_in (one 256->hidden MLP, a negligible share of a step) and its image conditioning,
+    # which 1.5's t2v graph carries too (65 input channels): the render's time is the step-distilled one's.
+    "step_distilled": "8 steps at cfg 1, shift 7 (the step-distilled model's settings) vs the family's 50-step render",
 }
+# Families the step-distilled row applies to (real CFG, a step-distilled checkpoint published).
+STEP_DISTILLED_FAMILIES = {"hunyuan_video_15_480p", "hunyuan_video_15_720p"}
+STEP_DISTILLED_REQUEST = {"steps": 8, "guidance": 1.0, "flow_shift": 7.0}
+# HV_ATTENTION kernels the kit compares (comfy_runtime/backends/attention.py); sdpa is the main run's.
+ATTENTION = ("sdpa", "sage")
 GPU_ONLY_FEATURES = {"compile"}  # inductor on a CPU takes minutes of C++ compiling: validated, not run, at tiny
 
 

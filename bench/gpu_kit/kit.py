@@ -21,7 +21,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_kit.families import FAMILIES, FEATURES, GPU_ONLY_FEATURES, Family, Scale, by_name
+from bench.gpu_kit.families import (
+    ATTENTION,
+    FAMILIES,
+    FEATURES,
+    GPU_ONLY_FEATURES,
+    STEP_DISTILLED_FAMILIES,
+    STEP_DISTILLED_REQUEST,
+    Family,
+    Scale,
+    by_name,
+)
 from bench.gpu_kit.flops import Tokens, forward_flops, image_tokens, peak_bf16
 from bench.gpu_kit.measure import LINE_PREFIX, use_placeholder_pyav_if_absent
 from bench.gpu_kit.models import (
@@ -181,9 +191,9 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
         "validate_only": sorted(GPU_ONLY_FEATURES) if device == "cpu" else [],
         "overhead_pairs": DEFAULTS[scale]["overhead_pairs"],
         "latent_format": "HunyuanVideo15" if family.spatial_compression == 16 else "HunyuanVideo",
-        "deadline": deadline,
+        "deadline": deadline, "family": family.name,
+        "step_distilled_families": sorted(STEP_DISTILLED_FAMILIES), "step_distilled_request": STEP_DISTILLED_REQUEST,
     }
-    spec_path = work / "spec.json"
     env = {
         **os.environ,
         "HV_MODELS_DIR": str(models), "HV_OUTPUT_DIR": str(work / "outputs"), "HV_WORKFLOW": family.workflow,
@@ -191,9 +201,57 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
         "HV_EXTRA_CUSTOM_NODES": json.dumps([str(KIT_NODES)]), "HV_DEVICE": device,
         "HV_IMAGE_TO_VIDEO": "false", "HV_UPSCALE": "false",  # text-to-video only (settings of the models work)
         "PYTHONPATH": os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "HV_BOOT": "lean", "HV_ATTENTION": "sdpa",  # the product's defaults; the rows below vary them
     }
+    records, returncode, log_tail = measure_child(family, args, spec, env, work, deadline)
+    if returncode and returncode < 0:
+        say(f"[{family.name}] the measuring process was stopped at the deadline (signal {-returncode})")
+    elif returncode:
+        say(f"[{family.name}] the measuring process failed (exit {returncode}); its last lines:")
+        for line in log_tail[-25:]:
+            say(f"  | {line}")
+        result["log_tail"] = log_tail
+    result["returncode"] = returncode
+    # Boot phases: today's full boot (HV_BOOT=full) against the lean one the main run used, same files, same machine.
+    if time.time() < deadline:
+        boot_records, _, _ = measure_child(family, args, {**spec, "boot_only": True}, {**env, "HV_BOOT": "full"},
+                                           work, deadline)
+        records += [{**r, "run": "boot_full"} for r in boot_records if r["kind"] == "boot"]
+    # Each other attention kernel: the plain renders again in a process booted with it (ComfyUI picks its kernel at
+    # import), or the product's refusal where this machine cannot run it.
+    for kernel in (k for k in args.attention if k != "sdpa"):
+        from comfy_runtime.backends.attention import AttentionRefused, check_attention
+
+        try:
+            check_attention(kernel, on_gpu=device == "cuda")
+        except AttentionRefused as refused:
+            records.append({"kind": "attention", "attention": kernel, "status": f"refused: {refused}"})
+            say(f"[{family.name}] HV_ATTENTION={kernel}: refused here: {refused}")
+            continue
+        if time.time() > deadline:
+            records.append({"kind": "attention", "attention": kernel, "status": "skipped: budget spent"})
+            continue
+        kernel_records, code, tail = measure_child(family, args, {**spec, "renders_only": True, "features": []},
+                                                   {**env, "HV_ATTENTION": kernel}, work, deadline)
+        renders = [r for r in kernel_records if r["kind"] == "render"]
+        records.append({"kind": "attention", "attention": kernel, "renders": renders,
+                        "status": "measured" if code == 0 and renders else f"failed (exit {code}): {' | '.join(tail[-3:])}"})
+    result["records"] = records
+    result["flops_per_step"] = {
+        f"{s['width']}x{s['height']}x{s['num_frames']}": step_flops(family, scale, shapes, s, args.prompt) for s in sizes
+    }
+    if not args.keep:
+        shutil.rmtree(models, ignore_errors=True)
+        shutil.rmtree(work / "outputs", ignore_errors=True)
+    return result
+
+
+def measure_child(family: Family, args: argparse.Namespace, spec: dict[str, Any], env: dict[str, str], work: Path,
+                  deadline: float) -> tuple[list[dict[str, Any]], int | None, list[str]]:
+    """One measuring process (bench/gpu_kit/measure.py) under env: its GPUKIT records, exit status, last log lines."""
     records: list[dict[str, Any]] = []
     log_tail: list[str] = []
+    spec_path = work / "spec.json"
     spec["spawned_at"] = time.time()  # "process start" for READY and the first video: just before the spawn
     spec_path.write_text(json.dumps(spec))
     child = subprocess.Popen([sys.executable, "-m", "bench.gpu_kit.measure", str(spec_path)], cwd=REPO, env=env,
@@ -218,22 +276,7 @@ def run_family(family: Family, scale: Scale, args: argparse.Namespace, work: Pat
         if child.poll() is None:
             child.kill()
             child.wait()
-    if child.returncode and child.returncode < 0:
-        say(f"[{family.name}] the measuring process was stopped at the deadline (signal {-child.returncode})")
-    elif child.returncode:
-        say(f"[{family.name}] the measuring process failed (exit {child.returncode}); its last lines:")
-        for line in log_tail[-25:]:
-            say(f"  | {line}")
-        result["log_tail"] = log_tail
-    result["returncode"] = child.returncode
-    result["records"] = records
-    result["flops_per_step"] = {
-        f"{s['width']}x{s['height']}x{s['num_frames']}": step_flops(family, scale, shapes, s, args.prompt) for s in sizes
-    }
-    if not args.keep:
-        shutil.rmtree(models, ignore_errors=True)
-        shutil.rmtree(work / "outputs", ignore_errors=True)
-    return result
+    return records, child.returncode, log_tail
 
 
 def fmt(value: Any, pattern: str) -> str:
@@ -336,8 +379,26 @@ def summarise(name: str, result: dict[str, Any], peak: float | None) -> dict[str
             entry["peak_gpu_gib"] = steady["peak_gpu_gib"]
         if record["feature"] == "easycache":
             entry["skipped_steps"] = record.get("easycache_skipped")
+        if record["feature"] == "step_distilled" and plain.get("render_s_at_reference_steps"):
+            # Against the family's own 50-step render (derived from its measured steps): Tencent reports -75%.
+            entry["steps"] = steady["steps"]
+            entry["render_s_ratio"] = steady["total_s"] / plain["render_s_at_reference_steps"]
+            entry["versus"] = f"{plain['reference_steps']}-step render (derived)"
         features[record["feature"]] = entry
     summary["features"] = features
+    summary["attention"] = {"sdpa": {"status": "measured (the main run)"}}
+    for record in (r for r in records if r["kind"] == "attention"):
+        entry = {"status": record["status"]}
+        warm = next((r for r in record.get("renders", []) if r["label"] == "warm"), None)
+        if warm and plain and warm.get("seconds_per_step") and plain["seconds_per_step"]:
+            entry["seconds_per_step"] = warm["seconds_per_step"]
+            entry["seconds_per_step_ratio"] = warm["seconds_per_step"] / plain["seconds_per_step"]
+            entry["peak_gpu_gib"] = warm["peak_gpu_gib"]
+        summary["attention"][record["attention"]] = entry
+    boots = {("full" if r.get("run") == "boot_full" else r["boot"]): r for r in records if r["kind"] == "boot"}
+    summary["boot"] = {mode: {"ready_s": r["ready_s"], **r["phases"]} for mode, r in boots.items()}
+    if "full" in boots and "lean" in boots:
+        summary["boot"]["ready_lean_vs_full"] = boots["lean"]["ready_s"] / boots["full"]["ready_s"]
     return summary
 
 
@@ -381,6 +442,18 @@ def table(results: dict[str, Any]) -> str:
                      + fmt(s.get("overhead_fraction") and 100 * s["overhead_fraction"], " (%+.1f%%)")
                      + ("" if s.get("overhead_excluding_encode_s") is None
                         else f"; {s['overhead_excluding_encode_s']:+.3f} s without encoding")))
+        boot = s.get("boot", {})
+        for mode in ("full", "lean"):
+            if mode in boot:
+                b = boot[mode]
+                rows.append((name, f"boot HV_BOOT={mode}: READY (torch / ComfyUI modules / rest)",
+                             f"{b['ready_s']:.1f} s ({b['torch']:.1f} / {b['comfy_modules']:.1f} / {b['setup_rest']:.1f} s)"))
+        if "ready_lean_vs_full" in boot:
+            rows.append((name, "boot READY lean/full", f"x{boot['ready_lean_vs_full']:.2f}"))
+        for kernel, entry in s.get("attention", {}).items():
+            text = entry["status"] if "seconds_per_step_ratio" not in entry else (
+                f"{entry['seconds_per_step']:.3f} s/step, x{entry['seconds_per_step_ratio']:.3f} of sdpa")
+            rows.append((name, f"attention {kernel}", text[:160]))
         for feature, entry in s["features"].items():
             if "render_s_ratio" not in entry:
                 rows.append((name, feature, entry["status"]))
@@ -392,6 +465,8 @@ def table(results: dict[str, Any]) -> str:
                 text += f", compile {entry['compile_s']:.1f} s"
             if entry.get("skipped_steps"):
                 text += f", skipped {entry['skipped_steps']}"
+            if entry.get("versus"):
+                text += f" ({entry['steps']} steps vs the {entry['versus']})"
             rows.append((name, feature, text))
     widths = [max(len(r[i]) for r in rows) for i in range(3)] if rows else [0, 0, 0]
     return "\n".join(f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c}" for a, b, c in rows)
@@ -403,6 +478,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="tiny: the same code at test size on a CPU (CI); full: the real architectures on a GPU")
     parser.add_argument("--families", default="", help="comma-separated family names (default: every enabled one)")
     parser.add_argument("--features", default=",".join(FEATURES), help=f"speed features to compare: {', '.join(FEATURES)}")
+    parser.add_argument("--attention", default=",".join(ATTENTION),
+                        help=f"HV_ATTENTION kernels to compare (sdpa is the main run's): {', '.join(ATTENTION)}")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps per render (default: tiny 3, full 4)")
     parser.add_argument("--budget-s", type=float, default=None, help="stop starting new measurements after this many seconds")
     parser.add_argument("--prompt", default=PROMPT)
@@ -415,6 +492,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.steps = args.steps or defaults["steps"]
     args.budget_s = args.budget_s or defaults["budget_s"]
     args.features = [f.strip() for f in args.features.split(",") if f.strip()]
+    args.attention = [a.strip() for a in args.attention.split(",") if a.strip()]
+    if set(args.attention) - set(ATTENTION):
+        parser.error(f"unknown attention kernel(s) {sorted(set(args.attention) - set(ATTENTION))}; known: {', '.join(ATTENTION)}")
     unknown = set(args.features) - set(FEATURES)
     if unknown:
         parser.error(f"unknown feature(s) {sorted(unknown)}; known: {', '.join(FEATURES)}")

@@ -164,6 +164,8 @@ def variant_graph(graph: dict[str, Any], feature: str, on_gpu: bool) -> dict[str
     if feature == "fp8":
         graph[loader]["inputs"]["weight_dtype"] = "fp8_e4m3fn_fast" if on_gpu else "fp8_e4m3fn"
         return graph
+    if feature == "step_distilled":  # its settings are request inputs (steps, guidance, flow_shift): same graph
+        return graph
     if len(shifts) != 1 or not guiders:
         raise ValueError(f"{feature}: expected one ModelSamplingSD3 feeding the guider(s); found {shifts}, {guiders}")
     node_id = f"gpukit_{feature}"
@@ -243,6 +245,20 @@ def main(spec_path: str) -> int:
     spawned_at = float(spec["spawned_at"])
     deadline = float(spec["deadline"])
     encode_skipped = use_placeholder_pyav_if_absent()
+    # Boot phases, as bench/boot_lean_vs_full.py splits them: torch's import, ComfyUI's modules (boot_comfyui, with
+    # HV_BOOT's deferred imports), then the rest of setup (node modules, supply checks, bindings, validation).
+    phase_started = time.time()
+    import torch
+
+    torch_done = time.time()
+    from comfy_runtime.backends.embedded import boot_comfyui
+    from comfy_runtime.settings import Settings
+    from comfy_runtime.supply.comfyui_source import resolve_comfyui_path
+
+    boot_settings = Settings()
+    boot_comfyui(resolve_comfyui_path(boot_settings).resolve(), boot_settings.device,
+                 defer_imports=boot_settings.boot == "lean", attention=boot_settings.attention)
+    comfy_done = time.time()
 
     from comfy_runtime.delivery.deliverer import FileDelivery
     from comfy_runtime.graph.frame_tap import add_frame_tap
@@ -261,9 +277,14 @@ def main(spec_path: str) -> int:
     service = VideoService.from_settings(settings, FileDelivery())
     service.start()
     model = service.model
-    emit("ready", seconds_from_spawn=time.time() - spawned_at, encode_skipped=encode_skipped)
-    import torch
-
+    ready_at = time.time()
+    emit("ready", seconds_from_spawn=ready_at - spawned_at, encode_skipped=encode_skipped)
+    emit("boot", boot=settings.boot, attention=settings.attention, ready_s=ready_at - spawned_at, phases={
+        "interpreter": phase_started - spawned_at, "torch": torch_done - phase_started,
+        "comfy_modules": comfy_done - torch_done, "setup_rest": ready_at - comfy_done})
+    if spec.get("boot_only"):
+        service.close()
+        return 0
     on_gpu = torch.cuda.is_available()
     loads = LoadTimer()
     logging.getLogger().setLevel(logging.INFO)
@@ -280,10 +301,10 @@ def main(spec_path: str) -> int:
         emit("render", **record)
         this_warm = timed_render(service, {**fields, "seed": 2}, "warm", encode_skipped)
         emit("render", **this_warm.record())
-        if spec.get("latent_format"):
+        if spec.get("latent_format") and not spec.get("renders_only"):
             emit("preview", size=this_warm.size, **preview_cost(spec["latent_format"], size,
                                                                 Path(settings.output_dir), encode_skipped))
-        if index == 0:
+        if index == 0 and not spec.get("renders_only"):
             warm = this_warm
             # Interleaved pairs (renderer, executor) on the same graph with fresh seeds, so drift (clocks, caches)
             # hits both sides alike; the overhead is the difference of the medians.
@@ -306,6 +327,12 @@ def main(spec_path: str) -> int:
                     model.runtime.validate(variant.graph)
                     emit("feature", feature=feature, status="validated only (not run at this scale)")
                     continue
+                feature_fields = fields
+                if feature == "step_distilled":
+                    if spec.get("family") not in spec.get("step_distilled_families", ()):
+                        emit("feature", feature=feature, status="n/a: no step-distilled model of this family")
+                        continue
+                    feature_fields = {**fields, **spec["step_distilled_request"]}
                 runs = 2 if feature in ("compile", "fp8") else 1  # the first one compiles or converts the weights
                 estimate = warm.total_s * runs + (120.0 if feature == "compile" else 0.0)
                 if time.time() + estimate > deadline:
@@ -313,8 +340,8 @@ def main(spec_path: str) -> int:
                     continue
                 loads.loads.clear()
                 try:
-                    timed = [timed_render(runner, {**fields, "seed": 10 + run}, f"{feature}_{run + 1}", encode_skipped)
-                             for run in range(runs)]
+                    timed = [timed_render(runner, {**feature_fields, "seed": 10 + run}, f"{feature}_{run + 1}",
+                                          encode_skipped) for run in range(runs)]
                 except Exception as error:  # e.g. inductor without a C compiler: the other figures still count
                     emit("feature", feature=feature, status=f"failed: {type(error).__name__}: {str(error)[:500]}")
                     continue

@@ -53,7 +53,24 @@ def build_dit_on_meta(config: dict[str, Any]):
     from comfy.ldm.hunyuan_video.model import HunyuanVideo
 
     with torch.device("meta"):
-        return HunyuanVideo(operations=comfy.ops.disable_weight_init, device="meta", **config)
+        return HunyuanVideo(operations=comfy.ops.disable_weight_init, device="meta", **config_for_tree(config))
+
+
+def config_for_tree(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` as the loaded ComfyUI's HunyuanVideoParams takes it: the meanflow patch (patches/comfyui/0001) adds a
+    required `meanflow_sum`, which detection sets when vision_in is present (the 1.5 family). It changes no shape, so a
+    config written for either tree builds the same file on both."""
+    import dataclasses
+
+    from comfy.ldm.hunyuan_video.model import HunyuanVideoParams
+
+    fields = {field.name for field in dataclasses.fields(HunyuanVideoParams)}
+    config = dict(config)
+    if "meanflow_sum" in fields:
+        config.setdefault("meanflow_sum", config.get("vision_in_dim") is not None)
+    else:
+        config.pop("meanflow_sum", None)
+    return config
 
 
 def dit_shapes(config: dict[str, Any]) -> dict[str, tuple[int, ...]]:

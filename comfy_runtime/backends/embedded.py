@@ -16,12 +16,14 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from comfy_runtime.backends import preview_hook
+from comfy_runtime.backends import boot_plan, preview_hook
+from comfy_runtime.backends.attention import apply_attention, check_attention
 from comfy_runtime.backends.boot_log import filtered_comfy_boot
 from comfy_runtime.backends.contract import (
     INTERRUPT_GRACE_SECONDS,
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 
 _BOOT_LOCK = threading.Lock()
 _booted_from: Path | None = None
+# comfy_extras files started in this process (ComfyUI's registry is global): a lean boot starts some, a later runtime
+# asking for more (or a full boot) starts the rest, each file once.
+_extras_started: set[str] = set()
 
 
 class _EventSink:
@@ -147,7 +152,9 @@ def _comfy() -> _Comfy:
     return _comfy_modules
 
 
-def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> _Comfy:
+def boot_comfyui(
+    comfyui_path: Path, device: Literal["auto", "cpu", "cuda"], defer_imports: bool = False, attention: str = "sdpa"
+) -> _Comfy:
     global _booted_from, _comfy_modules
     with _BOOT_LOCK:
         if _booted_from is not None:
@@ -157,6 +164,9 @@ def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> 
                     f"cannot load another from {comfyui_path}. Use one HV_COMFYUI_PATH per process."
                 )
             return _comfy()
+        if defer_imports:  # the lean boot (boot_plan.py): before anything imports them
+            boot_plan.defer_imports()
+            boot_plan.use_bytecode(comfyui_path)
         sys.path.insert(0, str(comfyui_path))
         # ComfyUI's nodes.py puts ComfyUI/comfy first on sys.path, which shadows the top-level
         # `utils` package with comfy/utils.py. main.py dodges that by importing utils first; so do we.
@@ -172,6 +182,8 @@ def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> 
             require_cuda()
         args.cpu = use_cpu
         args.preview_method = "none"
+        if not use_cpu:  # HV_ATTENTION (attention.py): ComfyUI's own switch, read when its attention module loads
+            apply_attention(args, attention)
         with filtered_comfy_boot(cpu_only=use_cpu):
             _comfy_modules = _Comfy()
         # comfy/ldm/hunyuan_video/upsampler.py does `import model_management, model_patcher` (ComfyUI/comfy is
@@ -184,6 +196,20 @@ def boot_comfyui(comfyui_path: Path, device: Literal["auto", "cpu", "cuda"]) -> 
         _comfy_modules.comfy_utils.set_progress_bar_enabled(False)
         _booted_from = comfyui_path
         return _comfy_modules
+
+
+def _uses_gpu(device: str) -> bool:
+    if device == "cpu":
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _core_classes() -> set[str]:
+    """The node classes nodes.py itself defines (as opposed to those comfy_extras and custom nodes register)."""
+    nodes = _comfy().nodes
+    return {name for name, cls in nodes.NODE_CLASS_MAPPINGS.items() if getattr(cls, "__module__", "") == "nodes"}
 
 
 def _object_info(obj_class: Any, class_type: str) -> dict[str, Any]:
@@ -206,6 +232,8 @@ class EmbeddedRuntime:
         extra_custom_nodes: list[Path] | tuple[Path, ...] = (),
         pinned_memory: str = "auto",
         cgroup_root: Path = CGROUP_ROOT,
+        boot: Literal["lean", "full"] = "full",
+        attention: str = "sdpa",
     ):
         self.comfyui_path = Path(comfyui_path).resolve()
         self.models_dir = Path(models_dir).resolve()
@@ -214,9 +242,15 @@ class EmbeddedRuntime:
         if device == "cuda":
             # At construction, before setup checks or fetches weights: a GPU-less pod must not first download 35 GB.
             require_cuda()
+        if attention != "sdpa":  # refused here too, before supply checks fetch anything
+            check_attention(attention, on_gpu=_uses_gpu(device))
+        self.attention = attention
         self.extra_custom_nodes = [Path(p).resolve() for p in extra_custom_nodes]
         self.pinned_memory = pinned_memory  # HV_PINNED_MEMORY
         self.cgroup_root = Path(cgroup_root)
+        self.boot = boot  # HV_BOOT (boot_plan.py); lean with no classes required starts every node module
+        self._needed_classes: set[str] = set()
+        self.boot_plan: boot_plan.BootPlan | None = None
         self._started = False
         self._sink = _EventSink()
         self._executor: Any = None
@@ -229,10 +263,17 @@ class EmbeddedRuntime:
         self.previews: PreviewPolicy = OFF  # HV_PREVIEW_EVERY / HV_PREVIEW_FORMAT (factory.py sets it)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def require_node_classes(self, classes: Iterable[str]) -> None:
+        """The node classes the served workflows use: a lean boot starts only the extra node modules defining them
+        (after start, it starts any not yet started)."""
+        self._needed_classes |= set(classes)
+        if self._started:
+            self._on_thread(self._load_nodes).result()
+
     def start(self) -> None:
         if self._started:
             return
-        comfy = boot_comfyui(self.comfyui_path, self.device)
+        comfy = boot_comfyui(self.comfyui_path, self.device, defer_imports=self.boot == "lean", attention=self.attention)
         self._point_model_folders(comfy.folder_paths)
         for folder in self.extra_custom_nodes:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
@@ -268,21 +309,40 @@ class EmbeddedRuntime:
             folder.mkdir(parents=True, exist_ok=True)
             getattr(folder_paths, f"set_{kind}_directory")(str(folder))
 
-    async def _init_nodes(self) -> list[str]:
+    async def _init_nodes(self, extra_files: tuple[str, ...], first: bool) -> list[str]:
         # nodes.init_extra_nodes(init_api_nodes=False) step by step, for its summary: it ends every boot with
-        # "IMPORT FAILED" and "pip install -r requirements.txt", which is wrong advice in this venv.
+        # "IMPORT FAILED" and "pip install -r requirements.txt", which is wrong advice in this venv. The extra node
+        # files go through ComfyUI's own load_custom_node, as init_builtin_extra_nodes starts them.
         nodes = _comfy().nodes
-        await nodes.init_public_apis()
-        failed = await nodes.init_builtin_extra_nodes()
-        await nodes.init_external_custom_nodes()
+        if first:
+            await nodes.init_public_apis()
+        extras_dir = self.comfyui_path / "comfy_extras"
+        failed = []
+        for file in extra_files:
+            _extras_started.add(file)
+            if not await nodes.load_custom_node(str(extras_dir / file), module_parent="comfy_extras"):
+                failed.append(file)
+        if first:
+            await nodes.init_external_custom_nodes()
         return failed
 
+    def _extra_files_to_start(self) -> tuple[str, ...]:
+        every = boot_plan.extra_node_files(self.comfyui_path)
+        if self.boot == "lean" and self._needed_classes:
+            self.boot_plan = boot_plan.plan_for(self.comfyui_path, self._needed_classes, _core_classes())
+            wanted = self.boot_plan.extra_files
+        else:
+            wanted = every
+        return tuple(file for file in wanted if file not in _extras_started)
+
     def _load_nodes(self) -> None:
-        if _comfy().nodes.NODE_CLASS_MAPPINGS.get("SaveVideo"):
+        first = not _extras_started and not _comfy().nodes.NODE_CLASS_MAPPINGS.get("SaveVideo")
+        files = self._extra_files_to_start()
+        if not files and not first:
             return
         model_management = _comfy().model_management
         with filtered_comfy_boot(cpu_only=model_management.cpu_state == model_management.CPUState.CPU) as boot:
-            failed = asyncio.run(self._init_nodes())
+            failed = asyncio.run(self._init_nodes(files, first))
         if boot.summary():
             log.info(boot.summary())
         others = [name for name in failed if name not in boot.without_torchaudio]

@@ -39,7 +39,10 @@ def backend_from_settings(settings: Settings) -> Backend:
                 f"HV_GPUS={settings.gpus} splits the DiT inside this process's ComfyUI, which HV_BACKEND=remote does not "
                 "run: use HV_BACKEND=embedded, or HV_GPUS=1 and let the remote ComfyUI use its own GPUs"
             )
+        from comfy_runtime.backends.attention import refuse_on_remote
         from comfy_runtime.backends.remote import RemoteRuntime
+
+        refuse_on_remote(settings.attention)
 
         try:
             comfyui_path: Path | None = resolve_comfyui_path(settings)
@@ -58,6 +61,8 @@ def backend_from_settings(settings: Settings) -> Backend:
         device=settings.device,
         extra_custom_nodes=settings.extra_custom_nodes,
         pinned_memory=settings.pinned_memory,
+        boot=settings.boot,
+        attention=settings.attention,
     )
     if settings.gpus == 1:
         embedded = EmbeddedRuntime(**arguments)

@@ -48,8 +48,9 @@ def add_supply_commands(commands: argparse._SubParsersAction, *, weights: Callab
         "install its pinned requirements.",
     )
     install.add_argument("--no-pip", action="store_true", help="skip installing the nodes' requirements")
-    check = n_actions.add_parser("verify", help="check an install: HEAD, local changes, requirements",
-                                 description="Report a moved HEAD, local changes and missing or other-version requirements.")
+    check = n_actions.add_parser("verify", help="check an install: HEAD, local changes, requirements, ComfyUI patches",
+                                 description="Report a moved HEAD, local changes and missing or other-version requirements, "
+                                 "and whether each pinned ComfyUI patch is applied.")
     pin = n_actions.add_parser(
         "lock", help="pin ComfyUI's tag to its commit and regenerate cog.yaml's install steps (network)",
         description="Resolve ComfyUI's tag to its commit (git ls-remote) and regenerate cog.yaml's install block.",
@@ -160,6 +161,7 @@ def run_nodes(args: argparse.Namespace) -> int:
         sync_cog_yaml,
         verify_all,
     )
+    from comfy_runtime.supply.patches import PatchError, patch_report
 
     settings = Settings()
     lock_path = args.lock or settings.nodes_lock
@@ -181,12 +183,22 @@ def run_nodes(args: argparse.Namespace) -> int:
                 print(folder)
             return 0
         problems = verify_all(lock, target)
+        # The ComfyUI tree the custom_nodes folder sits in: what its pinned patches are checked against.
+        tree = Path(target).parent
+        if (tree / "nodes.py").is_file():
+            patched, patch_problems = patch_report(lock.comfyui.patches, tree)
+            problems += patch_problems
+        else:
+            patched = [f"ComfyUI patches not checked: {tree} (the folder above --target) is not a ComfyUI tree"]
+        for line in patched:
+            print(line)
         for problem in problems:
             print(problem, file=sys.stderr)
         if not problems:
-            print(f"{len(lock.nodes)} custom node(s) match {lock_path} in {target}")
+            print(f"{len(lock.nodes)} custom node(s) and {len(lock.comfyui.patches)} ComfyUI patch(es) match "
+                  f"{lock_path} in {Path(target).parent}")
         return 1 if problems else 0
-    except NodesError as error:
+    except (NodesError, PatchError) as error:
         return _fail(str(error))
 
 

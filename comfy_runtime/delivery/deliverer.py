@@ -118,7 +118,10 @@ class ObjectStoreDelivery:
 
 
 def delivery_from_settings(settings: Settings | None = None) -> Delivery:
+    settings = settings or Settings()
+    if not settings.s3_bucket:  # no bucket: the file itself, and boto3 (~0.5-1 s to import) is never loaded
+        return FileDelivery()
     from comfy_runtime.delivery.storage import ObjectStore, StorageConfig
 
-    config = StorageConfig.from_settings(settings or Settings())
+    config = StorageConfig.from_settings(settings)
     return ObjectStoreDelivery(ObjectStore(config)) if config else FileDelivery()

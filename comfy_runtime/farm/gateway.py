@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from comfy_runtime.farm import auth, metrics
+from comfy_runtime.farm import auth, metrics, page
 from comfy_runtime.farm.client import FarmClient, InvalidInput, PredictionExists, PredictionNotFound
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.database_watch import DATABASE_ERRORS, RETRY_AFTER_SECONDS, DatabaseWatch
@@ -205,6 +205,7 @@ def make_gateway(client: FarmClient) -> web.Application:
     app.router.add_get("/predictions/{prediction_id}", get_prediction)
     app.router.add_post("/predictions/{prediction_id}/cancel", cancel_prediction)
     app.router.add_get("/health-check", health_check)
+    page.add_routes(app, client)  # the jobs page (GET /ui), GET /inputs, GET /predictions
     return app
 
 

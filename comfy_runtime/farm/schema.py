@@ -49,6 +49,13 @@ CREATE OR REPLACE VIEW hv_farm_jobs AS
       FROM hv_farm_predictions p LEFT JOIN procrastinate_jobs j ON j.id = p.job_id;
 """
 
+# GET /predictions (farm/listing.py): a page newest first, of one token's rows or (admins) all, read off an index
+# backwards (no sort of the table), the keyset cursor a range on the same columns.
+LISTING_DDL = """
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_created_idx ON hv_farm_predictions (created_at, id);
+CREATE INDEX IF NOT EXISTS hv_farm_predictions_owner_created_idx ON hv_farm_predictions (token_name, created_at, id);
+"""
+
 # Two processes booting at once (a gateway and a worker) must not both create the schema.
 _SCHEMA_LOCK = 7_420_117_001
 
@@ -65,6 +72,7 @@ def ensure_schema(conn: psycopg.Connection) -> bool:
             conn.execute(SchemaManager.get_schema())
         conn.execute(FARM_DDL)
         conn.execute(TOKENS_DDL)  # tokens and each prediction's owner (farm/tokens.py); adds the column to old rows
+        conn.execute(LISTING_DDL)  # after the owner column exists
     return not exists
 
 

@@ -51,6 +51,10 @@ class Workflow:
     upscale: dict[str, Workflow] = field(default_factory=dict)
     # Narrower maxima than the input rules, for this model (e.g. num_frames = 121, its trained length).
     limits: dict[str, float] = field(default_factory=dict)
+    # Narrower minima ([minimums], e.g. steps = 8 for a step-distilled model) and why a limit is there
+    # ([limit_reasons], shown in the refusal).
+    minimums: dict[str, float] = field(default_factory=dict)
+    limit_reasons: dict[str, str] = field(default_factory=dict)
     # UNETLoader node id -> the DiT input channels the graph needs there (33: HunyuanVideo v1 image-to-video).
     dit_in_channels: dict[str, int] = field(default_factory=dict)
 
@@ -133,6 +137,8 @@ def load_workflow(name: str, directory: Path = WORKFLOWS_DIR, _loading: tuple[st
         image_to_video=load_workflow(i2v, directory, loading) if i2v else None,
         upscale={size: load_workflow(other, directory, loading) for size, other in model.get("upscale", {}).items()},
         limits={key: float(value) for key, value in declared.get("limits", {}).items()},
+        minimums={key: float(value) for key, value in declared.get("minimums", {}).items()},
+        limit_reasons={key: str(value) for key, value in declared.get("limit_reasons", {}).items()},
         dit_in_channels={str(node): int(channels) for node, channels in model.get("dit_in_channels", {}).items()},
     )
 

@@ -50,6 +50,9 @@ class Range:
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": param.kind}
 
+    def form(self, param: Param) -> dict[str, Any]:
+        return {"minimum": param.kind(self.ge), "maximum": param.kind(self.le)}
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -93,6 +96,10 @@ class Grid:
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": param.kind}
 
+    def form(self, param: Param) -> dict[str, Any]:
+        # An HTML number input with min and step accepts exactly start + k*step: the same grid.
+        return {"minimum": self.start, "maximum": self.stop, "step": self.step}
+
 
 @dataclass(frozen=True)
 class Choices:
@@ -109,6 +116,9 @@ class Choices:
 
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": param.kind, "choices": self.values}
+
+    def form(self, param: Param) -> dict[str, Any]:
+        return {"choices": list(self.values)}
 
 
 @dataclass(frozen=True)
@@ -141,6 +151,9 @@ class Text:
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": param.kind}
 
+    def form(self, param: Param) -> dict[str, Any]:
+        return {"max_length": self.max_length, "multiline": True}
+
 
 @dataclass(frozen=True)
 class Reference:
@@ -167,6 +180,9 @@ class Reference:
 
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": param.kind}
+
+    def form(self, param: Param) -> dict[str, Any]:
+        return {"max_length": self.max_length}
 
 
 @dataclass(frozen=True)
@@ -199,6 +215,9 @@ class ImageRef:
 
     def flag(self, param: Param) -> dict[str, Any]:
         return {"type": _image_arg}
+
+    def form(self, param: Param) -> dict[str, Any]:
+        return {"max_length": self.max_length}
 
 
 def _image_arg(value: str) -> str | Path:
@@ -262,6 +281,13 @@ class Param:
         class of the node this input feeds in the served graph, where the advice depends on it."""
         advice = dict(self.advice_by_node).get(feeds or "", self.advice)
         return f"{self.summary}: {self.rule.text()}." + (f" {advice}" if advice else "")
+
+    def declaration(self) -> dict[str, Any]:
+        """This input as JSON for a form (the gateway's GET /inputs, the jobs page): its rule's own `form()`
+        bounds, so a form offers what VideoRequest accepts; the gateway's 422 stays the judge."""
+        return {"name": self.name, "type": self.kind.__name__, "required": self.required, "optional": self.optional,
+                "default": None if self.required else self.default, "summary": self.summary,
+                "rule": self.rule.text(), "description": self.description(), **self.rule.form(self)}
 
 
 SIZE = Grid(64, 1280, 16, suggest="below")  # the VAE downsamples 8x and the DiT patchifies 2x2

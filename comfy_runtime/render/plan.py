@@ -119,12 +119,24 @@ def check_limits(model: ServedModel, workflow: Workflow, request) -> None:
         if value is not None and value > high:
             rule = BY_NAME[name].rule
             raise ModelCannotUse(
-                f"{name}={value} is over what {workflow.title} takes ({name} at most {high:g}; the input allows "
-                f"{rule.text()}): lower {name} to {high:g} or less"
+                f"{name}={value} is over what {workflow.title} takes ({name} at most {high:g}{_why(workflow, name)}; "
+                f"the input allows {rule.text()}): lower {name} to {high:g} or less"
+            )
+    for name, low in workflow.minimums.items():
+        value = getattr(request, name, None)
+        if value is not None and value < low:
+            raise ModelCannotUse(
+                f"{name}={value} is under what {workflow.title} takes ({name} at least {low:g}{_why(workflow, name)}): "
+                f"raise {name} to {low:g} or more"
             )
     stage_scale = max((t.scale for t in workflow.bindings.get("width", ())), default=1.0)
     trained_max = workflow.limits.get("max_pixel_frames")
     model.limits.check(request, stage_scale, int(trained_max) if trained_max else None, workflow.title)
+
+
+def _why(workflow: Workflow, name: str) -> str:
+    reason = workflow.limit_reasons.get(name)
+    return f": {reason}" if reason else ""
 
 
 def size_for_aspect(image_size: tuple[int, int], area_of: tuple[int, int]) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from comfy_runtime.backends.boot_plan import classes_of, not_loaded_error
 from comfy_runtime.backends.contract import ComfyRuntime
 from comfy_runtime.backends.factory import backend_from_settings
 from comfy_runtime.errors import HunyuanVideoError
@@ -107,8 +108,15 @@ class ServedModel:
                 continue
             self.supply.before_boot(workflow.graph)
             stages.ready[workflow.name] = workflow
+        graphs = {w.name: classes_of([w.graph]) for w in stages.ready.values()}
+        require = getattr(self.runtime, "require_node_classes", None)  # the embedded runtime's lean boot
+        if require is not None:
+            require(set().union(*graphs.values()))
         self.runtime.start()
         schemas = self.runtime.node_schemas()
+        missing = sorted(set().union(*graphs.values()) - set(schemas))
+        if missing and require is not None:  # at setup, naming each class and its workflow: never at run time
+            raise not_loaded_error(missing, graphs)  # (a remote ComfyUI's own validation below names them)
         for workflow in stages.ready.values():
             self.supply.after_boot(workflow.graph, self.runtime, schemas)
             check_bindings(workflow, schemas, graph_input_types(), graph_input_ranges())

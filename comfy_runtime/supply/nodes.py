@@ -24,6 +24,7 @@ from comfy_runtime.supply.commands import NODES_LOCK_COMMAND as LOCK_COMMAND
 from comfy_runtime.supply.commands import NODES_VERIFY_COMMAND as VERIFY_COMMAND
 from comfy_runtime.supply.commands import SYNC_COG_YAML_COMMAND
 from comfy_runtime.supply.lockfile import Lock, NodePin
+from comfy_runtime.supply.patches import image_apply_step
 
 FULL_COMMIT = re.compile(r"[0-9a-f]{40}")
 # Where the image puts ComfyUI (cog.yaml sets HV_COMFYUI_PATH to it): outside /src, which `cog predict`
@@ -245,6 +246,10 @@ def cog_run_steps(lock: Lock, cli_requirements: list[str] | None = None) -> list
             "--no-deps " + " ".join(f"'{r}'" for r in cli_requirements),
             comfyui_install_command(url=comfy.repo, commit=comfy.commit, workspace=IMAGE_COMFYUI_PATH,
                                     cli_venv=IMAGE_COMFY_CLI_VENV),
+            # The lock's pinned patches, the same bytes `comfyui provision` applies to CI's tree (supply/patches.py).
+            *(image_apply_step(pin, IMAGE_COMFYUI_PATH) for pin in comfy.patches),
+            # ComfyUI's modules compiled once, beside the tree, where the lean boot reads them (boot_plan.py).
+            f"PYTHONPYCACHEPREFIX={IMAGE_COMFYUI_PATH}.bytecode python -m compileall -q -j 0 {IMAGE_COMFYUI_PATH}",
             f'rm -rf {IMAGE_COMFY_CLI_VENV} "$HOME/.config/comfy-cli"',
         ]
     # Custom nodes stay with our own git steps: comfy-cli's `node install` runs through ComfyUI-Manager (which the

@@ -6,6 +6,7 @@ by its weight shapes, as it does the real ones:
 - HunyuanVideo 1.5 (t2v and i2v share the architecture: 65 input channels = 32 noise + 32 image + 1 mask):
   vision_in must stay 1152 wide, or ComfyUI takes the file for HunyuanImage 2.1's refiner.
 - HunyuanVideo 1.5 1080p super-resolution DiT: 98 input channels.
+- HunyuanVideo 1.5 step-distilled (meanflow): the 1.5 DiT with time_r_in.
 - HunyuanVideo v1 image-to-video: 33 input channels (16 + 16 + 1).
 - The 1080p latent upsampler: ComfyUI's Upsampler class (the real file's), 32 channels wide.
 A test graph is a bundled workflow with only its CPU-impossible loaders (text encoders, vision encoders,
@@ -31,6 +32,8 @@ TINY_DIT15_CONFIG = dict(
     use_cond_type_embedding=True, vision_in_dim=1152,
 )
 TINY_SR_DIT_CONFIG = {**TINY_DIT15_CONFIG, "in_channels": 98}
+# The step-distilled 1.5 DiTs are meanflow models: time_r_in embeds the next sigma (the patched rule sums the two).
+TINY_DIT15_MEANFLOW_CONFIG = {**TINY_DIT15_CONFIG, "meanflow": True}
 TINY_V1_I2V_CONFIG = {**TINY_DIT_CONFIG, "in_channels": 33}
 TINY_UPSAMPLER_CONFIG = dict(z_channels=32, out_channels=32, block_out_channels=(32,))
 
@@ -44,6 +47,8 @@ TINY_DITS = {
     "hunyuanvideo1.5_480p_i2v_fp16.safetensors": ("tiny_hv15_i2v_dit.safetensors", TINY_DIT15_CONFIG, 2),
     "hunyuanvideo1.5_480p_t2v_cfg_distilled_fp16.safetensors": ("tiny_hv15_t2v_dit.safetensors", TINY_DIT15_CONFIG, 1),
     "hunyuanvideo1.5_1080p_sr_distilled_fp16.safetensors": ("tiny_hv15_sr_dit.safetensors", TINY_SR_DIT_CONFIG, 4),
+    "hunyuanvideo1.5_480p_i2v_step_distilled_fp16.safetensors": ("tiny_hv15_i2v_meanflow_dit.safetensors",
+                                                                 TINY_DIT15_MEANFLOW_CONFIG, 6),
 }
 TINY_UPSAMPLERS = {"hunyuanvideo15_latent_upsampler_1080p.safetensors": ("tiny_hv15_upsampler.safetensors", 5)}
 VISION_KIND = {"sigclip_vision_patch14_384.safetensors": "sigclip", "llava_llama3_vision.safetensors": "llava"}

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     runtime = EmbeddedRuntime(
         comfyui_path=resolve_comfyui_path(settings), models_dir=settings.models_dir, work_dir=args.work_dir,
         device=settings.device, extra_custom_nodes=settings.extra_custom_nodes, pinned_memory=settings.pinned_memory,
+        attention=settings.attention,  # every rank runs the leader's kernel (HV_ATTENTION); boot: full, any graph
     )
     runtime.start()
     register(_comfy().nodes.NODE_CLASS_MAPPINGS)

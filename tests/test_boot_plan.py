@@ -1,0 +1,150 @@
+"""The lean boot (HV_BOOT=lean, backends/boot_plan.py): only the node modules the served workflows need, imports
+nothing uses before a run deferred; every bundled workflow still validates against what is loaded, and a workflow
+needing a node that is not loaded fails at setup naming it.
+
+The planning is checked against the real, fully loaded registry of this process (which module defines each class);
+the lean boots themselves run in processes of their own (ComfyUI's registry is one per process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfy_runtime.backends import boot_plan
+from comfy_runtime.backends.boot_plan import NodesNotLoaded, classes_of, extra_node_files, plan_for
+from comfy_runtime.graph.frame_tap import add_frame_tap
+from comfy_runtime.graph.model_chain import add_cache, apply_dit_settings
+from comfy_runtime.graph.workflow import WORKFLOWS_DIR, available_workflows, load_workflow
+from comfy_runtime.job.params import CACHE_LEVELS
+from comfy_runtime.lora.graph import NOT_FETCHED, add_lora
+from comfy_runtime.settings import PROJECT_ROOT
+from tests.support.predictor import booted_predictor
+from tests.support.tiny_hunyuan15 import write_tiny_family, write_tiny_models
+
+
+def _defining_file(cls) -> str | None:
+    """The comfy_extras file a registered class comes from (None: nodes.py itself or a custom node)."""
+    module = sys.modules.get(cls.__module__)
+    path = Path(getattr(module, "__file__", "") or "")
+    return path.name if path.parent.name == "comfy_extras" else None
+
+
+def _core(nodes) -> set[str]:
+    return {name for name, cls in nodes.NODE_CLASS_MAPPINGS.items() if cls.__module__ == "nodes"}
+
+
+def test_the_extra_node_list_is_comfyuis_own(runtime):
+    files = extra_node_files(runtime.comfyui_path)
+    assert len(files) > 50 and files[0] == "nodes_latent.py" and "nodes_video.py" in files
+    assert all((runtime.comfyui_path / "comfy_extras" / name).is_file() for name in files)
+
+
+@pytest.mark.parametrize("name", available_workflows())
+def test_the_plan_for_each_bundled_model_starts_every_module_its_graphs_and_run_plan_use(runtime, name):
+    import nodes
+
+    runtime.start()
+    family = load_workflow(name).family()
+    plan = plan_for(runtime.comfyui_path, classes_of(w.graph for w in family), _core(nodes))
+    for cls in sorted(plan.classes):
+        if cls.startswith("HV"):  # the test node pack (a custom node: always loaded whole)
+            continue
+        assert cls in nodes.NODE_CLASS_MAPPINGS, f"{name}: {cls} is not a ComfyUI node class"
+        defined_in = _defining_file(nodes.NODE_CLASS_MAPPINGS[cls])
+        assert defined_in is None or defined_in in plan.extra_files, f"{name}: {cls} is in {defined_in}, not started"
+    assert len(plan.extra_files) < len(extra_node_files(runtime.comfyui_path)) / 4  # lean: a few of ~85
+
+
+def test_every_class_the_run_plan_can_add_is_in_the_plan():
+    graph = load_workflow("hunyuan15_720p_t2v").graph
+    variants = [add_cache(graph, level) for level in CACHE_LEVELS]
+    variants += [add_lora(graph, NOT_FETCHED, 1.0), add_frame_tap(graph, "tap")[0],
+                 apply_dit_settings(graph, "fp8_e4m3fn", compile_model=True)]
+    added = classes_of(variants) - classes_of([graph])
+    assert added and added <= boot_plan.PLAN_ADDED_CLASSES, sorted(added - boot_plan.PLAN_ADDED_CLASSES)
+
+
+def _lean_probe(env: dict[str, str], *args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "tests.support.lean_boot_probe", *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **env, "HV_BOOT": "lean", "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_lean_boot_serves_the_whole_1_5_family_validated_with_a_few_node_modules(hv_env, session_dirs, runtime,
+                                                                                     tmp_path):
+    # Setup validates every served workflow (t2v, i2v, both 1080p chains) against the lean registry: the production
+    # graphs with only the CPU-impossible loaders swapped for the test pack's stand-ins (tests/support).
+    write_tiny_models(session_dirs["models"])
+    workflows = write_tiny_family(tmp_path / "workflows", "hunyuan15_720p_t2v")
+    report = _lean_probe({**hv_env, "HV_WORKFLOW": "hunyuan15_720p_t2v", "HV_UPSCALE": "true",
+                          "HV_WORKFLOWS_DIR": str(workflows)})
+    assert report["served"] == ["hunyuan15_720p_i2v", "hunyuan15_720p_i2v_1080p", "hunyuan15_720p_t2v",
+                                "hunyuan15_720p_t2v_1080p"]
+    every = extra_node_files(runtime.comfyui_path)
+    print(f"lean 1.5 720p + 1080p: {len(report['extras'])} of {len(every)} extra node modules: {report['extras']}")
+    assert "nodes_hunyuan.py" in report["extras"] and len(report["extras"]) < len(every) / 4
+    assert set(report["deferred"]) == set(boot_plan.DEFERRED_IMPORTS)
+
+
+def test_a_lean_plumbing_boot_renders_and_a_deferred_module_runs_when_used(hv_env):
+    report = _lean_probe(hv_env, "render")
+    assert report["served"] == ["plumbing_video"]
+    assert set(report["deferred_after_run"]) == set(boot_plan.DEFERRED_IMPORTS)  # the run needed none of them
+    assert report["box_area"] == "torchvision.ops.boxes"
+    assert "torchvision.ops" not in report["deferred_after_use"]
+
+
+def test_the_full_boot_starts_every_extra_node_module(runtime):
+    from comfy_runtime.backends import embedded
+
+    runtime.start()  # the session's runtime: HV_BOOT=full, as ComfyUI starts its nodes itself
+    assert runtime.boot == "full" and set(extra_node_files(runtime.comfyui_path)) <= embedded._extras_started
+
+
+def test_a_workflow_needing_a_node_that_is_not_loaded_fails_at_setup_naming_it(hv_env, runtime, tmp_path):
+    folder = tmp_path / "workflows"
+    folder.mkdir()
+    graph = json.loads((WORKFLOWS_DIR / "plumbing_video.json").read_text())
+    graph["3"]["class_type"] = "HVNoSuchVideoNode"
+    (folder / "plumbing_video.json").write_text(json.dumps(graph))
+    shutil.copyfile(WORKFLOWS_DIR / "plumbing_video.bindings.toml", folder / "plumbing_video.bindings.toml")
+    with pytest.raises(NodesNotLoaded, match=r"HVNoSuchVideoNode \(workflow plumbing_video\) not loaded") as error:
+        booted_predictor({**hv_env, "HV_WORKFLOWS_DIR": str(folder), "HV_BOOT": "lean"})
+    assert "custom_nodes.lock" in str(error.value) and "HV_BOOT=full" in str(error.value)
+
+
+def test_the_lean_boot_reads_comfyuis_compiled_modules_from_beside_the_tree_and_recompiles_a_changed_one(tmp_path):
+    tree = tmp_path / "comfyui"
+    (tree / "pack").mkdir(parents=True)
+    (tree / "pack" / "__init__.py").write_text("")
+    module = tree / "pack" / "cached.py"
+    module.write_text("VALUE = 1\n")
+    folder = boot_plan.compile_bytecode(tree)
+    assert folder == tmp_path / "comfyui.bytecode" and not (tree / "pack" / "__pycache__").exists()  # tree untouched
+    # Same size and mtime, other text: Python's own check passes, so the value proves the cached code ran.
+    stat = module.stat()
+    module.write_text("VALUE = 2\n")
+    os.utime(module, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    probe = ("import sys; from pathlib import Path; from comfy_runtime.backends import boot_plan; "
+             f"assert boot_plan.use_bytecode(Path({str(tree)!r})); sys.path.insert(0, {str(tree)!r}); "
+             "import pack.cached as m; print(m.VALUE, type(m.__spec__.loader).__mro__[1].__name__)")
+
+    def run() -> str:
+        done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert run() == "1 _PrefixedBytecodeLoader"
+    module.write_text("VALUE = 3  # edited\n")  # another size and mtime: stale, compiled from source
+    assert run() == "3 _PrefixedBytecodeLoader"
+    assert not (tree / "pack" / "__pycache__").exists()
