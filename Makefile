@@ -74,6 +74,13 @@ soak: setup ## soak figures: N plumbing predictions in a row, RSS and disk every
 fault-figures: setup ## inject each fault into a real prediction and print the outcome table
 	$(PY) bench/fault_figures.py
 
+.PHONY: test-previews preview-figures
+test-previews: setup ## live previews, ETA and streamed outputs: tiny v1/1.5 t2v/i2v, coglet, the farm (-s prints the figures)
+	$(PY) -m pytest tests/test_previews.py tests/test_eta.py tests/test_farm_previews.py -s
+
+preview-figures: setup ## what one live preview costs, as a ratio to a sampling step (tiny render; 720p latent on this CPU)
+	$(PY) bench/preview_cost.py
+
 .PHONY: test-delivery delivery-figures
 test-delivery: setup ## formats, S3 delivery (moto server) and the Cog HTTP contract: async, webhooks, progress, cancel
 	$(PY) -m pytest tests/test_encode.py tests/test_storage.py tests/test_cog_delivery.py -s
@@ -99,7 +106,7 @@ gateway: $(VENV)/.installed ## render-farm HTTP gateway on 127.0.0.1:$(GATEWAY_P
 	$(PY) -m comfy_runtime gateway --host $${HOST:-127.0.0.1} --port $(GATEWAY_PORT)
 
 test-farm: setup ## the render farm: real PostgreSQL, worker processes, the gateway; SIGKILL, SIGTERM, DB restart, cancel
-	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py tests/test_farm_tokens.py tests/test_farm_metrics.py
+	$(PY) -m pytest tests/test_farm.py tests/test_farm_webhook.py tests/test_farm_config.py tests/test_farm_tokens.py tests/test_farm_metrics.py tests/test_farm_previews.py
 
 .PHONY: farm-demo
 farm-demo: setup ## the farm on this machine: PostgreSQL, S3 (moto), a gateway, 2 CPU workers; prints the jobs page and a token, submits 3 jobs; Ctrl-C stops it all

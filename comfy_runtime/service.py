@@ -28,6 +28,7 @@ from comfy_runtime.job.request import VideoRequest
 from comfy_runtime.lora.fit import fit_metrics
 from comfy_runtime.lora.graph import name_lora_file
 from comfy_runtime.render.encode import encode_run
+from comfy_runtime.render.eta import AfterSampling, RunEta
 from comfy_runtime.render.metrics import MetricsRecorder, StageClock, render_metrics
 from comfy_runtime.render.plan import START_IMAGE_NAME, RunInputs, RunPlan, plan_run
 from comfy_runtime.render.progress import ProgressLog
@@ -56,6 +57,7 @@ class VideoService:
         self.warm_start = warm_start
         # Retention: at most one finished folder on disk (Cog runs one prediction at a time).
         self._previous_run: Path | None = None
+        self.after_sampling = AfterSampling()  # the ETA's decode/encode/upload rates, from the last prediction
 
     @classmethod
     def from_settings(cls, settings: Settings | None = None, delivery: Delivery | None = None) -> VideoService:
@@ -93,9 +95,11 @@ class VideoService:
         if delivered.elsewhere:  # now in a bucket: the disk copy goes at once; a file Cog sends stays till the next
             self.discard(rendered)
         metrics = {**rendered.metrics, "timings.upload": round(time.perf_counter() - delivery_started, 4)}
+        request_done = rendered.request
+        self.after_sampling.learn({"upload": metrics["timings.upload"]}, request_done.width, request_done.height,
+                                  request_done.num_frames)
         events(StageTimings({name.removeprefix("timings."): value for name, value in metrics.items()
                              if name.startswith("timings.")}))
-        request_done = rendered.request
         events(RunDone(request_done.width, request_done.height, request_done.num_frames, rendered.seed,
                        rendered.video.name, rendered.timings, metrics))
         return dataclasses.replace(delivered, metrics=metrics)
@@ -125,7 +129,9 @@ class VideoService:
             graph, lora = plan.graph, self.model.loras.resolve(request, events)
             if lora is not None:
                 graph = name_lora_file(graph, lora.name)
-            result = self.model.runtime.run(graph, run_dir, on_progress=events, timeout=self.model.limits.timeout)
+            eta = RunEta(self.after_sampling, concrete.width, concrete.height, concrete.num_frames)
+            result = self.model.runtime.run(graph, run_dir, on_progress=eta.annotating(events),
+                                            timeout=self.model.limits.timeout)
             encode_started = time.perf_counter()
             video = encode_run(plan, result, run_dir / plan.prefix)
             encode_seconds = time.perf_counter() - encode_started
@@ -147,6 +153,7 @@ class VideoService:
         total = time.perf_counter() - started
         timings = {"comfyui_seconds": result.execution_seconds, "encode_seconds": encode_seconds, "total_seconds": total}
         stages = {**clock.seconds(encode_started), "encode": encode_seconds, "total": total}
+        self.after_sampling.learn(stages, concrete.width, concrete.height, concrete.num_frames)
         if lora is not None:
             stages["lora_fetch"] = lora.seconds
         lora_metrics = fit_metrics(concrete, lora, result.lora_fits, events)

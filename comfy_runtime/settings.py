@@ -135,6 +135,18 @@ class Settings(BaseSettings):
         description="In setup, render one minimal job through the workflow's real loaders, so the first prediction "
         "loads nothing (the image turns it on).",
     )
+    # Live previews (comfy_runtime/render/preview.py; embedded backend): the sampler's x0 estimate as a small video.
+    preview_every: int = Field(
+        5,
+        description="A preview every this many sampling steps (0: none). The default costs under 0.1% of a render "
+        "(bench/preview_cost.py); the farm uploads the latest, HV_STREAM_PREVIEWS streams them.",
+    )
+    preview_format: str = Field("mp4", description="mp4 (libx264, smallest and cheapest) or webp (animated).")
+    stream_previews: bool = Field(
+        False,
+        description="Cog: predict streams its outputs (Cog's Iterator[Path]): each preview as a file, the video "
+        "last. Off: one file, as before.",
+    )
     # Several GPUs for one video (comfy_runtime/backends/parallel/): sequence-parallel DiT over torch.distributed.
     gpus: int = Field(
         1, ge=1, le=8,

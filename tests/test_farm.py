@@ -144,7 +144,7 @@ def test_cancel_running_and_queued_and_the_keda_backlog(workers, client, webhook
 
     running = client.get(a["id"])
     assert running["status"] == "processing" and running["farm"]["attempts"] == 1, running["farm"]  # this run counts
-    assert running["webhook_events_filter"] == ["start", "completed"]  # what the farm sends, not Cog's whole list
+    assert running["webhook_events_filter"] == ["start", "logs", "completed"]  # what the farm sends, not Cog's whole list
     canceling = client.cancel(a["id"])  # Cog's convention: the prediction as it is, here marked as being canceled
     assert canceling["status"] == "canceled" or (canceling["status"] == "processing"
                                                  and canceling["farm"]["cancel_requested"]), canceling

@@ -215,6 +215,7 @@ def test_the_kit_runs_at_tiny_scale_with_only_what_the_lent_machine_has(unpacked
     size = summary["sizes"]["64x64x5"]
     assert size["seconds_per_step"] > 0 and size["steps"] == 3 and size["tflop_per_step"] > 0
     assert size["render_s_at_reference_steps"] > size["render_s"]
+    assert size["preview_s"] > 0 and size["preview_encoded"] == "webp"  # no PyAV there: Pillow's WebP encodes it
     assert summary["raw_read_gb_per_s"] > 0 and summary["dit_load_gb_per_s"] > 0
     assert "overhead_s" in summary
     assert summary["features"]["easycache"]["status"] == "measured"
@@ -235,5 +236,5 @@ def test_the_kit_runs_at_tiny_scale_with_only_what_the_lent_machine_has(unpacked
     assert all(boot[mode]["torch"] > 0 and boot[mode]["comfy_modules"] > 0 for mode in ("full", "lean")), boot
     assert summary["attention"]["sage"]["status"].startswith("refused: HV_ATTENTION=sage needs a CUDA GPU")
     assert "boot READY lean/full" in run.stdout and "attention sage" in run.stdout
-    assert "seconds/step" in run.stdout and "process start -> READY" in run.stdout  # the printed table
+    assert "seconds/step" in run.stdout and "process start -> READY" in run.stdout and "live preview" in run.stdout  # the printed table
     assert not work.exists()  # the written weights are deleted

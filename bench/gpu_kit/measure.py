@@ -209,6 +209,37 @@ def executor_seconds(model, graph: dict[str, Any], scratch: Path) -> float:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def preview_cost(latent_format: str, size: dict[str, int], scratch: Path, encode_skipped: bool,
+                 repeats: int = 3) -> dict[str, Any]:
+    """One live preview at this size (render/preview.py: latent2rgb and upscale on the device, the encode on the
+    CPU: mp4, or WebP where PyAV is absent), timed on a random latent of the family's shape; the median of `repeats`."""
+    import comfy.latent_formats
+    import torch
+
+    from comfy_runtime.render.preview import UPSCALE_BY_FORMAT, encode_preview, latent_to_frames
+
+    fmt = getattr(comfy.latent_formats, latent_format)()
+    spatial = 16 if latent_format == "HunyuanVideo15" else 8
+    shape = (fmt.latent_channels, (size["num_frames"] - 1) // 4 + 1, size["height"] // spatial, size["width"] // spatial)
+    on_gpu = torch.cuda.is_available()
+    latent = torch.randn(shape, device="cuda" if on_gpu else "cpu", dtype=torch.bfloat16 if on_gpu else torch.float32)
+    times, frames = [], None
+    fmt_name = "webp" if encode_skipped else "mp4"
+    scratch.mkdir(parents=True, exist_ok=True)
+    for index in range(repeats):
+        if on_gpu:
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        frames = latent_to_frames(latent, fmt.latent_rgb_factors, fmt.latent_rgb_factors_bias,
+                                  UPSCALE_BY_FORMAT[latent_format])
+        # No PyAV on this machine: the animated WebP (Pillow) instead, which costs the CPU more than the mp4.
+        encode_preview(frames, "webp" if encode_skipped else "mp4", scratch / f"preview{index}.{fmt_name}")
+        times.append(time.perf_counter() - started)
+    assert frames is not None
+    return {"seconds": statistics.median(times), "runs": times, "frames": int(frames.shape[0]),
+            "width": int(frames.shape[2]), "height": int(frames.shape[1]), "encoded": fmt_name}
+
+
 def main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     spawned_at = float(spec["spawned_at"])
@@ -270,6 +301,9 @@ def main(spec_path: str) -> int:
         emit("render", **record)
         this_warm = timed_render(service, {**fields, "seed": 2}, "warm", encode_skipped)
         emit("render", **this_warm.record())
+        if spec.get("latent_format") and not spec.get("renders_only"):
+            emit("preview", size=this_warm.size, **preview_cost(spec["latent_format"], size,
+                                                                Path(settings.output_dir), encode_skipped))
         if index == 0 and not spec.get("renders_only"):
             warm = this_warm
             # Interleaved pairs (renderer, executor) on the same graph with fresh seeds, so drift (clocks, caches)

@@ -35,10 +35,33 @@ class StepProgress:
     step: int
     total: int
     at: float = field(default_factory=time.perf_counter, compare=False)
+    # Seconds until the video is delivered, as the pipeline estimates it (render/eta.py); None: not known yet.
+    # The backend reports the step; the service adds this before any subscriber sees it.
+    eta_seconds: float | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class PreviewReady:
+    """The sampler's current x0 estimate after `step` of `total`, as a small video (render/preview.py): every
+    latent frame, a quarter of the output's width and height. `data` is the file's bytes (the file at `path`
+    lives in the run's folder and goes with it)."""
+
+    node_id: str | None
+    step: int
+    total: int
+    path: Path
+    data: bytes = field(repr=False)
+    frames: int
+    width: int
+    height: int
+    format: str  # mp4 or webp
+    seconds: float  # what making it cost the sampler
+    method: str = "latent2rgb"  # or the tiny VAE decoder that made it (taehv, lighttaehy1_5)
+    at: float = field(default_factory=time.perf_counter, compare=False)
 
 
 # The events a backend reports while a graph runs.
-ProgressEvent = NodeStarted | StepProgress
+ProgressEvent = NodeStarted | StepProgress | PreviewReady
 ProgressCallback = Callable[[ProgressEvent], None]
 
 
@@ -77,7 +100,7 @@ class RunDone:
 
 
 # Everything one prediction reports, in order: what the backend sees, then what the pipeline adds.
-RunEvent = NodeStarted | StepProgress | Note | RunWarning | StageTimings | RunDone
+RunEvent = NodeStarted | StepProgress | PreviewReady | Note | RunWarning | StageTimings | RunDone
 RunEventSubscriber = Callable[[RunEvent], None]
 
 

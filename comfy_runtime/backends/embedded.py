@@ -22,7 +22,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
-from comfy_runtime.backends import boot_plan
+from comfy_runtime.backends import boot_plan, preview_hook
 from comfy_runtime.backends.attention import apply_attention, check_attention
 from comfy_runtime.backends.boot_log import filtered_comfy_boot
 from comfy_runtime.backends.contract import (
@@ -57,6 +57,7 @@ from comfy_runtime.errors import (
 from comfy_runtime.graph.node_schema import node_schema_from_object_info
 from comfy_runtime.graph.types import Graph, NodeSchema
 from comfy_runtime.lora.fit import AppliedLora, LoraDoesNotFit, LoraFit, measure_fit
+from comfy_runtime.render.preview import OFF, PreviewMaker, PreviewPolicy
 from comfy_runtime.settings import parse_pinned_setting
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class _RunState(RunTracker):
         self.invalid: WorkflowInvalidError | None = None
         self.lora_fits: dict[str, LoraFit] = {}  # by LoRA node id, measured as ComfyUI applied it
         self.cache_steps_skipped: int | None = None  # EasyCache/LazyCache's own count of skipped steps
+        self.previews: PreviewMaker | None = None  # this run's, when its runtime makes previews
 
     def on_event(self, event: str, data: dict[str, Any]) -> None:
         if event == "execution_start" and self.cancel.is_set():
@@ -258,6 +260,7 @@ class EmbeddedRuntime:
         self._stuck: Future | None = None  # a run that outlived its time limit and its interrupt
         # A LoRA node ComfyUI takes from its output cache does not run again: its fit is the one measured when it ran.
         self._lora_fit_memo: dict[tuple[str, str, float], LoraFit] = {}
+        self.previews: PreviewPolicy = OFF  # HV_PREVIEW_EVERY / HV_PREVIEW_FORMAT (factory.py sets it)
 
     # -- lifecycle -------------------------------------------------------------------------
     def require_node_classes(self, classes: Iterable[str]) -> None:
@@ -276,6 +279,7 @@ class EmbeddedRuntime:
             comfy.folder_paths.add_model_folder_path("custom_nodes", str(folder))
         self._on_thread(self._load_nodes).result()
         _install_measurements(comfy)
+        preview_hook.install(importlib.import_module("latent_preview"))
         self._size_pinned_memory()
         self._install_prompt_server_stand_in()
         self._executor = comfy.execution.PromptExecutor(
@@ -414,6 +418,8 @@ class EmbeddedRuntime:
         with self._run_lock:
             self._cancel.clear()
             state = _RunState(uuid.uuid4().hex, graph, on_progress, self._cancel)
+            if self.previews.on:
+                state.previews = PreviewMaker(self.previews, output_dir / "previews")
             future = self._on_thread(self._execute, state, output_dir)
             seconds = self._wait_for(future, state, timeout)
         return self._outcome(state, output_dir, seconds)
@@ -546,11 +552,30 @@ class EmbeddedRuntime:
         run = self._sink._run
         if run is not None:
             run.emit(StepProgress(node_id=node_id, class_type=run.class_of(node_id), step=int(value), total=int(total)))
+            if isinstance(preview, preview_hook.LatentSnapshot) and run.previews is not None:
+                _emit_preview(run, preview, int(value), int(total), node_id)
 
     def interrupt(self) -> None:
         self._cancel.set()
         if _comfy_modules is not None:
             _comfy().model_management.interrupt_current_processing(True)
+
+
+def _emit_preview(run: _RunState, snapshot: preview_hook.LatentSnapshot, step: int, total: int,
+                  node_id: str | None) -> None:
+    maker = run.previews
+    if maker is None or not maker.due(step, total):
+        return
+    started = time.perf_counter()
+    try:
+        event = maker.make(preview_hook.frames_of(snapshot), step, total, node_id, started,
+                           snapshot.tae_name or "latent2rgb")
+    except Exception as error:  # a preview is a courtesy: the render goes on without it
+        log.warning("preview at step %d/%d not made (%s: %s); no more previews this run", step, total,
+                    type(error).__name__, error)
+        run.previews = None
+        return
+    run.emit(event)
 
 
 class _Measuring:

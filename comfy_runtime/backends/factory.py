@@ -25,7 +25,15 @@ class Backend:
 
 
 def backend_from_settings(settings: Settings) -> Backend:
+    from comfy_runtime.render.preview import check_policy
+
+    previews = check_policy(settings.preview_every, settings.preview_format, settings.stream_previews)
     if settings.backend == "remote":
+        if settings.stream_previews:
+            raise BackendRefused(
+                "HV_STREAM_PREVIEWS=1 needs the sampler's x0 estimate, which only HV_BACKEND=embedded sees: use "
+                "HV_BACKEND=embedded, or unset HV_STREAM_PREVIEWS"
+            )
         if settings.gpus > 1:
             raise BackendRefused(
                 f"HV_GPUS={settings.gpus} splits the DiT inside this process's ComfyUI, which HV_BACKEND=remote does not "
@@ -57,9 +65,12 @@ def backend_from_settings(settings: Settings) -> Backend:
         attention=settings.attention,
     )
     if settings.gpus == 1:
-        return Backend(EmbeddedRuntime(**arguments), comfyui_path, local=True)
+        embedded = EmbeddedRuntime(**arguments)
+        embedded.previews = previews
+        return Backend(embedded, comfyui_path, local=True)
     from comfy_runtime.backends.parallel.runtime import ParallelRuntime, refuse_gpu_count
 
     refuse_gpu_count(settings.gpus, settings.device)
     runtime = ParallelRuntime(**arguments, gpus=settings.gpus, collective_timeout=settings.gpu_collective_timeout)
+    runtime.previews = previews  # rank 0 sees the whole x0 estimate: its previews are the video's
     return Backend(runtime, comfyui_path, local=True)

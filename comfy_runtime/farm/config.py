@@ -52,6 +52,9 @@ class FarmSettings(BaseSettings):
         description="Webhook hosts allowed even though they resolve to a private or loopback address (JSON list, "
         'e.g. ["hooks.internal.svc"]). Every other private target is refused.',
     )
+    logs_webhook_seconds: float = Field(
+        5.0, gt=0, description="A running job's `logs` webhook (progress, ETA, preview URL) goes out at most this often.",
+    )
     auth: Literal["on", "off"] = Field(
         "on", description="Gateway: `off` serves without tokens (a local demo only: anyone reaching it may submit and "
         "see every job); it then warns at every start. `on`: every request needs `Authorization: Bearer <token>`.",

@@ -19,6 +19,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from comfy_runtime.errors import HunyuanVideoError
+from comfy_runtime.farm.live import lifted
 from comfy_runtime.farm.schema import TERMINAL, ensure_schema
 from comfy_runtime.farm.webhook import sent_events
 from comfy_runtime.redact import url_without_credentials
@@ -172,6 +173,7 @@ def prediction_json(row: dict[str, Any], base_url: str | None = None) -> dict[st
         metrics["predict_time"] = (row["completed_at"] - row["started_at"]).total_seconds()
     if row.get("timings"):
         metrics.update(row["timings"])
+    progress, preview, eta = lifted(row)
     body: dict[str, Any] = {
         "id": row["id"],
         "input": row["input"],
@@ -188,7 +190,8 @@ def prediction_json(row: dict[str, Any], base_url: str | None = None) -> dict[st
         "farm": {
             "job_id": row["job_id"], "attempts": _attempts(row), "queue_status": row.get("queue_status"),
             "cancel_requested": bool(row.get("abort_requested")) and row["status"] not in TERMINAL,
-            "worker": row["worker"], "progress": row["progress"], "seed": row["seed"], "object_key": row["object_key"],
+            "worker": row["worker"], "progress": progress, "seed": row["seed"], "object_key": row["object_key"],
+            "preview": preview, "eta_seconds": eta,
         },
     }
     if base_url:

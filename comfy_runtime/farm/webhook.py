@@ -25,7 +25,7 @@ from comfy_runtime.supply.url_fetch import closed_after
 log = logging.getLogger(__name__)
 
 EVENTS = ("start", "output", "logs", "completed")  # Cog's: a filter may name any of them
-SENT = ("start", "completed")  # the ones the farm sends; a prediction echoes its filter narrowed to these
+SENT = ("start", "logs", "completed")  # the ones the farm sends (logs: rate-limited, farm/live.py); a prediction echoes its filter narrowed to these
 MAX_BODY_BYTES = 1024 * 1024  # logs are the big part; a webhook is a notice, the GET has everything
 MAX_URL_CHARS = 2048
 COMPLETED_ATTEMPTS = 4  # Cog retries the terminal webhook too: it is the one a caller waits for

@@ -38,6 +38,7 @@ from comfy_runtime.farm import job_log, signing
 from comfy_runtime.farm import webhook as webhooks
 from comfy_runtime.farm.config import FarmNotConfigured, FarmSettings
 from comfy_runtime.farm.database_watch import DATABASE_ERRORS
+from comfy_runtime.farm.live import LiveJob, logs_sender
 from comfy_runtime.farm.metrics import WorkerMetrics
 from comfy_runtime.farm.queue import TASK_NAME, make_app
 from comfy_runtime.farm.schema import TERMINAL
@@ -84,6 +85,7 @@ class _Run:
     phase: str = "preparing"  # preparing -> rendering (the service renders and delivers)
     cancel_requested: bool = False
     last_step: str = ""
+    live: LiveJob | None = None  # the preview upload and `logs` webhooks (farm/live.py), while it renders
 
     def where(self) -> str:
         return f"at step {self.last_step}" if self.last_step else "before its first sampling step"
@@ -326,9 +328,12 @@ class FarmWorker:
         if run.cancel_requested:  # the cancel came before the render began: nothing to interrupt
             return self._end(run, "canceled", progress=progress, logs="canceled before rendering\n")
         key = self.object_key(run.prediction_id, request.output_format)
+        logs = logs_sender(self.store, run.prediction_id, lambda row: self._send(row, attempts=1))
+        run.live = LiveJob(progress, self.delivery.store, key, run.prediction_id,
+                           logs if webhooks.wants(started, "logs") else None, self.farm.logs_webhook_seconds)
         try:
-            delivered = self.service.predict(request, log_line=progress.line, subscribers=(progress, self.metrics.events),
-                                             key=key)
+            delivered = self.service.predict(request, log_line=progress.line,
+                                             subscribers=(progress, run.live, self.metrics.events), key=key)
         except RunTimedOut as error:
             return self._end(run, "failed", error=str(error), progress=progress)
         except ExecutionInterrupted as error:
@@ -353,6 +358,8 @@ class FarmWorker:
     def _end(self, run: _Run, status: str, *, progress: _JobProgress | None = None, logs: str = "",
              error: str | None = None, output: str | None = None, timings: dict[str, float] | None = None,
              object_key: str | None = None) -> Outcome:
+        if run.live is not None:  # the preview: deleted on success, kept otherwise (farm/live.py)
+            run.live.finish(status)
         if progress is not None:  # what the throttled progress writes have not sent yet goes with the end
             logs = progress.take() + logs
         if error:

@@ -4,8 +4,8 @@ runs: ProgressLog is the subscriber that writes a run's events (backends/contrac
 `node 9 SamplerCustomAdvanced` when a node starts, `SamplerCustomAdvanced step 3/30 (4.12 s/step,
 ETA 1:55)` per step, a note as its text, a warning as `warning: ...`, and one closing summary line.
 Programs read the events themselves, never these lines. s/step is the node's mean since it started (its
-first step includes loading the model, so the rate settles over the first steps); the ETA is for that
-node. The frame tap is our own node (graph/frame_tap.py): its generated id means nothing to a caller.
+first step includes loading the model, so the rate settles over the first steps); the ETA is the pipeline's (render/eta.py: until
+the video is delivered) where it has one, else for that node. The frame tap is our own node (graph/frame_tap.py): its generated id means nothing to a caller.
 """
 
 from __future__ import annotations
@@ -50,7 +50,8 @@ class ProgressLog:
             line = f"{name} step {event.step}/{event.total}"
             if event.step > 0:
                 per_step = (self.now() - self._node_started) / event.step
-                line += f" ({per_step:.2f} s/step, ETA {clock(per_step * max(0, event.total - event.step))})"
+                left = per_step * max(0, event.total - event.step) if event.eta_seconds is None else event.eta_seconds
+                line += f" ({per_step:.2f} s/step, ETA {clock(left)})"
             self.log_line(line)
         elif isinstance(event, Note):
             self.log_line(event.text)

@@ -145,3 +145,20 @@ def write_vae15(path: Path, seed: int = 0) -> Path:
 # A tiny 1.5 render through the Predictor: the test suites lay their inputs over this.
 BASE15 = dict(prompt="a red fox running through fresh snow", width=64, height=64, num_frames=5, steps=2, guidance=6.0,
             flow_shift=7.0, fps=24, seed=1234)
+
+
+def slow_model(target: Path, name: str, seconds_per_call: float) -> Path:
+    """In the derived graph `name` under target, the fixture node HVTestSlowModel between UNETLoader and the model's
+    next node: the real sampler, each model call slowed, so a test can watch (and cancel) a render for as long as
+    it needs."""
+    path = target / f"{name}.json"
+    graph = json.loads(path.read_text())
+    (loader,) = [node_id for node_id, node in graph.items() if node["class_type"] == "UNETLoader"]
+    for node in graph.values():
+        for key, value in node["inputs"].items():
+            if value == [loader, 0]:
+                node["inputs"][key] = ["hv_slow_model", 0]
+    graph["hv_slow_model"] = {"class_type": "HVTestSlowModel",
+                              "inputs": {"model": [loader, 0], "seconds_per_call": seconds_per_call}}
+    path.write_text(json.dumps(graph, indent=2))
+    return target

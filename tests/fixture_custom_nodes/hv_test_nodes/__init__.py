@@ -5,6 +5,8 @@ They stand in only where a real part cannot run on a CPU, or to inject a fault o
   so interrupt and progress can be tested without weights.
 - HVTestFail: raises, to test how a failing node is reported.
 - HVTestFailOnValue: raises only for one value of an input, to fail one job among good ones.
+- HVTestSlowModel: the model as it is, each model call first sleeping a while, so a farm test can watch a real
+  sampler (its steps, ETA and previews) for as long as it needs.
 - HVStandInTextEncoders, HVStandInVideoVAE (model_stand_ins.py): stand-ins for HunyuanVideo's text
   encoders and VAE, for the tiny-DiT tests.
 """
@@ -70,8 +72,28 @@ class HVTestFailOnValue:
         return (image,)
 
 
+class HVTestSlowModel:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",),
+                             "seconds_per_call": ("FLOAT", {"default": 0.1, "min": 0.0, "max": 60.0, "step": 0.01})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "run"
+    CATEGORY = "testing"
+
+    def run(self, model, seconds_per_call):
+        def slowed(apply_model, args):
+            time.sleep(seconds_per_call)
+            return apply_model(args["input"], args["timestep"], **args["c"])
+
+        patched = model.clone()
+        patched.set_model_unet_function_wrapper(slowed)
+        return (patched,)
+
+
 NODE_CLASS_MAPPINGS = {"HVTestSlowSteps": HVTestSlowSteps, "HVTestFail": HVTestFail,
-                       "HVTestFailOnValue": HVTestFailOnValue}
+                       "HVTestFailOnValue": HVTestFailOnValue, "HVTestSlowModel": HVTestSlowModel}
 
 # Stand-ins for HunyuanVideo's text encoders and VAE (cannot run on CPU); see model_stand_ins.py.
 from .model_stand_ins import NODE_CLASS_MAPPINGS as _MODEL_STAND_INS  # noqa: E402
