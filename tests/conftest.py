@@ -73,6 +73,15 @@ def schemas(runtime):
 
 # -- shared by several suites -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
+def pg():
+    """A throwaway PostgreSQL on 127.0.0.1 for the module (local_servers/postgres_server.py), stopped after it."""
+    from local_servers.postgres_server import PostgresServer
+
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def s3(request, tmp_path_factory):
     """moto's S3 server on 127.0.0.1 with the module's BUCKET created."""
     from local_servers.s3_server import MotoS3Server

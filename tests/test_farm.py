@@ -20,23 +20,15 @@ import yaml
 from comfy_runtime.farm.client import FarmClient, InvalidInput
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.schema import backlog_query
-from comfy_runtime.farm.tokens import create as create_token
-from local_servers.farm_processes import GatewayProcess, WorkerProcess
-from local_servers.postgres_server import PostgresServer
+from local_servers.farm_processes import WorkerProcess
 from local_servers.s3_server import MotoS3Server
-from tests.support.farm import FAIL_SEED, wait_until, write_farm_workflow
+from tests.support.farm import FAIL_SEED, gateway_with_token, job, wait_until, write_farm_workflow
 from tests.support.media import probe_video
 from tests.support.paths import PROJECT_ROOT
 
 BUCKET = "farm-videos"
 PREFIX = "hv/"
 SCALEDOBJECT = PROJECT_ROOT / "deploy" / "k8s" / "components" / "farm" / "scaledobject.yaml"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -75,17 +67,8 @@ def workers(farm_env, client, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def gateway(farm_env, client, tmp_path_factory):
-    process = GatewayProcess(farm_env, tmp_path_factory.mktemp("gateway") / "gateway.log").start()
-    with client.store.connection() as conn:  # the gateway requires a token (tests/test_farm_tokens.py tests them)
-        process.headers = {"Authorization": f"Bearer {create_token(conn, 'farm-tests').token}"}
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
-
-
-def job(**overrides) -> dict:
-    return {"prompt": "a fox", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "fps": 8, **overrides}
+    with gateway_with_token(farm_env, client, tmp_path_factory.mktemp("gateway") / "gateway.log", "farm-tests") as process:
+        yield process
 
 
 def video_keys(s3: MotoS3Server, prediction_id: str) -> list[str]:

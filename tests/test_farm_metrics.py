@@ -19,18 +19,11 @@ from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.tokens import create as create_token
 from local_servers.farm_processes import GatewayProcess, WorkerProcess
-from local_servers.postgres_server import PostgresServer
 from local_servers.processes import free_port
 from tests.support.farm import FAIL_SEED, SECONDS_PER_STEP, wait_until, write_farm_workflow
 
 BUCKET = "farm-metrics"
 PROMPT = "a fox in a secret place"
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

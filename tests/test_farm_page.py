@@ -8,9 +8,7 @@ under bench/results/farm-page/ (gitignored); docs/img/farm-page.png is one of th
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import time
 
 import httpx
@@ -20,7 +18,7 @@ from comfy_runtime.farm.client import FarmClient, InvalidInput, validate_inputs
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.page import CSP, input_declarations
 from local_servers.farm_processes import GatewayProcess, WorkerProcess
-from local_servers.postgres_server import PostgresServer
+from tests.support.browser import card, headless_chromium, sign_in, wait_for
 from tests.support.farm import write_farm_workflow
 from tests.support.paths import PROJECT_ROOT
 
@@ -28,12 +26,6 @@ BUCKET = "farm-page-videos"
 PAGE_DIR = PROJECT_ROOT / "comfy_runtime" / "farm" / "jobs_page"
 ARTIFACTS = PROJECT_ROOT / "bench" / "results" / "farm-page"
 MARKUP = '<img src=x onerror="window.hvInjected=1;alert(1)"><script>window.hvInjected=2;alert(2)</script> & "fox"'
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -86,54 +78,19 @@ def gateway(farm_env, client, tmp_path_factory):
         process.stop()
 
 
-def _require_browser() -> tuple[str, str]:
-    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    message = "chromium and chromium-driver are not installed: apt-get install -y chromium chromium-driver"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (.ci/run installs them; in CI the browser tests must run)")
-    pytest.skip(message + " (.ci/run installs them in CI)")
-
-
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = _require_browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1280,1000", "--no-first-run", "--disable-extensions"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the console: CSP violations land there
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
-    driver.set_page_load_timeout(30)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
 def signed_in(browser, gateway, worker, tokens):
     """The page open and signed in as alice (the module's browser tests share it)."""
-    from selenium.webdriver.common.by import By
-
-    browser.get(f"{gateway.url}/ui")
-    browser.find_element(By.ID, "token").send_keys(tokens["alice"])
-    browser.find_element(By.ID, "sign-in-button").click()
-    wait_for(browser, lambda d: d.find_element(By.ID, "app").is_displayed() and d.find_elements(By.ID, "input-prompt"))
+    sign_in(browser, gateway.url, tokens["alice"])
     assert browser.execute_script("return sessionStorage.getItem('hv-farm-token')") == tokens["alice"]
     return browser
-
-
-def wait_for(driver, condition, timeout: float = 60):
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout, poll_frequency=0.05).until(condition)
 
 
 def fill_and_submit(driver, **values) -> None:
@@ -159,12 +116,6 @@ def job_ids(driver) -> list[str]:
 
 def new_job(driver, before: set[str]) -> str:
     return wait_for(driver, lambda d: next((i for i in job_ids(d) if i not in before), None), timeout=30)
-
-
-def card(driver, prediction_id: str):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.CSS_SELECTOR, f'.job[data-id="{prediction_id}"]')
 
 
 def shot(driver, name: str) -> None:

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from selenium.webdriver.common.by import By
 
 from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.tokens import create as create_token
 from local_servers.farm_processes import GatewayProcess, WorkerProcess
-from local_servers.postgres_server import PostgresServer
+from tests.support.browser import card, headless_chromium, sign_in, wait_for
 from tests.support.farm import wait_until
 from tests.support.media import probe_video
 from tests.support.tiny_hunyuan15 import slow_model, write_tiny_family, write_tiny_models
@@ -37,12 +38,6 @@ def job(**overrides) -> dict:
 def write_slow_workflows(target: Path) -> Path:
     """The tiny v1 family, each model call slowed (HVTestSlowModel after UNETLoader)."""
     return slow_model(write_tiny_family(target, "hunyuan_t2v"), "hunyuan_t2v", SECONDS_PER_STEP)
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +137,22 @@ def test_cancel_after_the_first_preview_ends_canceled_and_keeps_the_preview(farm
     # Canceled: the last preview stays (what the client stopped), one object beside no video.
     assert keys_of(s3, prediction_id) == [f"{PREFIX}farm/{prediction_id}/preview.mp4"]
     assert httpx.get(ended["farm"]["preview"]["url"], timeout=30).status_code == 200
+
+
+def test_the_jobs_page_plays_the_live_preview_while_the_job_renders(farm):
+    """The page (tests/test_farm_page.py tests the rest of it) shows what the worker uploads: the latest preview as
+    a looping <video> that the browser decodes at the preview's size, then nothing once the job has ended."""
+    with headless_chromium() as driver:
+        sign_in(driver, str(farm.base_url), farm.headers["Authorization"].removeprefix("Bearer "))
+        prediction_id = farm.post("/predictions", headers={"Prefer": "respond-async"},
+                                  json={"input": job(steps=60, seed=7)}).json()["id"]
+        wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, f'.job[data-id="{prediction_id}"]'), timeout=30)
+        played = wait_for(driver, lambda d: d.execute_script(
+            "const v = arguments[0].querySelector('video.preview');"
+            "return !v.hidden && v.readyState >= 2 && v.dataset.step ? [v.videoWidth, v.videoHeight, +v.dataset.step,"
+            " v.currentSrc] : null", card(d, prediction_id)), timeout=120)
+        width, height, step, source = played
+        assert (width, height) == (16, 16) and step % EVERY == 0, played
+        assert f"farm/{prediction_id}/preview.mp4" in source, source
+        assert farm.post(f"/predictions/{prediction_id}/cancel").status_code == 200
+        wait_for(driver, lambda d: card(d, prediction_id).get_attribute("data-status") == "canceled", timeout=60)

@@ -24,14 +24,8 @@ from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
 from comfy_runtime.farm.schema import FARM_DDL
 from local_servers.farm_processes import GatewayProcess
-from local_servers.postgres_server import PostgresServer
+from tests.support.farm import job
 from tests.support.paths import PROJECT_ROOT
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +65,6 @@ def gateway(env, client, people, tmp_path_factory):
         yield process.wait_ready()
     finally:
         process.stop()
-
-
-def job(**overrides) -> dict:
-    return {"prompt": "a fox", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "fps": 8, **overrides}
 
 
 def as_(person: dict[str, str]) -> dict[str, str]:

@@ -12,15 +12,7 @@ import pytest
 
 from comfy_runtime.farm.client import FarmClient
 from comfy_runtime.farm.config import FarmSettings
-from comfy_runtime.farm.tokens import create as create_token
-from local_servers.farm_processes import GatewayProcess
-from local_servers.postgres_server import PostgresServer
-
-
-@pytest.fixture(scope="module")
-def pg():
-    with PostgresServer() as server:
-        yield server
+from tests.support.farm import gateway_with_token, job
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +25,8 @@ def client(pg):
 @pytest.fixture(scope="module")
 def gateway(hv_env, pg, client, tmp_path_factory):
     env = {**hv_env, "HV_FARM_DATABASE_URL": pg.url, "HV_FARM_SYNC_WAIT_SECONDS": "0"}
-    process = GatewayProcess(env, tmp_path_factory.mktemp("gateway") / "gateway.log").start()
-    with client.store.connection() as conn:  # the gateway requires a token (tests/test_farm_tokens.py tests them)
-        process.headers = {"Authorization": f"Bearer {create_token(conn, 'outage-tests').token}"}
-    try:
-        yield process.wait_ready()
-    finally:
-        process.stop()
-
-
-def job(**overrides) -> dict:
-    return {"prompt": "a fox", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "fps": 8, **overrides}
+    with gateway_with_token(env, client, tmp_path_factory.mktemp("gateway") / "gateway.log", "outage-tests") as process:
+        yield process
 
 
 def _timed(call):

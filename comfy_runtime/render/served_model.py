@@ -114,11 +114,12 @@ class ServedModel:
             require(set().union(*graphs.values()))
         self.runtime.start()
         schemas = self.runtime.node_schemas()
+        for workflow in stages.ready.values():  # first: a locked node that failed to import is named as such
+            self.supply.after_boot(workflow.graph, self.runtime, schemas)
         missing = sorted(set().union(*graphs.values()) - set(schemas))
         if missing and require is not None:  # at setup, naming each class and its workflow: never at run time
             raise not_loaded_error(missing, graphs)  # (a remote ComfyUI's own validation below names them)
         for workflow in stages.ready.values():
-            self.supply.after_boot(workflow.graph, self.runtime, schemas)
             check_bindings(workflow, schemas, graph_input_types(), graph_input_ranges())
             self._check_dit_channels(workflow)
             if workflow.takes_image:  # its LoadImage must find a file to validate against

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from comfy_runtime.farm.tokens import create as create_token
 from comfy_runtime.graph.workflow import WORKFLOWS_DIR
+from local_servers.farm_processes import GatewayProcess
 
 FAIL_SEED = 666
 SECONDS_PER_STEP = 0.1
@@ -32,6 +36,11 @@ def write_farm_workflow(folder: Path, seconds_per_step: float = SECONDS_PER_STEP
     return folder
 
 
+def job(**overrides) -> dict:
+    """The smallest plumbing_farm job, as a client posts it."""
+    return {"prompt": "a fox", "width": 64, "height": 64, "num_frames": 5, "steps": 1, "fps": 8, **overrides}
+
+
 def wait_until(predicate, timeout: float = 60, interval: float = 0.1, message: str = "condition"):
     """Poll `predicate` until it returns something truthy; return it. A deadline, not a timed assertion."""
     deadline = time.monotonic() + timeout
@@ -41,3 +50,16 @@ def wait_until(predicate, timeout: float = 60, interval: float = 0.1, message: s
             return value
         time.sleep(interval)
     raise AssertionError(f"{message} not reached within {timeout:g} s")
+
+
+@contextmanager
+def gateway_with_token(env: dict[str, str], client, log: Path, token_name: str) -> Iterator[GatewayProcess]:
+    """A gateway process whose requests carry a member token made for the test (tests/test_farm_tokens.py tests
+    the tokens themselves); stopped on exit."""
+    process = GatewayProcess(env, log).start()
+    with client.store.connection() as conn:
+        process.headers = {"Authorization": f"Bearer {create_token(conn, token_name).token}"}
+    try:
+        yield process.wait_ready()
+    finally:
+        process.stop()
