@@ -12,7 +12,8 @@ The lean boot changes neither ComfyUI's files nor what runs:
   be registered, or setup fails naming it (never a run). Custom nodes (the lock's, HV_EXTRA_CUSTOM_NODES) all load.
 - **Deferred imports** (DEFERRED_IMPORTS): packages ComfyUI imports at start-up that nothing uses before a run, and
   most runs never: each is registered as a module whose code runs on its first attribute access (a real import,
-  just later), so a graph that does use it still gets it.
+  just later), so a graph that does use it still gets it. transformers (DEFERRED_NAMES), whose classes ComfyUI binds
+  by name at import, hands out stand-ins instead, and runs at setup when a served workflow may load a text encoder.
 
 - **ComfyUI's bytecode**: the tree ships without compiled modules (the wheel's extraction, comfy-cli's clone), so
   every boot compiled ~130k lines of it again. Provisioning compiles it once into `<tree>.bytecode/` (the layout of
