@@ -207,3 +207,33 @@ def test_a_submodule_import_of_a_deferred_package_runs_the_package_first():
                           timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "True True"
+
+
+_CLIP_TOKENS_PROBE = """
+import json, sys
+from comfy_runtime.backends import boot_plan
+if sys.argv[1] == "lean":
+    boot_plan.defer_imports()
+sys.path.insert(0, sys.argv[2])
+import comfy.options  # noqa: F401
+from comfy.cli_args import args
+args.cpu = True
+import comfy.sd1_clip
+unrun = "transformers" in boot_plan.deferred_now()
+tokenizer = comfy.sd1_clip.SDTokenizer()  # ComfyUI's own CLIP tokenizer, through the CLIPTokenizer it bound
+print(json.dumps({"unrun_at_import": unrun, "tokens": [tokenizer.tokenize_with_weights(text) for text in
+                                                       ("a cat on a mat", "HunyuanVideo, 4k, (slow pan:1.2), dusk")]}))
+"""
+
+
+def test_comfyuis_clip_tokenizer_through_the_stand_in_gives_the_same_tokens(runtime):
+    def tokens(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _CLIP_TOKENS_PROBE, mode, str(runtime.comfyui_path)],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    lean, full = tokens("lean"), tokens("full")
+    assert lean["unrun_at_import"] and not full["unrun_at_import"]
+    assert lean["tokens"] == full["tokens"] and len(lean["tokens"][0][0]) == 77
