@@ -92,13 +92,16 @@ def test_a_lean_boot_serves_the_whole_1_5_family_validated_with_a_few_node_modul
     every = extra_node_files(runtime.comfyui_path)
     print(f"lean 1.5 720p + 1080p: {len(report['extras'])} of {len(every)} extra node modules: {report['extras']}")
     assert "nodes_hunyuan.py" in report["extras"] and len(report["extras"]) < len(every) / 4
+    # Its text encoders need transformers: run at setup (warm_for), so it is not left for the first run.
     assert set(report["deferred"]) == set(boot_plan.DEFERRED_IMPORTS)
 
 
 def test_a_lean_plumbing_boot_renders_and_a_deferred_module_runs_when_used(hv_env):
     report = _lean_probe(hv_env, "render")
     assert report["served"] == ["plumbing_video"]
-    assert set(report["deferred_after_run"]) == set(boot_plan.DEFERRED_IMPORTS)  # the run needed none of them
+    # The run needed none of them; transformers never ran, so neither did its import of torch.distributed.tensor.
+    assert set(report["deferred_after_run"]) == (set(boot_plan.DEFERRED_IMPORTS) - {"torch.distributed.tensor"}
+                                                 | {"transformers"})
     assert report["box_area"] == "torchvision.ops.boxes"
     assert "torchvision.ops" not in report["deferred_after_use"]
 
@@ -145,6 +148,92 @@ def test_the_lean_boot_reads_comfyuis_compiled_modules_from_beside_the_tree_and_
         return done.stdout.strip()
 
     assert run() == "1 _PrefixedBytecodeLoader"
+    # A namespace package (no __init__.py), as ComfyUI's comfy/, comfy_extras/, comfy_api/: read from the folder too.
+    (tree / "spaced").mkdir()
+    (tree / "spaced" / "plain.py").write_text("VALUE = 4\n")
+    boot_plan.compile_bytecode(tree)
+    assert subprocess.run([sys.executable, "-c", probe.replace("pack.cached", "spaced.plain")], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+                          timeout=60).stdout.strip() == "4 _PrefixedBytecodeLoader"
     module.write_text("VALUE = 3  # edited\n")  # another size and mtime: stale, compiled from source
     assert run() == "3 _PrefixedBytecodeLoader"
     assert not (tree / "pack" / "__pycache__").exists()
+
+
+_NAMES_PROBE = """
+import json, sys
+from comfy_runtime.backends import boot_plan
+boot_plan.defer_imports()
+from transformers import CLIPTokenizer, LlamaTokenizerFast
+import tokenizers
+report = {"bound_unrun": boot_plan.deferred_now(), "warm_plumbing": boot_plan.warm_for({"LoadImage", "CreateVideo"})}
+report["still"] = "transformers" in boot_plan.deferred_now()
+if sys.argv[1] == "use":
+    class Sub(LlamaTokenizerFast):  # subclassing a stand-in subclasses the real class
+        pass
+    real = sys.modules["transformers"].models.clip.CLIPTokenizer
+    report.update(name=CLIPTokenizer.__name__, same=CLIPTokenizer._resolve() is real, sub=issubclass(Sub, LlamaTokenizerFast),
+                  isinstance=isinstance(1, CLIPTokenizer), version=sys.modules["transformers"].__version__)
+else:
+    report["warm_hunyuan"] = boot_plan.warm_for({"CLIPLoader", "KSampler"})
+    report["resolved"] = [type(name).__name__ for name in (CLIPTokenizer, LlamaTokenizerFast)]
+    report["real_after"] = isinstance(object.__getattribute__(CLIPTokenizer, "_hv_real"), type)
+report["left"] = boot_plan.deferred_now()
+print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("how", ["use", "warm"])
+def test_transformers_names_are_stand_ins_until_used_and_a_text_encoder_workflow_runs_it_at_setup(how):
+    done = subprocess.run([sys.executable, "-c", _NAMES_PROBE, how], cwd=PROJECT_ROOT, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "transformers" in report["bound_unrun"] and report["warm_plumbing"] == [] and report["still"]
+    assert "transformers" not in report["left"]  # used, or warmed: it ran
+    if how == "use":
+        assert report["name"] == "CLIPTokenizer" and report["same"] and report["sub"] and not report["isinstance"]
+        assert report["version"].count(".") >= 1
+    else:
+        assert report["warm_hunyuan"] == ["transformers"] and report["real_after"] is True
+
+
+def test_a_submodule_import_of_a_deferred_package_runs_the_package_first():
+    probe = ("from comfy_runtime.backends import boot_plan; boot_plan.defer_imports(); import transformers; "
+             "assert 'transformers' in boot_plan.deferred_now(); import transformers.utils.logging as l; "
+             "import sys; assert 'transformers' not in boot_plan.deferred_now(); "
+             "print(sys.modules['transformers'].utils.logging is l, hasattr(sys.modules['transformers'], 'AutoConfig'))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "True True"
+
+
+_CLIP_TOKENS_PROBE = """
+import json, sys
+from comfy_runtime.backends import boot_plan
+if sys.argv[1] == "lean":
+    boot_plan.defer_imports()
+sys.path.insert(0, sys.argv[2])
+import comfy.options  # noqa: F401
+from comfy.cli_args import args
+args.cpu = True
+import comfy.sd1_clip
+unrun = "transformers" in boot_plan.deferred_now()
+tokenizer = comfy.sd1_clip.SDTokenizer()  # ComfyUI's own CLIP tokenizer, through the CLIPTokenizer it bound
+print(json.dumps({"unrun_at_import": unrun, "tokens": [tokenizer.tokenize_with_weights(text) for text in
+                                                       ("a cat on a mat", "HunyuanVideo, 4k, (slow pan:1.2), dusk")]}))
+"""
+
+
+def test_comfyuis_clip_tokenizer_through_the_stand_in_gives_the_same_tokens(runtime):
+    def tokens(mode: str) -> dict:
+        done = subprocess.run([sys.executable, "-c", _CLIP_TOKENS_PROBE, mode, str(runtime.comfyui_path)],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180,
+                              env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+        assert done.returncode == 0, done.stderr[-3000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    lean, full = tokens("lean"), tokens("full")
+    assert lean["unrun_at_import"] and not full["unrun_at_import"]
+    assert lean["tokens"] == full["tokens"] and len(lean["tokens"][0][0]) == 77

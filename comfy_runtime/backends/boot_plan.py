@@ -12,7 +12,8 @@ The lean boot changes neither ComfyUI's files nor what runs:
   be registered, or setup fails naming it (never a run). Custom nodes (the lock's, HV_EXTRA_CUSTOM_NODES) all load.
 - **Deferred imports** (DEFERRED_IMPORTS): packages ComfyUI imports at start-up that nothing uses before a run, and
   most runs never: each is registered as a module whose code runs on its first attribute access (a real import,
-  just later), so a graph that does use it still gets it.
+  just later), so a graph that does use it still gets it. transformers (DEFERRED_NAMES), whose classes ComfyUI binds
+  by name at import, hands out stand-ins instead, and runs at setup when a served workflow may load a text encoder.
 
 - **ComfyUI's bytecode**: the tree ships without compiled modules (the wheel's extraction, comfy-cli's clone), so
   every boot compiled ~130k lines of it again. Provisioning compiles it once into `<tree>.bytecode/` (the layout of
@@ -61,6 +62,22 @@ DEFERRED_IMPORTS: dict[str, str] = {
     "scipy.integrate": "only the lms sampler's coefficients call it (comfy/k_diffusion/sampling.py)",
 }
 
+# Packages ComfyUI imports at start-up only for names it binds and calls later: `from transformers import
+# CLIPTokenizer` (comfy.sd1_clip and 14 text encoders) runs transformers' package (~0.8-1.5 s: it scans all of its
+# model folders' sources, then imports requests, huggingface_hub ...) for tokenizer classes that are only called
+# when a text encoder loads. Such a package is registered unrun and each name taken from it is a stand-in that
+# imports it and becomes the real object on first use (a call, an attribute, isinstance, subclassing). A served
+# workflow that has a node in the set (a text-encoder or checkpoint loader) gets the package run and every handed-out
+# name resolved at setup (warm_for), so its first run pays nothing more than before; one without (plumbing) never
+# runs it. A submodule import (`import transformers.utils`) runs the package first, as Python would.
+DEFERRED_NAMES: dict[str, frozenset[str]] = {
+    "transformers": frozenset({
+        "CLIPLoader", "DualCLIPLoader", "TripleCLIPLoader", "QuadrupleCLIPLoader", "CheckpointLoaderSimple",
+        "CheckpointLoader", "unCLIPCheckpointLoader", "ImageOnlyCheckpointLoader", "CLIPVisionLoader",
+        "DiffusersLoader", "CLIPTextEncode", "TextEncodeHunyuanVideo_ImageToVideo",
+    }),
+}
+
 # Classes the run plan adds to a served graph at run time (graph/model_chain.py, lora/graph.py, graph/frame_tap.py):
 # they must be loaded at setup, or a request using them would fail at run time.
 PLAN_ADDED_CLASSES: frozenset[str] = frozenset({
@@ -98,26 +115,124 @@ class _DeferredModule(types.ModuleType):
         return getattr(self, name)
 
 
+class _NamesModule(types.ModuleType):
+    """A package whose code has not run yet (DEFERRED_NAMES): each name asked of it is a _DeferredName stand-in; a
+    dunder it lacks (__version__, __all__) runs it first."""
+
+    def __getattr__(self, name: str):
+        state = self.__dict__
+        if name.startswith("__") and name.endswith("__"):
+            # While the import system sets it up (no loader yet), or while it runs, a missing dunder is just missing.
+            if "__hv_loader__" not in state or name in ("__path__", "__file__", "__wrapped__") \
+                    or state.get("__hv_running__"):
+                raise AttributeError(name)
+            return getattr(_run_names_module(self), name)
+        if state.get("__hv_running__"):
+            raise AttributeError(name)
+        names = state.setdefault("__hv_names__", {})
+        if name not in names:
+            names[name] = _DeferredName(self, name)
+        return names[name]
+
+
+def _run_names_module(module: types.ModuleType) -> types.ModuleType:
+    with _RUN_LOCK:
+        state = module.__dict__
+        if type(module) is _NamesModule and not state.get("__hv_running__"):
+            state["__hv_running__"] = True
+            loader = state["__hv_loader__"]
+            try:
+                loader.exec_module(module)
+            finally:
+                state.pop("__hv_running__", None)
+            module.__spec__.loader = module.__loader__ = loader
+            module.__class__ = types.ModuleType
+            RAN_LATE.append(module.__name__)
+    # A package may put another object in its place in sys.modules as it runs (transformers: its _LazyModule).
+    return sys.modules.get(module.__name__, module)
+
+
+class _DeferredName:
+    """`from <deferred package> import Name`: the package runs and the real object is looked up on first use."""
+
+    __slots__ = ("_hv_module", "_hv_name", "_hv_real")
+
+    def __init__(self, module: types.ModuleType, name: str):
+        object.__setattr__(self, "_hv_module", module)
+        object.__setattr__(self, "_hv_name", name)
+
+    def _resolve(self):
+        try:
+            return object.__getattribute__(self, "_hv_real")
+        except AttributeError:
+            real = getattr(_run_names_module(object.__getattribute__(self, "_hv_module")),
+                           object.__getattribute__(self, "_hv_name"))
+            object.__setattr__(self, "_hv_real", real)
+            return real
+
+    def __getattr__(self, name: str):
+        return getattr(self._resolve(), name)
+
+    def __call__(self, *args, **kwargs):
+        return self._resolve()(*args, **kwargs)
+
+    def __instancecheck__(self, instance) -> bool:
+        return isinstance(instance, self._resolve())
+
+    def __subclasscheck__(self, subclass) -> bool:
+        return issubclass(subclass, self._resolve())
+
+    def __mro_entries__(self, bases):
+        return (self._resolve(),)
+
+    def __repr__(self) -> str:
+        return f"<deferred {object.__getattribute__(self, '_hv_module').__name__}.{object.__getattribute__(self, '_hv_name')}>"
+
+
 _RUN_LOCK = threading.RLock()
 RAN_LATE: list[str] = []  # deferred modules whose code has since run (boot phases, tests)
 
 
 class _DeferringLoader(importlib.abc.Loader):
-    def __init__(self, real: importlib.abc.Loader):
+    def __init__(self, real: importlib.abc.Loader, kind: type[types.ModuleType] = _DeferredModule):
         self.real = real
+        self.kind = kind
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
-        return _DeferredModule(spec.name)
+        return self.kind(spec.name)
 
     def exec_module(self, module: types.ModuleType) -> None:
         module.__dict__["__hv_loader__"] = self.real
 
 
+class _AlreadyLoaded(importlib.abc.Loader):
+    """Hands the import system a module that is already imported, as it was (its own spec kept)."""
+
+    def __init__(self, module: types.ModuleType):
+        self.module, self.spec = module, module.__spec__
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> types.ModuleType:
+        return self.module
+
+    def exec_module(self, module: types.ModuleType) -> None:
+        module.__spec__ = self.spec  # its own spec back
+
+
 class _DeferringFinder(importlib.abc.MetaPathFinder):
-    def __init__(self, names: Iterable[str]):
-        self.names = frozenset(names)
+    def __init__(self, names: Iterable[str], packages: Iterable[str] = ()):
+        self.packages = frozenset(packages)
+        self.names = frozenset(names) | self.packages
 
     def find_spec(self, name, path, target=None):
+        parent = name.partition(".")[0]
+        if parent in self.packages and parent != name and type(sys.modules.get(parent)) is _NamesModule:
+            _run_names_module(sys.modules[parent])  # a submodule: its package's code runs first, as on a plain import
+            if name in sys.modules:  # which imported this one already: hand that module over, do not run it twice
+                module = sys.modules[name]
+                # The import system takes the spec of a module already in sys.modules: a stand-in one, until loaded.
+                module.__spec__ = importlib.machinery.ModuleSpec(name, _AlreadyLoaded(module))
+                return module.__spec__
+            return None
         if name not in self.names:
             return None
         for finder in sys.meta_path:
@@ -126,7 +241,7 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
             spec = finder.find_spec(name, path, target)
             if spec is not None:
                 if isinstance(spec.loader, importlib.machinery.SourceFileLoader | importlib.machinery.SourcelessFileLoader):
-                    spec.loader = _DeferringLoader(spec.loader)
+                    spec.loader = _DeferringLoader(spec.loader, _NamesModule if name in self.packages else _DeferredModule)
                 return spec
         return None
 
@@ -134,12 +249,28 @@ class _DeferringFinder(importlib.abc.MetaPathFinder):
 def defer_imports(names: Iterable[str] = DEFERRED_IMPORTS) -> None:
     """Register the deferral (once per process, before ComfyUI is imported; a module already imported stays as is)."""
     if not any(isinstance(finder, _DeferringFinder) for finder in sys.meta_path):
-        sys.meta_path.insert(0, _DeferringFinder(names))
+        sys.meta_path.insert(0, _DeferringFinder(names, DEFERRED_NAMES))
+
+
+def warm_for(classes: Iterable[str] | None) -> list[str]:
+    """Run the DEFERRED_NAMES packages the served classes may use (None: any may be served) and resolve the names
+    handed out of them, at setup: the first run then pays what it paid before. Returns those run."""
+    served = None if classes is None else frozenset(classes)
+    ran = []
+    for package, users in DEFERRED_NAMES.items():
+        module = sys.modules.get(package)
+        if type(module) is not _NamesModule or (served is not None and not served & users):
+            continue
+        for stand_in in list(module.__dict__.get("__hv_names__", {}).values()):
+            stand_in._resolve()
+        _run_names_module(module)
+        ran.append(package)
+    return ran
 
 
 def deferred_now() -> list[str]:
     """The deferred modules whose code has not run (yet)."""
-    return sorted(name for name, module in sys.modules.items() if type(module) is _DeferredModule)
+    return sorted(name for name, module in sys.modules.items() if type(module) in (_DeferredModule, _NamesModule))
 
 
 # -- ComfyUI's bytecode ----------------------------------------------------------------------------------------------
@@ -179,9 +310,10 @@ class _BytecodeFinder(importlib.abc.MetaPathFinder):
         self.tree = str(tree) + os.sep
         self.loader = type("_Loader", (_PrefixedBytecodeLoader,), {"prefix": str(prefix)})
         # Only the tree's own top-level modules and packages are looked up here; every other name goes on to the
-        # next finder untouched (the deferred imports among them).
+        # next finder untouched (the deferred imports among them). ComfyUI's biggest packages (comfy, comfy_extras,
+        # comfy_api, comfy_execution) have no __init__.py: namespace packages, whose modules are found here too.
         self.top_level = frozenset(entry.stem if entry.suffix == ".py" else entry.name for entry in tree.iterdir()
-                                   if entry.suffix == ".py" or (entry / "__init__.py").is_file())
+                                   if entry.suffix == ".py" or _holds_modules(entry))
 
     def find_spec(self, name, path, target=None):
         if name.partition(".")[0] not in self.top_level:
@@ -192,6 +324,11 @@ class _BytecodeFinder(importlib.abc.MetaPathFinder):
         if type(spec.loader) is importlib.machinery.SourceFileLoader:
             spec.loader = self.loader(name, spec.origin)
         return spec
+
+
+def _holds_modules(folder: Path) -> bool:
+    """A regular package, or a namespace package (a folder of .py files without __init__.py)."""
+    return folder.is_dir() and folder.name.isidentifier() and next(folder.glob("*.py"), None) is not None
 
 
 def use_bytecode(comfyui_path: Path) -> bool:

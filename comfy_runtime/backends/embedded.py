@@ -345,6 +345,8 @@ class EmbeddedRuntime:
             failed = asyncio.run(self._init_nodes(files, first))
         if boot.summary():
             log.info(boot.summary())
+        if self.boot == "lean":  # deferred packages a served class may use run now, not in its first run
+            boot_plan.warm_for(self._needed_classes or None)
         others = [name for name in failed if name not in boot.without_torchaudio]
         if others:
             log.warning("ComfyUI's optional nodes %s did not import (the traceback is above); a workflow that uses "
