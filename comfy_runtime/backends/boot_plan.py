@@ -101,17 +101,7 @@ class _DeferredModule(types.ModuleType):
         state = self.__dict__
         if name.startswith("__") and name.endswith("__") or state.get("__hv_running__"):
             raise AttributeError(name)
-        with _RUN_LOCK:
-            if type(self) is _DeferredModule and not state.get("__hv_running__"):
-                state["__hv_running__"] = True
-                loader = state["__hv_loader__"]
-                try:
-                    loader.exec_module(self)
-                finally:
-                    state.pop("__hv_running__", None)
-                self.__spec__.loader = self.__loader__ = loader
-                self.__class__ = types.ModuleType
-                RAN_LATE.append(self.__name__)
+        _run_late(self, _DeferredModule)
         return getattr(self, name)
 
 
@@ -136,9 +126,15 @@ class _NamesModule(types.ModuleType):
 
 
 def _run_names_module(module: types.ModuleType) -> types.ModuleType:
+    return _run_late(module, _NamesModule)
+
+
+def _run_late(module: types.ModuleType, deferred: type) -> types.ModuleType:
+    """Run a deferred module's code once (the first thread to ask runs it, the others wait), and make it a plain
+    module again."""
     with _RUN_LOCK:
         state = module.__dict__
-        if type(module) is _NamesModule and not state.get("__hv_running__"):
+        if type(module) is deferred and not state.get("__hv_running__"):
             state["__hv_running__"] = True
             loader = state["__hv_loader__"]
             try:
