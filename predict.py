@@ -18,7 +18,7 @@ STREAM = Settings().stream_previews
 
 class Predictor(BasePredictor):
     def setup(self) -> None:
-        self.service = VideoService.from_settings()
+        self.service = VideoService.from_settings(previews_taken=STREAM)  # one file out: no one would see them
         self.service.start()
 
     if STREAM:

@@ -60,9 +60,12 @@ class VideoService:
         self.after_sampling = AfterSampling()  # the ETA's decode/encode/upload rates, from the last prediction
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None, delivery: Delivery | None = None) -> VideoService:
+    def from_settings(cls, settings: Settings | None = None, delivery: Delivery | None = None, *,
+                      previews_taken: bool = True) -> VideoService:
+        """previews_taken=False: this front door has no use for live previews (Cog's one-file output, the CLI), so
+        the sampler makes none."""
         settings = settings or Settings()
-        return cls(ServedModel.from_settings(settings), delivery or delivery_from_settings(settings),
+        return cls(ServedModel.from_settings(settings, previews_taken), delivery or delivery_from_settings(settings),
                    settings.warm_start)
 
     def start(self) -> None:

@@ -69,9 +69,11 @@ def latent2rgb_vae(runtime):
         cls.__init__ = original
 
 
-def _predictor(hv_env, workflows_dir, workflow, every):
+def _predictor(hv_env, workflows_dir, workflow, every, stream="1"):
+    """predict.py streaming its previews (HV_STREAM_PREVIEWS): the service makes them only for a front door that
+    takes them."""
     return booted_predictor({**hv_env, "HV_WORKFLOW": workflow, "HV_WORKFLOWS_DIR": str(workflows_dir),
-                             "HV_PREVIEW_EVERY": str(every)})
+                             "HV_PREVIEW_EVERY": str(every), "HV_STREAM_PREVIEWS": stream})
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +173,16 @@ def test_no_previews_when_off_and_none_left_in_the_run_folder(v1):
         v1.service.model.runtime.previews = PreviewPolicy(every=1)
     assert not [event for event in events if isinstance(event, PreviewReady)]
     assert any(isinstance(event, StepProgress) for event in events)
+
+
+def test_a_one_file_cog_predictor_makes_no_previews_whatever_the_interval(hv_env, workflows_dir, latent2rgb_vae):
+    plain = _predictor(hv_env, workflows_dir, V1, 1, stream="0")  # HV_PREVIEW_EVERY=1, but nothing takes them
+    try:
+        events, _video = render(plain, seed=78)
+    finally:
+        plain.service.close()
+    assert not [event for event in events if isinstance(event, PreviewReady)]
+    assert any(isinstance(event, StepProgress) and event.total == REQUEST["steps"] for event in events)  # it sampled
 
 
 # -- Cog's streamed outputs (HV_STREAM_PREVIEWS=1) through the real coglet ------------------------------------

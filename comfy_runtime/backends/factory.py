@@ -24,10 +24,14 @@ class Backend:
     local: bool  # ComfyUI runs in this process, with the weights and custom nodes of this machine
 
 
-def backend_from_settings(settings: Settings) -> Backend:
-    from comfy_runtime.render.preview import check_policy
+def backend_from_settings(settings: Settings, previews_taken: bool = True) -> Backend:
+    """previews_taken: whether the front door has a use for previews (the farm's upload, Cog's streamed outputs);
+    where it has none they are not made. The settings are checked either way."""
+    from comfy_runtime.render.preview import OFF, check_policy
 
     previews = check_policy(settings.preview_every, settings.preview_format, settings.stream_previews)
+    if not previews_taken:
+        previews = OFF
     if settings.backend == "remote":
         if settings.stream_previews:
             raise BackendRefused(

@@ -39,7 +39,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     overrides = {"workflow": args.workflow} if args.workflow else {}
     # The file, not the bucket: the operator asked for it here, at --out.
-    service = VideoService.from_settings(Settings(**overrides), CopyDelivery(args.out))
+    service = VideoService.from_settings(Settings(**overrides), CopyDelivery(args.out), previews_taken=False)
     service.start()
     delivered = service.predict(request, log_line=lambda line: print(line, file=sys.stderr))
     print(delivered.file)

@@ -72,9 +72,9 @@ class ServedModel:
         self.stages = Stages(ready={workflow.name: workflow})  # start() adds the siblings it can serve
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> ServedModel:
+    def from_settings(cls, settings: Settings | None = None, previews_taken: bool = True) -> ServedModel:
         settings = settings or Settings()
-        backend = backend_from_settings(settings)
+        backend = backend_from_settings(settings, previews_taken)
         if settings.torch_compile and backend.local and gpu_total_bytes(settings.device) is None:
             raise SpeedSettingRefused(
                 "HV_TORCH_COMPILE=true needs a GPU: on the CPU each new shape compiles for tens of seconds and runs no "
