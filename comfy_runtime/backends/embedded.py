@@ -566,7 +566,7 @@ class EmbeddedRuntime:
 def _emit_preview(run: _RunState, snapshot: preview_hook.LatentSnapshot, step: int, total: int,
                   node_id: str | None) -> None:
     maker = run.previews
-    if maker is None or not maker.due(step, total):
+    if not maker.due(step, total):
         return
     started = time.perf_counter()
     try:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from comfy_runtime.errors import InputRejected
-from comfy_runtime.farm.store import JobStore, _prefixed, prediction_json
+from comfy_runtime.farm.store import PREDICTION_SELECT, JobStore, prediction_json
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -49,9 +49,7 @@ def list_predictions(store: JobStore, limit: int = DEFAULT_LIMIT, before: str | 
         values = (*values, before, *params)
     with store.connection() as conn:
         rows = conn.execute(
-            f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status, j.abort_requested "
-            "FROM hv_farm_predictions p LEFT JOIN procrastinate_jobs j ON j.id = p.job_id "
-            f"WHERE ({where}) {cursor} ORDER BY p.created_at DESC, p.id DESC LIMIT %s",
+            f"{PREDICTION_SELECT} WHERE ({where}) {cursor} ORDER BY p.created_at DESC, p.id DESC LIMIT %s",
             (*values, limit + 1),
         ).fetchall()
     more = len(rows) > limit

@@ -34,6 +34,11 @@ def _prefixed(alias: str) -> str:
     return ", ".join(alias + name.strip() for name in COLUMNS.split(","))
 
 
+# A prediction row as prediction_json reads it: its own columns and its queue job's state (GET one, list a page).
+PREDICTION_SELECT = (f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status, j.abort_requested "
+                     "FROM hv_farm_predictions p LEFT JOIN procrastinate_jobs j ON j.id = p.job_id")
+
+
 class DatabaseUnavailable(HunyuanVideoError, RuntimeError):
     """The farm's PostgreSQL did not answer; the message names where it was looked for (no password)."""
 
@@ -81,8 +86,7 @@ class JobStore:
     def get(self, prediction_id: str) -> dict[str, Any] | None:
         with self.pool.connection() as conn:
             row = conn.execute(
-                f"SELECT {_prefixed('p.')}, j.attempts, j.status AS queue_status, j.abort_requested FROM hv_farm_predictions p "
-                "LEFT JOIN procrastinate_jobs j ON j.id = p.job_id WHERE p.id = %s", (prediction_id,),
+                f"{PREDICTION_SELECT} WHERE p.id = %s", (prediction_id,),
             ).fetchone()
         return row
 
